@@ -1,0 +1,79 @@
+// WELDON / WILDCAT max+min spatial pooling (Durand et al.; BEAN/DSVE-loc image head, Eq. 3.3).
+//
+//   y[b, c] = s * ( mean of the kt largest of x[b, c, :h_b, :w_b]
+//                   + alpha * mean of the kb smallest of x[b, c, :h_b, :w_b] )
+//
+// with s = 1 (DSVE-loc form) or s = 1/2 (WILDCAT form, only when kb > 0 and alpha != 0).
+// Ordering is that of torch.sort: NaN above +inf, -0.0 == +0.0, ties by the lowest row-major
+// index. The selected positions are returned (largest first, then smallest first) so that the
+// backward pass scatters grad / k to them.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/numeric.h"
+#include "common/tensor.h"
+
+namespace semvis {
+namespace weldon {
+
+struct Params {
+  int64_t kmax_count = 1;   // used when kmax_frac < 0
+  double kmax_frac = -1.0;  // fraction of the (valid) map in (0, 1]
+  int64_t kmin_count = 1;
+  double kmin_frac = -1.0;
+  double alpha = 1.0;
+  bool wildcat = false;  // WILDCAT form: halve, round fractions, clamp k to the map size
+};
+
+// Number of positions selected on one side for a map of n cells.
+// DSVE-loc form: fractions -> max(1, floor(f * n)); counts used as given (checked <= n).
+// WILDCAT form: fractions -> max(1, round-half-even(f * n)); everything clamped to n.
+SEMVIS_HD int64_t resolve_k(int64_t count, double frac, int64_t n, bool wildcat) {
+  int64_t k = count;
+  if (frac >= 0) {
+    const double v = frac * static_cast<double>(n);
+    k = static_cast<int64_t>(wildcat ? nearbyint(v) : floor(v));
+    if (k < 1) k = 1;
+  }
+  if (wildcat && k > n) k = n;
+  return k;
+}
+
+// Scale of each side: y = scale_top * sum_top + scale_bottom * sum_bottom.
+SEMVIS_HD void side_scales(const Params& p, int64_t kt, int64_t kb, float* st, float* sb) {
+  const bool halve = p.wildcat && kb > 0 && p.alpha != 0.0;
+  const double h = halve ? 0.5 : 1.0;
+  *st = kt > 0 ? static_cast<float>(h / static_cast<double>(kt)) : 0.f;
+  *sb = kb > 0 ? static_cast<float>(h * p.alpha / static_cast<double>(kb)) : 0.f;
+}
+
+// Host entry points: validate, then run on the device of x.
+//   x        [B, C, H, W]  float32/float16/bfloat16 (float64 on the CPU), any strides
+//   vhw_host [B, 2] int64 on the CPU (or null): valid (h, w) of each image
+//   vhw_dev  the same values on x's device (or null)
+//   y        [B, C] dtype of x, contiguous          (written)
+//   idx      [B, C, KT + KB] int64, contiguous      (written; -1 pads unused slots)
+// KT / KB are resolve_k of the full map H * W (an upper bound for every image).
+void forward(const TensorView& x, const TensorView* vhw_host, const TensorView* vhw_dev, const Params& p,
+             const TensorView& y, const TensorView& idx, std::uintptr_t stream);
+
+//   gy  [B, C] contiguous, idx from forward, gx [B, C, H, W] contiguous (fully written).
+void backward(const TensorView& gy, const TensorView& idx, const TensorView* vhw_host, const TensorView* vhw_dev,
+              const Params& p, const TensorView& gx, std::uintptr_t stream);
+
+// Backend implementations (arguments already validated).
+void forward_cpu(const TensorView& x, const int64_t* vhw, const Params& p, int64_t KT, int64_t KB,
+                 const TensorView& y, const TensorView& idx);
+void backward_cpu(const TensorView& gy, const TensorView& idx, const int64_t* vhw, const Params& p, int64_t KT,
+                  int64_t KB, const TensorView& gx);
+#ifdef SEMVIS_WITH_CUDA
+void forward_cuda(const TensorView& x, const int64_t* vhw, const Params& p, int64_t KT, int64_t KB,
+                  const TensorView& y, const TensorView& idx, std::uintptr_t stream);
+void backward_cuda(const TensorView& gy, const TensorView& idx, const int64_t* vhw, const Params& p, int64_t KT,
+                   int64_t KB, const TensorView& gx, std::uintptr_t stream);
+#endif
+
+}  // namespace weldon
+}  // namespace semvis

@@ -1,0 +1,224 @@
+// WELDON on the CPU: parallel over (batch, channel) rows. Each row's values are turned into
+// order-preserving integer keys with the index folded in, so that "largest value, lowest index
+// on ties" is a plain integer maximum; k = 1 is a single pass, larger k a partial selection
+// (nth_element) followed by a sort of the k winners only.
+#include <algorithm>
+#include <vector>
+
+#include "common/dispatch.h"
+#include "common/parallel.h"
+#include "weldon.h"
+
+namespace semvis {
+namespace weldon {
+namespace {
+
+// 64-bit selection keys. For 32-bit value keys the index shares the word; for double the value
+// key alone is 64 bits, so we keep (value key, index) pairs.
+struct PairKey {
+  uint64_t v;
+  uint32_t i;
+};
+
+template <typename T>
+struct RowSelector {
+  using Acc = typename acc_type<T>::type;
+  std::vector<Acc> vals;
+  std::vector<uint64_t> top, bot;  // packed keys (32-bit value types)
+  std::vector<PairKey> ptop, pbot;  // pair keys (double)
+
+  // Selects the kt largest and kb smallest of vals[0..n), writes the indices (map coordinates)
+  // in order into out_top/out_bot and returns the two sums (accumulated in that order).
+  void select(int64_t n, int64_t w, int64_t W, int64_t kt, int64_t kb, int64_t* out_top, int64_t* out_bot,
+              Acc* sum_top, Acc* sum_bot) {
+    auto to_map = [&](int64_t i) { return (i / w) * W + (i % w); };
+    if constexpr (sizeof(Acc) == 4) {
+      if (kt <= 1 && kb <= 1) {
+        // One pass: the max of (key << 32 | ~i) is the largest value at the lowest index,
+        // the min of (key << 32 | i) the smallest value at the lowest index.
+        uint64_t best_t = 0, best_b = ~0ull;
+        for (int64_t i = 0; i < n; ++i) {
+          const uint64_t k = static_cast<uint64_t>(order_key(static_cast<float>(vals[i]))) << 32;
+          best_t = std::max(best_t, k | (0xffffffffu - static_cast<uint32_t>(i)));
+          best_b = std::min(best_b, k | static_cast<uint32_t>(i));
+        }
+        if (kt == 1) {
+          const int64_t i = 0xffffffffu - static_cast<uint32_t>(best_t);
+          out_top[0] = to_map(i);
+          *sum_top = vals[i];
+        }
+        if (kb == 1) {
+          const int64_t i = static_cast<uint32_t>(best_b);
+          out_bot[0] = to_map(i);
+          *sum_bot = vals[i];
+        }
+        return;
+      }
+      top.resize(n);
+      bot.resize(n);
+      for (int64_t i = 0; i < n; ++i) {
+        const uint64_t k = static_cast<uint64_t>(order_key(static_cast<float>(vals[i]))) << 32;
+        top[i] = k | (0xffffffffu - static_cast<uint32_t>(i));
+        bot[i] = k | static_cast<uint32_t>(i);
+      }
+      if (kt > 0) {
+        if (kt < n) std::nth_element(top.begin(), top.begin() + kt, top.end(), std::greater<uint64_t>());
+        std::sort(top.begin(), top.begin() + kt, std::greater<uint64_t>());
+        Acc s = 0;
+        for (int64_t j = 0; j < kt; ++j) {
+          const int64_t i = 0xffffffffu - static_cast<uint32_t>(top[j]);
+          out_top[j] = to_map(i);
+          s += vals[i];
+        }
+        *sum_top = s;
+      }
+      if (kb > 0) {
+        if (kb < n) std::nth_element(bot.begin(), bot.begin() + kb, bot.end());
+        std::sort(bot.begin(), bot.begin() + kb);
+        Acc s = 0;
+        for (int64_t j = 0; j < kb; ++j) {
+          const int64_t i = static_cast<uint32_t>(bot[j]);
+          out_bot[j] = to_map(i);
+          s += vals[i];
+        }
+        *sum_bot = s;
+      }
+    } else {
+      ptop.resize(n);
+      for (int64_t i = 0; i < n; ++i) ptop[i] = PairKey{order_key(static_cast<double>(vals[i])), static_cast<uint32_t>(i)};
+      pbot = ptop;
+      auto greater = [](const PairKey& a, const PairKey& b) { return a.v != b.v ? a.v > b.v : a.i < b.i; };
+      auto less = [](const PairKey& a, const PairKey& b) { return a.v != b.v ? a.v < b.v : a.i < b.i; };
+      if (kt > 0) {
+        if (kt < n) std::nth_element(ptop.begin(), ptop.begin() + kt, ptop.end(), greater);
+        std::sort(ptop.begin(), ptop.begin() + kt, greater);
+        Acc s = 0;
+        for (int64_t j = 0; j < kt; ++j) {
+          out_top[j] = to_map(ptop[j].i);
+          s += vals[ptop[j].i];
+        }
+        *sum_top = s;
+      }
+      if (kb > 0) {
+        if (kb < n) std::nth_element(pbot.begin(), pbot.begin() + kb, pbot.end(), less);
+        std::sort(pbot.begin(), pbot.begin() + kb, less);
+        Acc s = 0;
+        for (int64_t j = 0; j < kb; ++j) {
+          out_bot[j] = to_map(pbot[j].i);
+          s += vals[pbot[j].i];
+        }
+        *sum_bot = s;
+      }
+    }
+  }
+};
+
+template <typename T>
+void forward_impl(const TensorView& x, const int64_t* vhw, const Params& p, int64_t KT, int64_t KB,
+                  const TensorView& y, const TensorView& idx) {
+  using Acc = typename acc_type<T>::type;
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t sB = x.stride(0), sC = x.stride(1), sH = x.stride(2), sW = x.stride(3);
+  const T* X = x.ptr<const T>();
+  T* Y = y.ptr<T>();
+  int64_t* I = idx.ptr<int64_t>();
+  const int64_t K = KT + KB;
+  const int64_t grain = std::max<int64_t>(1, 4096 / (H * W));
+  parallel_for(0, B * C, grain, [&](int64_t lo, int64_t hi) {
+    RowSelector<T> sel;
+    sel.vals.resize(H * W);
+    for (int64_t r = lo; r < hi; ++r) {
+      const int64_t b = r / C, c = r % C;
+      const int64_t h = vhw ? vhw[2 * b] : H, w = vhw ? vhw[2 * b + 1] : W, n = h * w;
+      const int64_t kt = resolve_k(p.kmax_count, p.kmax_frac, n, p.wildcat);
+      const int64_t kb = resolve_k(p.kmin_count, p.kmin_frac, n, p.wildcat);
+      const T* base = X + b * sB + c * sC;
+      Acc* v = sel.vals.data();
+      if (sW == 1 && (sH == W || h == 1) && w == W) {
+        for (int64_t i = 0; i < n; ++i) v[i] = load_acc((base[i]));
+      } else {
+        for (int64_t iy = 0; iy < h; ++iy)
+          for (int64_t ix = 0; ix < w; ++ix) v[iy * w + ix] = load_acc((base[iy * sH + ix * sW]));
+      }
+      int64_t* out = I + r * K;
+      std::fill(out, out + K, int64_t(-1));
+      Acc st = 0, sb = 0;
+      sel.select(n, w, W, kt, kb, out, out + KT, &st, &sb);
+      float ft, fb;
+      side_scales(p, kt, kb, &ft, &fb);
+      Acc res;
+      if constexpr (sizeof(Acc) == 8) {
+        const bool halve = p.wildcat && kb > 0 && p.alpha != 0.0;
+        const double hh = halve ? 0.5 : 1.0;
+        res = (kt > 0 ? hh * st / kt : 0.0) + (kb > 0 ? hh * p.alpha * sb / kb : 0.0);
+      } else {
+        res = (kt > 0 ? ft * st : 0.f) + (kb > 0 ? fb * sb : 0.f);
+      }
+      Y[r] = store_acc<T>(res);
+    }
+  });
+}
+
+template <typename T>
+void backward_impl(const TensorView& gy, const TensorView& idx, const int64_t* vhw, const Params& p, int64_t KT,
+                   int64_t KB, const TensorView& gx) {
+  using Acc = typename acc_type<T>::type;
+  const int64_t B = gx.size(0), C = gx.size(1), H = gx.size(2), W = gx.size(3), HW = H * W;
+  const T* G = gy.ptr<const T>();
+  const int64_t* I = idx.ptr<const int64_t>();
+  T* GX = gx.ptr<T>();
+  const int64_t K = KT + KB;
+  // Indices come from the caller: check them all before writing anything.
+  parallel_for(0, B * C * K, 1 << 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t j = lo; j < hi; ++j)
+      if (I[j] < -1 || I[j] >= HW) failf("weldon_pool: indices holds ", I[j], ", outside [-1, ", HW, ")");
+  });
+  const int64_t grain = std::max<int64_t>(1, 4096 / HW);
+  parallel_for(0, B * C, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const int64_t b = r / C;
+      const int64_t n = vhw ? vhw[2 * b] * vhw[2 * b + 1] : HW;
+      const int64_t kt = resolve_k(p.kmax_count, p.kmax_frac, n, p.wildcat);
+      const int64_t kb = resolve_k(p.kmin_count, p.kmin_frac, n, p.wildcat);
+      float ft, fb;
+      side_scales(p, kt, kb, &ft, &fb);
+      T* out = GX + r * HW;
+      std::fill(out, out + HW, store_acc<T>(Acc(0)));
+      const Acc g = load_acc((G[r]));
+      const int64_t* ix = I + r * K;
+      Acc gt, gb;
+      if constexpr (sizeof(Acc) == 8) {
+        const bool halve = p.wildcat && kb > 0 && p.alpha != 0.0;
+        const double hh = halve ? 0.5 : 1.0;
+        gt = kt > 0 ? g * hh / kt : 0.0;
+        gb = kb > 0 ? g * hh * p.alpha / kb : 0.0;
+      } else {
+        gt = g * ft;
+        gb = g * fb;
+      }
+      // Top positions are distinct, and so are bottom positions; a position in both gets both.
+      for (int64_t j = 0; j < kt; ++j)
+        if (ix[j] >= 0) out[ix[j]] = store_acc<T>(gt);
+      for (int64_t j = 0; j < kb; ++j) {
+        const int64_t q = ix[KT + j];
+        if (q < 0) continue;
+        out[q] = store_acc<T>(load_acc(out[q]) + gb);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void forward_cpu(const TensorView& x, const int64_t* vhw, const Params& p, int64_t KT, int64_t KB,
+                 const TensorView& y, const TensorView& idx) {
+  SEMVIS_DISPATCH_FLOAT(x.dtype, "weldon_pool", forward_impl<scalar_t>(x, vhw, p, KT, KB, y, idx));
+}
+
+void backward_cpu(const TensorView& gy, const TensorView& idx, const int64_t* vhw, const Params& p, int64_t KT,
+                  int64_t KB, const TensorView& gx) {
+  SEMVIS_DISPATCH_FLOAT(gy.dtype, "weldon_pool", backward_impl<scalar_t>(gy, idx, vhw, p, KT, KB, gx));
+}
+
+}  // namespace weldon
+}  // namespace semvis

@@ -1,0 +1,70 @@
+"""semvis_ext: fused retrieval kernels (C++ / CUDA) for PyTorch and NumPy.
+
+Importing this package is cheap: the compiled module, torch and the op registrations are loaded
+on first use of a function. ``semvis_ext.info()`` reports how the extension was built.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY: Dict[str, str] = {
+    "weldon_pool": "semvis_ext.ops.weldon",
+    "WeldonResult": "semvis_ext.ops.weldon",
+    "nn": "semvis_ext.nn",
+    "reference": "semvis_ext.reference",
+}
+
+__all__ = ["info", "get_num_threads", "set_num_threads", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'semvis_ext' has no attribute {name!r}") from None
+    mod = importlib.import_module(module)
+    value = mod if module.endswith("." + name) else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def info() -> Dict[str, Any]:
+    """How the extension was built and what it sees.
+
+    Returns:
+        dict with ``version``, ``cuda_built`` (bool), ``cuda_archs`` (str, e.g. ``"90"``),
+        ``cuda_device_count`` (int, 0 without a driver or device) and ``num_threads`` (CPU kernels).
+    """
+    from . import _C
+
+    return {
+        "version": __version__,
+        "cuda_built": bool(_C.cuda_built()),
+        "cuda_archs": _C.cuda_archs(),
+        "cuda_device_count": int(_C.cuda_device_count()),
+        "num_threads": int(_C.get_num_threads()),
+    }
+
+
+def get_num_threads() -> int:
+    """Number of threads used by the CPU kernels."""
+    from . import _C
+
+    return int(_C.get_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the threads used by the CPU kernels (``n <= 0``: SEMVIS_NUM_THREADS or all cores)."""
+    from . import _C
+
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    _C.set_num_threads(n)

@@ -1,0 +1,61 @@
+"""Glue between torch tensors and the compiled module: DLPack capsules, streams, checks."""
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import torch
+from torch.utils.dlpack import to_dlpack
+
+from . import _C  # noqa: F401  (re-exported for the ops modules)
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def capsule(t: Optional[torch.Tensor]):
+    """A DLPack capsule borrowing ``t`` (None stays None)."""
+    if t is None:
+        return None
+    return to_dlpack(t.detach())
+
+
+def stream_of(t: torch.Tensor) -> int:
+    """The current CUDA stream of t's device as an integer (0 on the CPU)."""
+    if t.device.type == "cuda":
+        return torch.cuda.current_stream(t.device).cuda_stream
+    return 0
+
+
+def check_tensor(op: str, name: str, t, *, dtypes=None, ndim: Optional[int] = None) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{op}: {name} must be on cpu or cuda, got {t.device}")
+    if dtypes is not None and t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{op}: {name} must have dtype in ({names}), got {str(t.dtype).replace('torch.', '')}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+
+
+def check_count_or_fraction(op: str, name: str, k):
+    """An int count >= 0 -> (k, -1.0); a float fraction in (0, 1] -> (0, f)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Real):
+        raise TypeError(f"{op}: {name} must be an int count or a float fraction in (0, 1], got {type(k).__name__}")
+    if isinstance(k, numbers.Integral):
+        if k < 0:
+            raise ValueError(f"{op}: {name} must be >= 0, got {k}")
+        return int(k), -1.0
+    k = float(k)
+    if not (0.0 < k <= 1.0):
+        raise ValueError(f"{op}: a fractional {name} must lie in (0, 1], got {k}")
+    return 0, k
+
+
+def check_finite_scalar(op: str, name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{op}: {name} must be finite, got {v}")
+    return v

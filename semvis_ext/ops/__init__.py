@@ -1,0 +1,1 @@
+"""torch.library registrations, one module per op (imported lazily by semvis_ext)."""
