@@ -22,11 +22,11 @@ def weldon_pool(x: Tensor, kmax=1, kmin=1, alpha: float = 1.0, valid_hw: Optiona
                 form: str = "dsve", return_indices: bool = False):
     """WELDON by sorting each map (torch.sort, stable: ties to the lowest index).
 
-    Accumulates in float32 (float64 for float64 inputs) and returns x's dtype; indices are flat
+    Sums in float64 and returns x's dtype; indices are flat
     positions in the full H x W map, largest (resp. smallest) first, -1 padded.
     """
     B, C, H, W = x.shape
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = torch.float64  # the kernels sum in double too
     halve_possible = form == "wildcat"
     ys, tops, bots = [], [], []
     kt_full, kb_full = _resolve_k(kmax, H * W, form), _resolve_k(kmin, H * W, form)

@@ -41,12 +41,14 @@ SEMVIS_HD int64_t resolve_k(int64_t count, double frac, int64_t n, bool wildcat)
   return k;
 }
 
-// Scale of each side: y = scale_top * sum_top + scale_bottom * sum_bottom.
-SEMVIS_HD void side_scales(const Params& p, int64_t kt, int64_t kb, float* st, float* sb) {
+// Scale of each side: y = scale_top * sum_top + scale_bottom * sum_bottom. Sums and scales are
+// double on both backends (a float32 sum of two values near FLT_MAX would overflow where the
+// mean does not), so CPU and CUDA results stay bit-identical.
+SEMVIS_HD void side_scales(const Params& p, int64_t kt, int64_t kb, double* st, double* sb) {
   const bool halve = p.wildcat && kb > 0 && p.alpha != 0.0;
   const double h = halve ? 0.5 : 1.0;
-  *st = kt > 0 ? static_cast<float>(h / static_cast<double>(kt)) : 0.f;
-  *sb = kb > 0 ? static_cast<float>(h * p.alpha / static_cast<double>(kb)) : 0.f;
+  *st = kt > 0 ? h / static_cast<double>(kt) : 0.0;
+  *sb = kb > 0 ? h * p.alpha / static_cast<double>(kb) : 0.0;
 }
 
 // Host entry points: validate, then run on the device of x.

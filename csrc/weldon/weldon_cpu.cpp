@@ -30,7 +30,7 @@ struct RowSelector {
   // Selects the kt largest and kb smallest of vals[0..n), writes the indices (map coordinates)
   // in order into out_top/out_bot and returns the two sums (accumulated in that order).
   void select(int64_t n, int64_t w, int64_t W, int64_t kt, int64_t kb, int64_t* out_top, int64_t* out_bot,
-              Acc* sum_top, Acc* sum_bot) {
+              double* sum_top, double* sum_bot) {
     auto to_map = [&](int64_t i) { return (i / w) * W + (i % w); };
     if constexpr (sizeof(Acc) == 4) {
       if (kt <= 1 && kb <= 1) {
@@ -64,7 +64,7 @@ struct RowSelector {
       if (kt > 0) {
         if (kt < n) std::nth_element(top.begin(), top.begin() + kt, top.end(), std::greater<uint64_t>());
         std::sort(top.begin(), top.begin() + kt, std::greater<uint64_t>());
-        Acc s = 0;
+        double s = 0;
         for (int64_t j = 0; j < kt; ++j) {
           const int64_t i = 0xffffffffu - static_cast<uint32_t>(top[j]);
           out_top[j] = to_map(i);
@@ -75,7 +75,7 @@ struct RowSelector {
       if (kb > 0) {
         if (kb < n) std::nth_element(bot.begin(), bot.begin() + kb, bot.end());
         std::sort(bot.begin(), bot.begin() + kb);
-        Acc s = 0;
+        double s = 0;
         for (int64_t j = 0; j < kb; ++j) {
           const int64_t i = static_cast<uint32_t>(bot[j]);
           out_bot[j] = to_map(i);
@@ -92,7 +92,7 @@ struct RowSelector {
       if (kt > 0) {
         if (kt < n) std::nth_element(ptop.begin(), ptop.begin() + kt, ptop.end(), greater);
         std::sort(ptop.begin(), ptop.begin() + kt, greater);
-        Acc s = 0;
+        double s = 0;
         for (int64_t j = 0; j < kt; ++j) {
           out_top[j] = to_map(ptop[j].i);
           s += vals[ptop[j].i];
@@ -102,7 +102,7 @@ struct RowSelector {
       if (kb > 0) {
         if (kb < n) std::nth_element(pbot.begin(), pbot.begin() + kb, pbot.end(), less);
         std::sort(pbot.begin(), pbot.begin() + kb, less);
-        Acc s = 0;
+        double s = 0;
         for (int64_t j = 0; j < kb; ++j) {
           out_bot[j] = to_map(pbot[j].i);
           s += vals[pbot[j].i];
@@ -135,26 +135,19 @@ void forward_impl(const TensorView& x, const int64_t* vhw, const Params& p, int6
       const T* base = X + b * sB + c * sC;
       Acc* v = sel.vals.data();
       if (sW == 1 && (sH == W || h == 1) && w == W) {
-        for (int64_t i = 0; i < n; ++i) v[i] = load_acc((base[i]));
+        for (int64_t i = 0; i < n; ++i) v[i] = load_acc(base[i]);
       } else {
         for (int64_t iy = 0; iy < h; ++iy)
-          for (int64_t ix = 0; ix < w; ++ix) v[iy * w + ix] = load_acc((base[iy * sH + ix * sW]));
+          for (int64_t ix = 0; ix < w; ++ix) v[iy * w + ix] = load_acc(base[iy * sH + ix * sW]);
       }
       int64_t* out = I + r * K;
       std::fill(out, out + K, int64_t(-1));
-      Acc st = 0, sb = 0;
+      double st = 0, sb = 0;
       sel.select(n, w, W, kt, kb, out, out + KT, &st, &sb);
-      float ft, fb;
+      double ft, fb;
       side_scales(p, kt, kb, &ft, &fb);
-      Acc res;
-      if constexpr (sizeof(Acc) == 8) {
-        const bool halve = p.wildcat && kb > 0 && p.alpha != 0.0;
-        const double hh = halve ? 0.5 : 1.0;
-        res = (kt > 0 ? hh * st / kt : 0.0) + (kb > 0 ? hh * p.alpha * sb / kb : 0.0);
-      } else {
-        res = (kt > 0 ? ft * st : 0.f) + (kb > 0 ? fb * sb : 0.f);
-      }
-      Y[r] = store_acc<T>(res);
+      const double res = (kt > 0 ? ft * st : 0.0) + (kb > 0 ? fb * sb : 0.0);
+      Y[r] = store_acc<T>(static_cast<Acc>(res));
     }
   });
 }
@@ -180,22 +173,13 @@ void backward_impl(const TensorView& gy, const TensorView& idx, const int64_t* v
       const int64_t n = vhw ? vhw[2 * b] * vhw[2 * b + 1] : HW;
       const int64_t kt = resolve_k(p.kmax_count, p.kmax_frac, n, p.wildcat);
       const int64_t kb = resolve_k(p.kmin_count, p.kmin_frac, n, p.wildcat);
-      float ft, fb;
+      double ft, fb;
       side_scales(p, kt, kb, &ft, &fb);
       T* out = GX + r * HW;
       std::fill(out, out + HW, store_acc<T>(Acc(0)));
-      const Acc g = load_acc((G[r]));
+      const double g = load_acc(G[r]);
       const int64_t* ix = I + r * K;
-      Acc gt, gb;
-      if constexpr (sizeof(Acc) == 8) {
-        const bool halve = p.wildcat && kb > 0 && p.alpha != 0.0;
-        const double hh = halve ? 0.5 : 1.0;
-        gt = kt > 0 ? g * hh / kt : 0.0;
-        gb = kb > 0 ? g * hh * p.alpha / kb : 0.0;
-      } else {
-        gt = g * ft;
-        gb = g * fb;
-      }
+      const Acc gt = static_cast<Acc>(g * ft), gb = static_cast<Acc>(g * fb);
       // Top positions are distinct, and so are bottom positions; a position in both gets both.
       for (int64_t j = 0; j < kt; ++j)
         if (ix[j] >= 0) out[ix[j]] = store_acc<T>(gt);

@@ -53,9 +53,8 @@ __device__ __forceinline__ double value_of<double>(uint64_t k) {
 template <typename T, bool TOP, int REG>
 __device__ void select_side(const T* base, int64_t sH, int64_t sW, int64_t w, int64_t W, int64_t n, int64_t k,
                             const uint64_t (&keys)[REG > 0 ? REG : 1], int lane, int64_t* out,
-                            typename acc_type<T>::type* sum) {
-  using Acc = typename acc_type<T>::type;
-  Acc s = 0;
+                            double* sum) {
+  double s = 0;
   Pair last{0, 0};
   for (int64_t r = 0; r < k; ++r) {
     bool has = false;
@@ -125,21 +124,14 @@ __global__ void forward_kernel(const T* __restrict__ X, int64_t B, int64_t C, in
   int64_t* out = I + row * K;
   for (int64_t j = lane; j < K; j += 32) out[j] = -1;
   __syncwarp();
-  Acc st = 0, sb = 0;
+  double st = 0, sb = 0;
   if (kt > 0) select_side<T, true, REG>(base, sH, sW, w, W, n, min(kt, n), keys, lane, out, &st);
   if (kb > 0) select_side<T, false, REG>(base, sH, sW, w, W, n, min(kb, n), keys, lane, out + KT, &sb);
   if (lane == 0) {
-    Acc res;
-    if constexpr (sizeof(Acc) == 8) {
-      const bool halve = p.wildcat && kb > 0 && p.alpha != 0.0;
-      const double hh = halve ? 0.5 : 1.0;
-      res = (kt > 0 ? hh * st / kt : 0.0) + (kb > 0 ? hh * p.alpha * sb / kb : 0.0);
-    } else {
-      float ft, fb;
-      side_scales(p, kt, kb, &ft, &fb);
-      res = (kt > 0 ? ft * st : 0.f) + (kb > 0 ? fb * sb : 0.f);
-    }
-    Y[row] = store_acc<T>(res);
+    double ft, fb;
+    side_scales(p, kt, kb, &ft, &fb);
+    const double res = (kt > 0 ? ft * st : 0.0) + (kb > 0 ? fb * sb : 0.0);
+    Y[row] = store_acc<T>(static_cast<Acc>(res));
   }
 }
 
@@ -160,19 +152,10 @@ __global__ void backward_kernel(const T* __restrict__ G, const int64_t* __restri
   T* out = GX + row * HW;
   for (int64_t j = lane; j < HW; j += 32) out[j] = store_acc<T>(Acc(0));
   __syncwarp();
-  const Acc g = load_acc(G[row]);
-  Acc gt, gb;
-  if constexpr (sizeof(Acc) == 8) {
-    const bool halve = p.wildcat && kb > 0 && p.alpha != 0.0;
-    const double hh = halve ? 0.5 : 1.0;
-    gt = kt > 0 ? g * hh / kt : 0.0;
-    gb = kb > 0 ? g * hh * p.alpha / kb : 0.0;
-  } else {
-    float ft, fb;
-    side_scales(p, kt, kb, &ft, &fb);
-    gt = g * ft;
-    gb = g * fb;
-  }
+  const double g = load_acc(G[row]);
+  double ft, fb;
+  side_scales(p, kt, kb, &ft, &fb);
+  const Acc gt = static_cast<Acc>(g * ft), gb = static_cast<Acc>(g * fb);
   const int64_t* ix = I + row * (KT + KB);
   // Positions are distinct within each side; out-of-range indices are skipped, never written.
   for (int64_t j = lane; j < min(kt, KT); j += 32) {

@@ -1,0 +1,304 @@
+"""WELDON pooling: the fused op against semvis_ext.reference on random and adversarial inputs."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import semvis_ext
+from semvis_ext import reference as R
+from semvis_ext.nn import WeldonPool2d
+
+from conftest import devices
+
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+KS = [(1, 1), (3, 2), (0, 1), (1, 0), (5, 5), (0.3, 0.3), (0.05, 0.5), (1.0, 1.0)]
+
+
+def check_against_reference(x, kmax, kmin, alpha=1.0, valid_hw=None, form="dsve"):
+    res = semvis_ext.weldon_pool(x, kmax, kmin, alpha, valid_hw=valid_hw, return_indices=True, form=form)
+    ref_y, ref_top, ref_bot = R.weldon_pool(x.cpu(), kmax, kmin, alpha, valid_hw=valid_hw, form=form,
+                                            return_indices=True)
+    tol = TOL[x.dtype]
+    torch.testing.assert_close(res.values.cpu(), ref_y, atol=tol * 10, rtol=tol, equal_nan=True)
+    # Indices: exact, ties to the lowest index (stable sort), largest/smallest first.
+    assert torch.equal(res.argmax.cpu(), ref_top)
+    assert torch.equal(res.argmin.cpu(), ref_bot)
+    return res
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("kmax,kmin", KS)
+@pytest.mark.parametrize("form", ["dsve", "wildcat"])
+def test_forward_random(device, dtype, kmax, kmin, form):
+    x = torch.randn(3, 7, 5, 6, device=device).to(dtype)
+    check_against_reference(x, kmax, kmin, alpha=0.7, form=form)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_ties_resolve_to_lowest_index(device, dtype):
+    # Few distinct values: almost every selection is a tie.
+    x = torch.randint(-2, 3, (4, 6, 8, 8), device=device).to(dtype)
+    for kmax, kmin in [(1, 1), (4, 7), (64, 64), (0.5, 0.25)]:
+        check_against_reference(x, kmax, kmin)
+    const = torch.zeros(1, 1, 3, 3, device=device, dtype=dtype)
+    res = semvis_ext.weldon_pool(const, 2, 2, return_indices=True)
+    assert res.argmax.tolist() == [[[0, 1]]] and res.argmin.tolist() == [[[0, 1]]]
+
+
+def test_signed_zeros_tie():
+    x = torch.tensor([[[[0.0, -0.0, 0.0]]]])
+    res = semvis_ext.weldon_pool(x, 1, 1, return_indices=True)
+    assert res.argmax.item() == 0 and res.argmin.item() == 0
+
+
+@pytest.mark.parametrize("device", devices())
+def test_k1_is_max_plus_min(device):
+    x = torch.randn(5, 9, 8, 8, device=device)
+    y = semvis_ext.weldon_pool(x)
+    torch.testing.assert_close(y, x.amax((2, 3)) + x.amin((2, 3)), rtol=0, atol=0)
+    torch.testing.assert_close(WeldonPool2d()(x), y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_k_all_and_kmin_zero(device):
+    x = torch.randn(2, 4, 3, 5, device=device, dtype=torch.float64)
+    torch.testing.assert_close(semvis_ext.weldon_pool(x, 15, 15), 2 * x.mean((2, 3)))
+    torch.testing.assert_close(semvis_ext.weldon_pool(x, 15, 0), x.mean((2, 3)))
+    torch.testing.assert_close(semvis_ext.weldon_pool(x, 1.0, 1.0, alpha=0.5, form="wildcat"), 0.75 * x.mean((2, 3)))
+    # WILDCAT halves only when the min side is active; counts are clamped to the map.
+    torch.testing.assert_close(semvis_ext.weldon_pool(x, 100, 0, form="wildcat"), x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_single_pixel_maps(device):
+    x = torch.randn(3, 5, 1, 1, device=device)
+    torch.testing.assert_close(semvis_ext.weldon_pool(x), 2 * x[:, :, 0, 0], rtol=0, atol=0)
+    torch.testing.assert_close(semvis_ext.weldon_pool(x, 0.3, 0.3), 2 * x[:, :, 0, 0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="kmax=2 is larger"):
+        semvis_ext.weldon_pool(x, 2, 1)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("form", ["dsve", "wildcat"])
+def test_variable_valid_sizes(device, form):
+    B, C, H, W = 4, 6, 7, 9
+    x = torch.randn(B, C, H, W, device=device)
+    vhw = torch.tensor([[7, 9], [3, 4], [1, 1], [5, 2]])
+    # Padding full of huge values must never be selected.
+    mask = torch.zeros(B, 1, H, W, dtype=torch.bool, device=device)
+    for b, (h, w) in enumerate(vhw.tolist()):
+        mask[b, :, h:, :] = True
+        mask[b, :, :, w:] = True
+    x = x.masked_fill(mask, 1e30)
+    for kmax, kmin in [(1, 1), (0.3, 0.5), (1.0, 0.1)]:
+        res = check_against_reference(x, kmax, kmin, valid_hw=vhw, form=form)
+        assert torch.isfinite(res.values).all() and res.values.abs().max() < 100
+    # fractional k resolves per image: the 1x1 image uses one slot, the rest is -1.
+    res = semvis_ext.weldon_pool(x, 0.5, 0.5, valid_hw=vhw.tolist(), return_indices=True)
+    assert (res.argmax[2, :, 1:] == -1).all() and (res.argmax[2, :, 0] == 0).all()
+    # one image: valid_hw equal to the full size is the same as none
+    full = torch.tensor([[H, W]] * B)
+    torch.testing.assert_close(semvis_ext.weldon_pool(x, 3, 3, valid_hw=full), semvis_ext.weldon_pool(x, 3, 3))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_non_contiguous_inputs(device):
+    base = torch.randn(4, 6, 10, 12, device=device)
+    views = [
+        base[:, :, ::2, 1::3],
+        base.permute(0, 1, 3, 2),
+        base.to(memory_format=torch.channels_last),
+        base[1:3, ::2],
+        base.expand(4, 6, 10, 12),
+    ]
+    for v in views:
+        for k in [(1, 1), (4, 2), (0.25, 0.25)]:
+            ours = semvis_ext.weldon_pool(v, *k, return_indices=True)
+            ref = semvis_ext.weldon_pool(v.contiguous(), *k, return_indices=True)
+            assert torch.equal(ours.values, ref.values)
+            assert torch.equal(ours.argmax, ref.argmax) and torch.equal(ours.argmin, ref.argmin)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_nan_and_huge_values(device):
+    x = torch.randn(2, 3, 4, 4, device=device)
+    x[0, 1, 2, 3] = float("nan")
+    x[1, 2, 0, 0] = float("inf")
+    x[1, 2, 3, 3] = -float("inf")
+    x[1, 0] = 3e38
+    x[1, 0, 1, 1] = -3e38
+    res = check_against_reference(x, 2, 2)
+    y = res.values
+    # NaN ranks above +inf: it is selected by the max side and poisons only its own channel.
+    assert torch.isnan(y[0, 1]) and res.argmax[0, 1, 0].item() == 2 * 4 + 3
+    assert torch.isfinite(y[0, [0, 2]]).all()
+    assert torch.isnan(y[1, 2])  # inf + -inf in the means
+    assert torch.isfinite(y[1, 0])  # sums of values near FLT_MAX do not overflow (double sums)
+    y1 = semvis_ext.weldon_pool(x, 1, 1)
+    assert y1[1, 2].isnan()
+
+
+def test_deterministic_and_thread_independent():
+    x = torch.randn(8, 64, 13, 13)
+    outs = []
+    for n in (1, 2, 3):
+        semvis_ext.set_num_threads(n)
+        outs.append(semvis_ext.weldon_pool(x, 0.3, 0.3, return_indices=True))
+    semvis_ext.set_num_threads(0)
+    for o in outs[1:]:
+        assert torch.equal(o.values, outs[0].values) and torch.equal(o.argmax, outs[0].argmax)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+@pytest.mark.parametrize("kmax,kmin,form", [(1, 1, "dsve"), (3, 2, "dsve"), (0.3, 0.2, "wildcat"), (0, 2, "dsve")])
+def test_gradcheck(kmax, kmin, form):
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: semvis_ext.weldon_pool(t, kmax, kmin, 0.6, form=form), (x,))
+    vhw = torch.tensor([[3, 5], [2, 2]])
+    assert torch.autograd.gradcheck(lambda t: semvis_ext.weldon_pool(t, kmax, kmin, valid_hw=vhw, form=form), (x,))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_backward_matches_reference_with_ties(device, dtype):
+    # The stable-sort reference sends the gradient to the lowest index among ties, as we do.
+    x = torch.randint(-3, 4, (3, 5, 6, 6), device=device).to(dtype)
+    vhw = torch.tensor([[6, 6], [2, 5], [4, 1]])
+    for kmax, kmin in [(1, 1), (4, 3), (0.5, 0.5)]:
+        g = torch.randn(3, 5, device=device).to(dtype)
+        xa = x.clone().requires_grad_()
+        semvis_ext.weldon_pool(xa, kmax, kmin, 0.4, valid_hw=vhw).backward(g)
+        xb = x.detach().cpu().clone().requires_grad_()
+        R.weldon_pool(xb, kmax, kmin, 0.4, valid_hw=vhw).backward(g.cpu())
+        torch.testing.assert_close(xa.grad.cpu(), xb.grad, atol=TOL[dtype] * 4, rtol=TOL[dtype])
+        # Nothing outside the valid windows gets gradient.
+        assert xa.grad[1, :, 2:, :].abs().sum() == 0 and xa.grad[2, :, :, 1:].abs().sum() == 0
+
+
+def test_return_indices_localizes():
+    x = torch.zeros(1, 2, 5, 7)
+    x[0, 0, 3, 4] = 5.0
+    x[0, 1, 1, 6] = -5.0
+    res = semvis_ext.weldon_pool(x, return_indices=True)
+    assert res.argmax[0, 0, 0].item() == 3 * 7 + 4
+    assert res.argmin[0, 1, 0].item() == 1 * 7 + 6
+
+
+# ----------------------------------------------------------------------------- torch integration
+
+def test_opcheck():
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    vhw = torch.tensor([[4, 5], [2, 3]])
+    op = torch.ops.semvis.weldon_pool.default
+    for args in [
+        (x, None, 1, -1.0, 1, -1.0, 1.0, False),
+        (x, vhw, 0, 0.3, 2, -1.0, 0.5, True),
+    ]:
+        torch.library.opcheck(op, args)
+    idx = op(x.detach(), None, 2, -1.0, 1, -1.0, 1.0, False)[1]
+    torch.library.opcheck(torch.ops.semvis.weldon_pool_backward.default,
+                          (torch.randn(2, 3), idx, None, 4, 5, 2, -1.0, 1, -1.0, 1.0, False))
+
+
+def test_torch_compile_fullgraph_with_backward():
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), WeldonPool2d(2), torch.nn.Linear(8, 4))
+    x = torch.randn(2, 3, 6, 6)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    eager = model(x)
+    eager.sum().backward()
+    torch.testing.assert_close(out, eager)
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda x: semvis_ext.weldon_pool(x[0]), ValueError, "input must have 4 dimensions"),
+        (lambda x: semvis_ext.weldon_pool(x.int()), TypeError, "input must have dtype"),
+        (lambda x: semvis_ext.weldon_pool(x.to("meta")), ValueError, "must be on cpu or cuda"),
+        (lambda x: semvis_ext.weldon_pool(x.numpy()), TypeError, "input must be a torch.Tensor"),
+        (lambda x: semvis_ext.weldon_pool(x, 21, 1), ValueError, "kmax=21 is larger than the feature map"),
+        (lambda x: semvis_ext.weldon_pool(x, 1, 25), ValueError, "kmin=25 is larger"),
+        (lambda x: semvis_ext.weldon_pool(x, -1, 1), ValueError, "kmax must be >= 0"),
+        (lambda x: semvis_ext.weldon_pool(x, 1.5, 1), ValueError, "fractional kmax must lie in"),
+        (lambda x: semvis_ext.weldon_pool(x, 0, 0), ValueError, "cannot both be 0"),
+        (lambda x: semvis_ext.weldon_pool(x, "2", 1), TypeError, "kmax must be an int"),
+        (lambda x: semvis_ext.weldon_pool(x, True, 1), TypeError, "kmax must be an int"),
+        (lambda x: semvis_ext.weldon_pool(x, alpha=float("nan")), ValueError, "alpha must be finite"),
+        (lambda x: semvis_ext.weldon_pool(x, form="max"), ValueError, "form must be one of"),
+        (lambda x: semvis_ext.weldon_pool(x[:0]), ValueError, "non-empty batch"),
+        (lambda x: semvis_ext.weldon_pool(x[:, :, :0]), ValueError, "non-empty spatial map"),
+        (lambda x: semvis_ext.weldon_pool(x, valid_hw=[[4, 5], [5, 5]]), ValueError, r"valid_hw\[1\] = \(5, 5\)"),
+        (lambda x: semvis_ext.weldon_pool(x, valid_hw=[[4, 5], [0, 5]]), ValueError, "must lie in"),
+        (lambda x: semvis_ext.weldon_pool(x, valid_hw=[[4, 5]]), ValueError, "valid_hw must have shape"),
+        (lambda x: semvis_ext.weldon_pool(x, valid_hw=torch.ones(2, 2)), TypeError, "valid_hw must hold integers"),
+        (lambda x: semvis_ext.weldon_pool(x, 3, 3, valid_hw=[[4, 5], [1, 2]]), ValueError, "kmax=3 is larger than the valid map"),
+    ],
+)
+def test_bad_input(call, exc, match):
+    x = torch.randn(2, 3, 4, 5)
+    with pytest.raises(exc, match=match):
+        call(x)
+
+
+def test_backward_op_rejects_bad_indices():
+    idx = torch.full((2, 3, 2), 999, dtype=torch.int64)
+    with pytest.raises(ValueError, match="outside"):
+        torch.ops.semvis.weldon_pool_backward(torch.randn(2, 3), idx, None, 4, 5, 1, -1.0, 1, -1.0, 1.0, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    B=st.integers(1, 3), C=st.integers(1, 4), H=st.integers(1, 9), W=st.integers(1, 9),
+    kmax=st.one_of(st.integers(0, 4), st.floats(0.01, 1.0)), kmin=st.one_of(st.integers(0, 4), st.floats(0.01, 1.0)),
+    form=st.sampled_from(["dsve", "wildcat"]), levels=st.integers(2, 50), seed=st.integers(0, 2**16),
+)
+def test_fuzz_against_reference(B, C, H, W, kmax, kmin, form, levels, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, levels, (B, C, H, W), generator=g).float() / levels  # ties on purpose
+    vhw = torch.stack([torch.randint(1, H + 1, (B,), generator=g), torch.randint(1, W + 1, (B,), generator=g)], 1)
+    if kmax == 0 and kmin == 0:
+        with pytest.raises(ValueError):
+            semvis_ext.weldon_pool(x, kmax, kmin, form=form)
+        return
+    n_min = int((vhw[:, 0] * vhw[:, 1]).min())
+    too_big = form == "dsve" and any(isinstance(k, int) and k > n_min for k in (kmax, kmin))
+    if too_big:
+        with pytest.raises(ValueError, match="larger than"):
+            semvis_ext.weldon_pool(x, kmax, kmin, valid_hw=vhw, form=form)
+        return
+    check_against_reference(x, kmax, kmin, 0.5, valid_hw=vhw, form=form)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_cuda_bit_identical_to_cpu(dtype):
+    for shape, k in [((16, 300, 8, 8), (1, 1)), ((8, 64, 13, 13), (0.3, 0.3)), ((4, 8, 40, 40), (17, 5))]:
+        x = torch.randn(*shape).to(dtype)
+        a = semvis_ext.weldon_pool(x, *k, return_indices=True)
+        b = semvis_ext.weldon_pool(x.cuda(), *k, return_indices=True)
+        assert torch.equal(a.values, b.values.cpu()) and torch.equal(a.argmax, b.argmax.cpu())
+        assert torch.equal(a.argmin, b.argmin.cpu())
+        g = torch.randn(shape[:2]).to(dtype)
+        xa, xb = x.clone().requires_grad_(), x.cuda().requires_grad_()
+        semvis_ext.weldon_pool(xa, *k).backward(g)
+        semvis_ext.weldon_pool(xb, *k).backward(g.cuda())
+        assert torch.equal(xa.grad, xb.grad.cpu())
+
+
+@pytest.mark.cuda
+def test_cuda_valid_hw_on_device():
+    x = torch.randn(3, 5, 6, 7, device="cuda")
+    vhw = torch.tensor([[6, 7], [2, 3], [1, 7]], device="cuda")
+    check_against_reference(x, 0.4, 2, valid_hw=vhw)
