@@ -58,3 +58,37 @@ def peak_memory(fn, device="cpu"):
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     return rss_peak_delta(fn)
+
+
+# ---------------------------------------------------------------- ratio tables
+# Benchmarks call record(group, impl, seconds, peak_bytes); the terminal summary prints, per
+# group, each implementation's time, its ratio to "semvis" (time_impl / time_semvis) and peak memory.
+_RECORDS = {}
+
+
+def record(group, impl, seconds, peak_bytes=None):
+    _RECORDS.setdefault(group, {})[impl] = (seconds, peak_bytes)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _RECORDS:
+        return
+    tr = terminalreporter
+    tr.section("semvis ratios (time / time of semvis; peak extra memory)")
+    for group, impls in _RECORDS.items():
+        ours = impls.get("semvis", (None,))[0]
+        tr.write_line(group)
+        for impl, (sec, peak) in impls.items():
+            ratio = f"{sec / ours:7.2f}x" if ours else "      -"
+            mem = f"{peak / 2**20:9.1f} MiB" if peak is not None else ""
+            tr.write_line(f"    {impl:<28} {sec * 1e3:10.2f} ms  {ratio}  {mem}")
+
+
+def timed(benchmark, fn, device, rounds=3, warmup=1):
+    """Runs fn under pytest-benchmark (pedantic) and returns the mean seconds."""
+    def run():
+        fn()
+        sync(device)
+
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    return benchmark.stats.stats.mean

@@ -3,6 +3,10 @@
 // on ties" is a plain integer maximum; k = 1 is a single pass, larger k a partial selection
 // (nth_element) followed by a sort of the k winners only.
 #include <algorithm>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+#include <type_traits>
 #include <vector>
 
 #include "common/dispatch.h"
@@ -13,8 +17,88 @@ namespace semvis {
 namespace weldon {
 namespace {
 
-// 64-bit selection keys. For 32-bit value keys the index shares the word; for double the value
-// key alone is 64 bits, so we keep (value key, index) pairs.
+// Max and min order keys of a contiguous float32 row. AVX2 has unsigned 32-bit min/max; the
+// CPU is checked at run time (no -march flags), with the scalar loop as the fallback.
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) inline __m256i order_keys8(__m256i u) {
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+  __m256i k = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), sign));
+  k = _mm256_blendv_epi8(k, sign, _mm256_cmpeq_epi32(u, sign));                   // -0.0 -> +0.0
+  return _mm256_or_si256(k, _mm256_cmpgt_epi32(_mm256_and_si256(u, absmask), inf));  // NaN -> ~0
+}
+
+__attribute__((target("avx2"))) void minmax_first_avx2(const float* v, int64_t n, int64_t* imax, int64_t* imin) {
+  __m256i mx = _mm256_setzero_si256(), mn = _mm256_set1_epi32(-1);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i k = order_keys8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i)));
+    mx = _mm256_max_epu32(mx, k);
+    mn = _mm256_min_epu32(mn, k);
+  }
+  alignas(32) uint32_t a[8], b[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(a), mx);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(b), mn);
+  uint32_t m1 = 0, m2 = 0xffffffffu;
+  for (int j = 0; j < 8; ++j) {
+    m1 = std::max(m1, a[j]);
+    m2 = std::min(m2, b[j]);
+  }
+  for (int64_t t = i; t < n; ++t) {
+    const uint32_t k = order_key(v[t]);
+    m1 = std::max(m1, k);
+    m2 = std::min(m2, k);
+  }
+  // Second pass: the first position of each extreme, 8 lanes at a time.
+  const __m256i vmx = _mm256_set1_epi32(static_cast<int>(m1)), vmn = _mm256_set1_epi32(static_cast<int>(m2));
+  int64_t fmax = -1, fmin = -1;
+  for (i = 0; i + 8 <= n && (fmax < 0 || fmin < 0); i += 8) {
+    const __m256i k = order_keys8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i)));
+    const int a1 = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(k, vmx)));
+    const int b1 = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(k, vmn)));
+    if (fmax < 0 && a1) fmax = i + __builtin_ctz(a1);
+    if (fmin < 0 && b1) fmin = i + __builtin_ctz(b1);
+  }
+  for (; i < n && (fmax < 0 || fmin < 0); ++i) {
+    const uint32_t k = order_key(v[i]);
+    if (fmax < 0 && k == m1) fmax = i;
+    if (fmin < 0 && k == m2) fmin = i;
+  }
+  *imax = fmax;
+  *imin = fmin;
+}
+#endif
+
+void minmax_keys_scalar(const float* v, int64_t n, uint32_t* kmax, uint32_t* kmin) {
+  uint32_t m1 = 0, m2 = 0xffffffffu;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t k = order_key(v[i]);
+    m1 = std::max(m1, k);
+    m2 = std::min(m2, k);
+  }
+  *kmax = m1;
+  *kmin = m2;
+}
+
+// k = 1 on a contiguous float32 row: the extreme keys in one vectorized pass, then the first
+// position holding each (ties to the lowest index).
+void minmax_first(const float* v, int64_t n, int64_t* imax, int64_t* imin) {
+#if defined(__x86_64__)
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  if (has_avx2) return minmax_first_avx2(v, n, imax, imin);
+#endif
+  uint32_t mx, mn;
+  minmax_keys_scalar(v, n, &mx, &mn);
+  *imax = *imin = -1;
+  for (int64_t i = 0; i < n && (*imax < 0 || *imin < 0); ++i) {
+    const uint32_t k = order_key(v[i]);
+    if (*imax < 0 && k == mx) *imax = i;
+    if (*imin < 0 && k == mn) *imin = i;
+  }
+}
+
+// Selection keys: for 32-bit value keys the index shares a 64-bit word; for double the value
+// key alone is 64 bits, so (value key, index) pairs are compared.
 struct PairKey {
   uint64_t v;
   uint32_t i;
@@ -133,6 +217,20 @@ void forward_impl(const TensorView& x, const int64_t* vhw, const Params& p, int6
       const int64_t kt = resolve_k(p.kmax_count, p.kmax_frac, n, p.wildcat);
       const int64_t kb = resolve_k(p.kmin_count, p.kmin_frac, n, p.wildcat);
       const T* base = X + b * sB + c * sC;
+      int64_t* out = I + r * K;
+      if constexpr (std::is_same_v<T, float>) {
+        if (kt <= 1 && kb <= 1 && KT == kt && KB == kb && sW == 1 && (sH == W || h == 1) && w == W) {
+          int64_t imax, imin;
+          minmax_first(base, n, &imax, &imin);
+          if (kt == 1) out[0] = imax;
+          if (kb == 1) out[KT] = imin;
+          double ft, fb;
+          side_scales(p, kt, kb, &ft, &fb);
+          const double res = (kt ? ft * base[imax] : 0.0) + (kb ? fb * base[imin] : 0.0);
+          Y[r] = static_cast<float>(res);
+          continue;
+        }
+      }
       Acc* v = sel.vals.data();
       if (sW == 1 && (sH == W || h == 1) && w == W) {
         for (int64_t i = 0; i < n; ++i) v[i] = load_acc(base[i]);
@@ -140,7 +238,6 @@ void forward_impl(const TensorView& x, const int64_t* vhw, const Params& p, int6
         for (int64_t iy = 0; iy < h; ++iy)
           for (int64_t ix = 0; ix < w; ++ix) v[iy * w + ix] = load_acc(base[iy * sH + ix * sW]);
       }
-      int64_t* out = I + r * K;
       std::fill(out, out + K, int64_t(-1));
       double st = 0, sb = 0;
       sel.select(n, w, W, kt, kb, out, out + KT, &st, &sb);
