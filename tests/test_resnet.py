@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from semvis.models import RESNETS, load_torchvision_weights, resnet
+
+
+@pytest.mark.parametrize("name", sorted(RESNETS))
+def test_shapes_and_state_dict_names(name):
+    m = resnet(name, width=8, num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 96)
+    f = m(x)
+    assert f.shape == (2, m.out_channels, 2, 3)
+    assert m.classify(x).shape == (2, 5)
+    keys = set(m.state_dict())
+    # torchvision names
+    assert {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer4.0.downsample.0.weight", "fc.bias"} <= keys or name in ("resnet18", "resnet34")
+
+
+def test_load_roundtrip_and_errors(tmp_path):
+    a = resnet("resnet18", width=8, num_classes=3)
+    b = resnet("resnet18", width=8)  # no classifier: fc.* is dropped on load
+    p = tmp_path / "w.pth"
+    torch.save(a.state_dict(), p)
+    load_torchvision_weights(b, p)
+    x = torch.randn(1, 3, 32, 32)
+    a.eval(), b.eval()
+    torch.testing.assert_close(a(x), b(x))
+    with pytest.raises(ValueError, match="do not match"):
+        load_torchvision_weights(resnet("resnet34", width=8), p)
+    with pytest.raises(FileNotFoundError):
+        load_torchvision_weights(b, tmp_path / "missing.pth")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not read"):
+        load_torchvision_weights(b, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="unknown backbone"):
+        resnet("resnet19")
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        b(torch.randn(1, 1, 32, 32))
