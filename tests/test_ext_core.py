@@ -26,7 +26,7 @@ def test_threads_roundtrip():
 
 
 def _fwd(x, y, idx):
-    _C.weldon_forward(x, None, None, 1, -1.0, 1, -1.0, 1.0, False, y, idx, 0)
+    _C.weldon_forward(x, None, None, 1, -1.0, 1, -1.0, 1.0, False, True, y, idx, 0)
 
 
 def test_numpy_arrays_cross_via_dlpack():
