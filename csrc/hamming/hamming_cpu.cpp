@@ -24,7 +24,8 @@ void distances_cpu(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, i
 void topk_cpu(const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t nbytes, int64_t k,
               int32_t* dist, int64_t* idx) {
   const RangeFn range = kernels().range;
-  constexpr int64_t kQueryBlock = 16;
+  // 16 queries share each tile; fewer when k is large, so that the heaps stay O(k) per thread
+  const int64_t kQueryBlock = std::max<int64_t>(1, std::min<int64_t>(16, (1 << 16) / k));
   const int64_t tile = std::max<int64_t>(256, (256 << 10) / nbytes);  // ~256 KiB of codes
   const int64_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
   parallel_for(0, nblocks, 1, [&](int64_t blo, int64_t bhi) {
