@@ -137,7 +137,8 @@ def kdtree_build(codes, leaf_size: int = 100):
 def kdtree_search(nodes, codes, ids, query, k: int = 1, backtracks=50, order: str = "fifo"):
     """Algorithm 2 (SEARCH-TREE), the corrected reading of spec B.3.7, for one query.
 
-    ``backtracks=None`` visits every leaf. Returns (D int32 [k], I int64 [k], keys compared).
+    ``order='fifo'`` is the paper's queue; ``'best_bin'`` a priority queue on (path bits that
+    disagree with the query, deepest first, queueing order). ``backtracks=None`` visits every leaf. Returns (D int32 [k], I int64 [k], keys compared).
     """
     import heapq
     from collections import deque

@@ -145,3 +145,22 @@ def test_cuda_matches_cpu(nbytes):
         np.testing.assert_array_equal(D.cpu().numpy(), Dr)
         np.testing.assert_array_equal(I.cpu().numpy(), Ir)
     np.testing.assert_array_equal(hamming_distances(tq, tc).cpu().numpy(), hamming_distances(q, codes))
+
+
+def test_torch_cpu_tensors():
+    import torch
+
+    rng = np.random.default_rng(5)
+    codes = structured(300, 32, rng)
+    q = structured(9, 32, rng)
+    D, I = hamming_topk(torch.from_numpy(q), torch.from_numpy(codes), 4)
+    assert isinstance(D, torch.Tensor) and D.dtype == torch.int32 and I.dtype == torch.int64
+    Dr, Ir = reference.hamming_topk(q, codes, 4)
+    np.testing.assert_array_equal(D.numpy(), Dr)
+    np.testing.assert_array_equal(I.numpy(), Ir)
+    out = hamming_distances(torch.from_numpy(q), torch.from_numpy(codes))
+    np.testing.assert_array_equal(out.numpy(), reference.hamming_distances(q, codes))
+    with pytest.raises(TypeError, match="both"):
+        hamming_topk(torch.from_numpy(q), codes, 1)
+    with pytest.raises(TypeError, match="uint8"):
+        hamming_topk(torch.from_numpy(q).to(torch.int16), torch.from_numpy(codes), 1)

@@ -344,3 +344,16 @@ def test_bad_inputs():
         ro.flags.writeable = False
         BinaryKDTree(ro, copy=False)
     assert semvis_ext.BinaryKDTree is BinaryKDTree
+
+
+def test_progress_bar_and_no_torch_needed(capsys):
+    import subprocess
+    import sys
+
+    BinaryKDTree(structured(500, seed=26), leaf_size=10, progress=True)
+    assert "BinaryKDTree build" in capsys.readouterr().err
+    # the NumPy-first API must not import torch
+    code = ("import sys, numpy as np, semvis_ext as s; t = s.BinaryKDTree(np.zeros((3, 32), np.uint8)); "
+            "t.search(np.zeros((1, 32), np.uint8)); s.hamming_topk(np.zeros((1, 32), np.uint8), "
+            "np.zeros((3, 32), np.uint8), 1); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
