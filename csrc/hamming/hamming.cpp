@@ -32,7 +32,7 @@ void distances(const TensorView& a, const TensorView& b, const TensorView& out, 
     distances_cpu(a.ptr<uint8_t>(), a.size(0), b.ptr<uint8_t>(), b.size(0), a.size(1), out.ptr<int32_t>());
   } else {
 #ifdef SEMVIS_WITH_CUDA
-    distances_cuda(a.ptr<uint8_t>(), a.size(0), b.ptr<uint8_t>(), b.size(0), a.size(1), out.ptr<int32_t>(), stream);
+    distances_cuda(a.device_id, a.ptr<uint8_t>(), a.size(0), b.ptr<uint8_t>(), b.size(0), a.size(1), out.ptr<int32_t>(), stream);
 #endif
   }
 }
@@ -65,7 +65,7 @@ void topk(const TensorView& queries, const TensorView& codes, int64_t k, const T
              idx.ptr<int64_t>());
   } else {
 #ifdef SEMVIS_WITH_CUDA
-    topk_cuda(queries.ptr<uint8_t>(), nq, codes.ptr<uint8_t>(), codes.size(0), codes.size(1), k,
+    topk_cuda(queries.device_id, queries.ptr<uint8_t>(), nq, codes.ptr<uint8_t>(), codes.size(0), codes.size(1), k,
               dist.ptr<int32_t>(), idx.ptr<int64_t>(), stream);
 #endif
   }

@@ -30,9 +30,9 @@ void distances_cpu(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, i
 void topk_cpu(const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t nbytes, int64_t k,
               int32_t* dist, int64_t* idx);
 #ifdef SEMVIS_WITH_CUDA
-void distances_cuda(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int64_t nbytes, int32_t* out,
-                    std::uintptr_t stream);
-void topk_cuda(const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t nbytes, int64_t k,
+void distances_cuda(int device, const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int64_t nbytes,
+                    int32_t* out, std::uintptr_t stream);
+void topk_cuda(int device, const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t nbytes, int64_t k,
                int32_t* dist, int64_t* idx, std::uintptr_t stream);
 #endif
 

@@ -90,10 +90,11 @@ void check_aligned(const void* p, const char* name) {
 
 }  // namespace
 
-void distances_cuda(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int64_t nbytes, int32_t* out,
-                    std::uintptr_t stream) {
+void distances_cuda(int device, const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int64_t nbytes,
+                    int32_t* out, std::uintptr_t stream) {
   check_aligned(a, "a");
   check_aligned(b, "b");
+  DeviceGuard guard(device);
   constexpr int kThreads = 256;
   dim3 grid(static_cast<unsigned>(ceil_div(nb, kThreads)), static_cast<unsigned>(std::min<int64_t>(na, 65535)));
   distances_kernel<<<grid, kThreads, 0, as_stream(stream)>>>(reinterpret_cast<const uint64_t*>(a), na,
@@ -102,7 +103,7 @@ void distances_cuda(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, 
   SEMVIS_CUDA_LAUNCH_CHECK();
 }
 
-void topk_cuda(const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t nbytes, int64_t k,
+void topk_cuda(int device, const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t nbytes, int64_t k,
                int32_t* dist, int64_t* idx, std::uintptr_t stream) {
   check_aligned(q, "queries");
   check_aligned(codes, "codes");
@@ -112,6 +113,7 @@ void topk_cuda(const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, in
   if (per_warp > kSmem)
     failf("hamming_topk: on cuda, codes may have at most ", (kSmem / 8 - 1) / 64 * 64, " bits, got ", nbytes * 8);
   const int warps = static_cast<int>(std::min<int64_t>(8, kSmem / per_warp));
+  DeviceGuard guard(device);
   const int64_t blocks = ceil_div(nq, warps);
   topk_kernel<<<static_cast<unsigned>(blocks), warps * 32, warps * per_warp, as_stream(stream)>>>(
       reinterpret_cast<const uint64_t*>(q), nq, reinterpret_cast<const uint64_t*>(codes), n,
