@@ -77,8 +77,10 @@ void forward_impl(const TensorView& scores, const TensorView& labels, const Para
         double* h = buf.data() + (i & (copies - 1)) * 2 * M;
         h[j] += 1.0 - f;
         h[j + 1] += f;
-        h[M + j] += y * (1.0 - f);
-        h[M + j + 1] += y * f;
+        if (y != 0.0) {  // most items are negatives: skip their zero increments
+          h[M + j] += y * (1.0 - f);
+          h[M + j + 1] += y * f;
+        }
       }  // i
       for (int64_t c = 1; c < copies; ++c)
         for (int64_t m = 0; m < 2 * M; ++m) buf[m] += buf[c * 2 * M + m];
