@@ -22,6 +22,20 @@ import semvis_ext  # noqa: E402
 from semvis_ext import reference as R  # noqa: E402
 
 BINS = 20
+
+
+def _fixed_mmap_threshold():
+    """Serve every CPU block >= 128 KiB with its own mmap so that the RSS peak sees each allocation
+    (glibc otherwise raises the threshold after large frees and reuses heap memory unseen)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_fixed_mmap_threshold()
 DEFAULT_SIZES = [(1024, 1024)]
 LARGE_SIZES = [(2048, 2048), (4096, 4096), (512, 100_000)]
 SIZES = LARGE_SIZES if LARGE else DEFAULT_SIZES

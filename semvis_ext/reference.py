@@ -89,8 +89,9 @@ def quantized_ap(scores: Tensor, labels: Tensor, bins: int = 20, score_range: Tu
     C, P = c.cumsum(-1), p.cumsum(-1)
     prec = torch.where(C > 0, P / C.where(C > 0, torch.ones_like(C)), torch.zeros_like(C))
     npos = y.sum(-1)
-    ap = (prec * p).sum(-1) / npos
-    return torch.where(npos > 0, ap, torch.full_like(ap, float("nan")))
+    has_pos = npos > 0
+    ap = (prec * p).sum(-1) / torch.where(has_pos, npos, torch.ones_like(npos))  # no 0/0 in the backward
+    return torch.where(has_pos, ap, torch.full_like(ap, float("nan")))
 
 
 def ap_loss(scores: Tensor, labels: Tensor, bins: int = 20, score_range: Tuple[float, float] = (-1.0, 1.0),
