@@ -376,6 +376,8 @@ def test_bad_inputs():
             semvis_ext.ap_loss(s, lab)
     with pytest.raises(ValueError, match="fast_ap_loss: bins"):
         semvis_ext.fast_ap_loss(s, y, bins=0)
+    with pytest.raises(TypeError, match="dist_range"):
+        semvis_ext.fast_ap_loss(s, y, dist_range=(0.0, "4"))
 
 
 @pytest.mark.cuda

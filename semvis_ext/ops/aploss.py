@@ -228,4 +228,7 @@ def fast_ap_loss(
         raise TypeError(f"fast_ap_loss: dist_range must be a pair (lo, hi), got {dist_range!r}")
     check_tensor("fast_ap_loss", "sq_dists", sq_dists, dtypes=FLOAT_DTYPES, ndim=2)
     lo, hi = dist_range
+    for name, v in (("dist_range[0]", lo), ("dist_range[1]", hi)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"fast_ap_loss: {name} must be a real number, got {type(v).__name__}")
     return ap_loss(-sq_dists, labels, bins + 1, (-float(hi), -float(lo)), reduction)
