@@ -442,3 +442,17 @@ def test_fuzz_matches_reference(Q, N, bins, lo, width, graded, seed):
     smooth = ((t - t.round()).abs() > 1e-6) & (s > lo) & (s < hi)
     smooth |= (s < lo) | (s > hi)
     _close(x.grad[smooth], r.grad[smooth], 1e-8 * max(1.0, r.grad.abs().max().item()))
+
+
+def test_memory_is_o_q_times_m():
+    """Q = 8, N = 50,000, M = 4,096: a [Q, N, M] float32 tensor would be 6.1 GiB; ours adds the
+    gradient (1.5 MiB) and the histograms (256 KiB)."""
+    import resource
+
+    s, y = _data(8, 50_000, p=0.01)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    x = s.clone().requires_grad_()
+    semvis_ext.ap_loss(x, y, bins=4096).backward()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown < 256 * 1024, f"peak RSS grew by {grown} KiB"
+    assert torch.isfinite(x.grad).all()
