@@ -68,3 +68,25 @@ def test_training_example_improves_map():
     hist = train(steps=20, eval_every=20, log=lambda *_: None)
     (_, _, m0), (_, _, m1) = hist[0], hist[-1]
     assert m1 > m0 + 0.08, hist
+
+
+def test_multistage_backward_equals_full_batch_backward():
+    from semvis.train.ap_example import SmallMACNet, SyntheticPatterns
+    from semvis.train.listwise import multistage_backward
+
+    torch.manual_seed(0)
+    net = SmallMACNet(dim=8, width=4).double()
+    data = SyntheticPatterns(num_classes=4, size=12)
+    labels = torch.arange(4).repeat_interleave(5)
+    x = data.sample(labels, torch.Generator().manual_seed(1)).double()
+    loss_fn = APLoss(bins=10)
+    full = loss_fn(net(x), labels)
+    full.backward()
+    expect = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    loss = multistage_backward(net, x, lambda e: loss_fn(e, labels), chunk_size=3)
+    assert loss.item() == pytest.approx(full.item(), abs=1e-12)
+    for p, e in zip(net.parameters(), expect):
+        assert torch.allclose(p.grad, e, atol=1e-12, rtol=1e-9)
+    with pytest.raises(ValueError, match="chunk_size"):
+        multistage_backward(net, x, lambda e: loss_fn(e, labels), chunk_size=0)

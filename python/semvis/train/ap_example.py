@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from semvis.losses import APLoss
+from semvis.train.listwise import multistage_backward
 
 
 @dataclass
@@ -91,8 +92,12 @@ def mean_average_precision(emb: Tensor, labels: Tensor) -> float:
 
 
 def train(steps: int = 100, per_class: int = 5, bins: int = 20, lr: float = 3e-3, seed: int = 0,
-          eval_every: int = 20, log=print) -> List[Tuple[int, float, float]]:
-    """Runs the example; returns [(step, loss, test mAP)] at step 0 and every ``eval_every`` steps."""
+          eval_every: int = 20, chunk_size: int = 0, log=print) -> List[Tuple[int, float, float]]:
+    """Runs the example; returns [(step, loss, test mAP)] at step 0 and every ``eval_every`` steps.
+
+    ``chunk_size > 0`` trains with the multi-stage backward of :mod:`semvis.train.listwise`
+    (the batch is embedded ``chunk_size`` images at a time), which gives the same gradients.
+    """
     torch.manual_seed(seed)
     data = SyntheticPatterns(seed=seed)
     test_x, test_y = data.dataset(per_class=10, seed=seed + 1000)
@@ -114,9 +119,12 @@ def train(steps: int = 100, per_class: int = 5, bins: int = 20, lr: float = 3e-3
     evaluate(0, float("nan"))
     for step in range(1, steps + 1):
         x = data.sample(batch_labels, g)
-        loss = loss_fn(net(x), batch_labels)
         opt.zero_grad()
-        loss.backward()
+        if chunk_size > 0:
+            loss = multistage_backward(net, x, lambda e: loss_fn(e, batch_labels), chunk_size)
+        else:
+            loss = loss_fn(net(x), batch_labels)
+            loss.backward()
         opt.step()
         if step % eval_every == 0 or step == steps:
             evaluate(step, loss.item())
@@ -130,9 +138,10 @@ def main(argv=None) -> None:
     ap.add_argument("--bins", type=int, default=20)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunk-size", type=int, default=0, help="multi-stage backward, images per chunk (0: off)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    hist = train(args.steps, args.per_class, args.bins, args.lr, args.seed)
+    hist = train(args.steps, args.per_class, args.bins, args.lr, args.seed, chunk_size=args.chunk_size)
     print(f"mAP {hist[0][2]:.4f} -> {hist[-1][2]:.4f} in {time.time() - t0:.1f} s")
 
 
