@@ -456,3 +456,10 @@ def test_memory_is_o_q_times_m():
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown < 256 * 1024, f"peak RSS grew by {grown} KiB"
     assert torch.isfinite(x.grad).all()
+
+
+def test_module_wrapper():
+    s, y = _data(4, 30)
+    m = semvis_ext.nn.QuantizedAPLoss(bins=25, score_range=(0, 1))
+    assert "bins=25" in repr(m)
+    assert m(s, y).item() == pytest.approx(semvis_ext.ap_loss(s, y, 25, (0, 1)).item(), abs=0)
