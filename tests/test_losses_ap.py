@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-import semvis_ext
 from semvis.losses import APLoss, FastAPLoss, get_loss
 from semvis_ext import reference as R
 
