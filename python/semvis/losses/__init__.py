@@ -1,0 +1,28 @@
+"""Training losses of semvis, by name: ``get_loss("ap", bins=20)``.
+
+Each loss takes a batch of embeddings (and labels or a relevance matrix) and runs the fused kernels
+of semvis_ext.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Type
+
+from torch import nn
+
+from .ap import APLoss, FastAPLoss
+
+__all__ = ["APLoss", "FastAPLoss", "LOSSES", "get_loss"]
+
+LOSSES: Dict[str, Type[nn.Module]] = {
+    "ap": APLoss,
+    "fastap": FastAPLoss,
+}
+
+
+def get_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Builds the loss registered under ``name`` (see ``LOSSES``) with ``kwargs``."""
+    try:
+        cls = LOSSES[name]
+    except KeyError:
+        raise ValueError(f"get_loss: unknown loss {name!r}; known: {sorted(LOSSES)}") from None
+    return cls(**kwargs)

@@ -1,0 +1,1 @@
+"""Training loops and runnable training examples of semvis."""
