@@ -14,6 +14,12 @@ __version__ = "0.1.0"
 _LAZY: Dict[str, str] = {
     "weldon_pool": "semvis_ext.ops.weldon",
     "WeldonResult": "semvis_ext.ops.weldon",
+    "topk_similar": "semvis_ext.ops.mining",
+    "hard_triplets": "semvis_ext.ops.mining",
+    "relevance": "semvis_ext.ops.mining",
+    "LabelMask": "semvis_ext.ops.mining",
+    "vse_hardest_triplet_loss": "semvis_ext.ops.triplet_losses",
+    "triplet_margin_loss": "semvis_ext.ops.triplet_losses",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
 }
