@@ -415,7 +415,7 @@ def relevance(
 
     def rows_dense(a, b):
         lo, hi = int(crow[a]), int(crow[b])
-        blk = torch.sparse_csr_tensor(crow[a:b + 1] - lo, col[lo:hi], val[lo:hi], size=(b - a, V))
+        blk = torch.sparse_csr_tensor(crow[a:b + 1] - lo, col[lo:hi], val[lo:hi], size=(b - a, V), check_invariants=False)
         return blk.to_dense()
 
     for c0 in range(0, N, tc):
@@ -424,7 +424,7 @@ def relevance(
         for r0 in range(0, N, tr):
             r1 = min(N, r0 + tr)
             a, b = int(crow[r0]), int(crow[r1])
-            blk = torch.sparse_csr_tensor(crow[r0:r1 + 1] - a, col[a:b], val[a:b], size=(r1 - r0, V))
+            blk = torch.sparse_csr_tensor(crow[r0:r1 + 1] - a, col[a:b], val[a:b], size=(r1 - r0, V), check_invariants=False)
             S = (blk @ dbt).contiguous()
             _C.mining_merge_tile(capsule(S), r0, c0, N, N, None, None, None, None, None, exclude_self, True,
                                  capsule(state), stream_of(val))
