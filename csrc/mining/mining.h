@@ -71,6 +71,7 @@ void merge_tile(const TensorView& S, int64_t row0, int64_t col0, int64_t n, int6
                 const TensorView* dense, bool exclude_self, bool largest, const TensorView& keys,
                 std::uintptr_t stream);
 //   keys [n, k] -> scores [n, k] float32, idx [n, k] int64 (both contiguous, written), best first.
+//   idx may be the keys buffer itself (decoded in place, saving n * k * 8 bytes).
 void finalize(const TensorView& keys, bool largest, const TensorView& scores, const TensorView& idx,
               std::uintptr_t stream);
 

@@ -98,8 +98,9 @@ __global__ void merge_kernel(const float* __restrict__ S, int64_t lds, int64_t n
   for (int i = lane; i < k; i += 32) g[i] = list[i];
 }
 
-__global__ void finalize_kernel(const uint64_t* __restrict__ keys, int64_t total, bool largest,
-                                float* __restrict__ scores, int64_t* __restrict__ idx) {
+// idx may alias keys (decoded in place): no __restrict__ on them.
+__global__ void finalize_kernel(const uint64_t* keys, int64_t total, bool largest, float* __restrict__ scores,
+                                int64_t* idx) {
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= total) return;
   const uint64_t key = keys[t];  // rows are already sorted, best first

@@ -18,7 +18,7 @@ _OP = "topk_similar"
 MINING_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Rows x columns of one similarity tile (float32), per device type. The tile is the only
 # intermediate that depends on m; change these to trade memory for GEMM efficiency.
-TILE = {"cpu": (2048, 4096), "cuda": (4096, 16384)}
+TILE = {"cpu": (1024, 4096), "cuda": (4096, 16384)}
 MAX_CUDA_K = 2048
 
 
@@ -159,9 +159,9 @@ def _topk_similar(
                 exclude_self, largest, capsule(state), stream,
             )
     scores = torch.empty((n, k), dtype=torch.float32, device=q.device)
-    idx = torch.empty((n, k), dtype=torch.int64, device=q.device)
-    _C.mining_finalize(capsule(state), largest, capsule(scores), capsule(idx), stream)
-    return scores, idx
+    # the keys are decoded in place: the state's buffer becomes the index output
+    _C.mining_finalize(capsule(state), largest, capsule(scores), capsule(state), stream)
+    return scores, state
 
 
 @_topk_similar.register_fake
@@ -429,6 +429,5 @@ def relevance(
             _C.mining_merge_tile(capsule(S), r0, c0, N, N, None, None, None, None, None, exclude_self, True,
                                  capsule(state), stream_of(val))
     scores = torch.empty((N, k), dtype=torch.float32, device=dev)
-    idx = torch.empty((N, k), dtype=torch.int64, device=dev)
-    _C.mining_finalize(capsule(state), True, capsule(scores), capsule(idx), stream_of(val))
-    return (idx, scores) if return_scores else idx
+    _C.mining_finalize(capsule(state), True, capsule(scores), capsule(state), stream_of(val))
+    return (state, scores) if return_scores else state
