@@ -123,7 +123,7 @@ def test_topk_similar(benchmark, device, who):
         rs, ri = run_dense(q, db)
         torch.testing.assert_close(s, rs, rtol=1e-4, atol=1e-4)
         assert (i == ri).float().mean() > 0.999
-    benchmark.pedantic(call, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(call, rounds=2 if LARGE else 5, warmup_rounds=1)
     _record(benchmark.group, who, benchmark, _peak_memory(f"run_{who}", n, m, d, device))
 
 

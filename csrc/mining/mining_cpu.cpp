@@ -59,18 +59,31 @@ void merge_tile_cpu(const float* S, int64_t lds, int64_t nb, int64_t tm, int64_t
       // Pre-filter value: an element can enter only if its score is not worse than the root's.
       // Written as !(v < t) so that NaN (ranked above +inf, as torch.topk does) passes.
       float t = thr == 0 ? (largest ? -INFINITY : INFINITY) : key_score(thr, largest);
-      if (thr == 0 && largest) t = -INFINITY;
-      for (int64_t j = 0; j < tm; ++j) {
+      // Compare with a sign flip so that one loop serves both directions: u = +v or -v.
+      const float sgn = largest ? 1.f : -1.f;
+      float ts = sgn * t;
+      auto visit = [&](int64_t j) {
         const float v = s[j];
-        if (largest ? (v < t) : (v > t)) continue;
+        if (sgn * v < ts) return;
         const int64_t col = col0 + j;
         const uint64_t key = make_key(v, col, largest);
-        if (key <= thr) continue;
-        if (excluded(ex, row, col, m)) continue;
+        if (key <= thr) return;
+        if (excluded(ex, row, col, m)) return;
         heap_replace_top(h, k, key);
         thr = h[0];
-        if (thr != 0) t = key_score(thr, largest);
-      }  // j
+        if (thr != 0) ts = sgn * key_score(thr, largest);
+      };
+      constexpr int64_t kBlock = 16;
+      int64_t j = 0;
+      for (; j + kBlock <= tm; j += kBlock) {
+        // Branch-free test of a whole block (vectorized): most blocks hold no candidate.
+        // Written as !(u < ts) so that NaN, which must rank first, is never skipped.
+        int any = 0;
+        for (int64_t u = 0; u < kBlock; ++u) any |= !(sgn * s[j + u] < ts);
+        if (!any) continue;
+        for (int64_t u = 0; u < kBlock; ++u) visit(j + u);
+      }  // blocks
+      for (; j < tm; ++j) visit(j);
     }  // r
   });
 }
