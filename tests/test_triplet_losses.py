@@ -165,3 +165,14 @@ def test_triplet_loss_bf16_opcheck_compile_and_errors():
         se.triplet_margin_loss(a, a, torch.tensor([[0.0, 1, 2]]))
     with pytest.raises(ValueError, match="same dimension"):
         se.triplet_margin_loss(a, torch.randn(6, 7).bfloat16(), trip)
+
+
+def test_hardest_triplet_loss_module_warmup():
+    im, tx = pair(10, 6)
+    mod = se.nn.HardestTripletLoss(warmup_updates=1)
+    first, second = mod(im, tx), mod(im, tx)
+    torch.testing.assert_close(first, R.vse_contrastive_loss(im, tx, 0.2, False))
+    torch.testing.assert_close(second, R.vse_contrastive_loss(im, tx, 0.2, True))
+    assert first.item() > second.item()
+    mod.eval()
+    torch.testing.assert_close(mod(im, tx), second)
