@@ -26,3 +26,11 @@ def get_loss(name: str, **kwargs: Any) -> nn.Module:
     except KeyError:
         raise ValueError(f"get_loss: unknown loss {name!r}; known: {sorted(LOSSES)}") from None
     return cls(**kwargs)
+"""Training losses of the semvis systems (seed 000: visual and joint visual/textual triplet losses).
+
+The heavy lifting (hinges, reductions, backward) is done by the fused ops of semvis_ext; these
+modules only hold parameters and wire the streams together.
+"""
+from .joint import LOSSES, JointTripletLoss, TextProjection, TripletLoss, build_loss
+
+__all__ = ["LOSSES", "JointTripletLoss", "TextProjection", "TripletLoss", "build_loss"]
