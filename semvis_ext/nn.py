@@ -9,8 +9,7 @@ from torch import Tensor, nn
 from .ops.aploss import ap_loss
 from .ops.weldon import weldon_pool
 
-__all__ = ["WeldonPool2d", "QuantizedAPLoss"]
-__all__ = ["HardestTripletLoss", "WeldonPool2d"]
+__all__ = ["WeldonPool2d", "QuantizedAPLoss", "HardestTripletLoss"]
 
 
 class WeldonPool2d(nn.Module):

@@ -1,7 +1,8 @@
-"""Training losses of semvis, by name: ``get_loss("ap", bins=20)``.
+"""Training losses of semvis, by name: ``get_loss("ap", bins=20)``; the seed-000 objectives by
+name: ``build_loss("joint")``.
 
 Each loss takes a batch of embeddings (and labels or a relevance matrix) and runs the fused kernels
-of semvis_ext.
+of semvis_ext; these modules only hold parameters and wire the streams together.
 """
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from typing import Any, Dict, Type
 from torch import nn
 
 from .ap import APLoss, FastAPLoss
+from .joint import OBJECTIVES, JointTripletLoss, TextProjection, TripletLoss, build_loss
 
-__all__ = ["APLoss", "FastAPLoss", "LOSSES", "get_loss"]
+__all__ = ["APLoss", "FastAPLoss", "JointTripletLoss", "LOSSES", "OBJECTIVES", "TextProjection", "TripletLoss",
+           "build_loss", "get_loss"]
 
 LOSSES: Dict[str, Type[nn.Module]] = {
     "ap": APLoss,
     "fastap": FastAPLoss,
+    "triplet": TripletLoss,
+    "joint_triplet": JointTripletLoss,
 }
 
 
@@ -26,11 +31,3 @@ def get_loss(name: str, **kwargs: Any) -> nn.Module:
     except KeyError:
         raise ValueError(f"get_loss: unknown loss {name!r}; known: {sorted(LOSSES)}") from None
     return cls(**kwargs)
-"""Training losses of the semvis systems (seed 000: visual and joint visual/textual triplet losses).
-
-The heavy lifting (hinges, reductions, backward) is done by the fused ops of semvis_ext; these
-modules only hold parameters and wire the streams together.
-"""
-from .joint import LOSSES, JointTripletLoss, TextProjection, TripletLoss, build_loss
-
-__all__ = ["LOSSES", "JointTripletLoss", "TextProjection", "TripletLoss", "build_loss"]

@@ -128,7 +128,7 @@ class JointTripletLoss(nn.Module):
         return f"margin={self.margin}, terms={self.terms}, scale={self.scale}"
 
 
-LOSSES: Dict[str, dict] = {
+OBJECTIVES: Dict[str, dict] = {
     "visual": {"terms": ("v",)},
     "joint": {"terms": ("v", "t1", "t2")},
     "wsabie": {"terms": ("t1",)},
@@ -136,7 +136,7 @@ LOSSES: Dict[str, dict] = {
 
 
 def build_loss(name: str, margin: float = 0.1) -> JointTripletLoss:
-    """A seed-000 training objective by name: one of ``LOSSES`` (visual, joint, wsabie)."""
-    if name not in LOSSES:
-        raise ValueError(f"build_loss: unknown loss {name!r}; expected one of {sorted(LOSSES)}")
-    return JointTripletLoss(margin, **LOSSES[name])
+    """A seed-000 training objective by name: one of ``OBJECTIVES`` (visual, joint, wsabie)."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"build_loss: unknown loss {name!r}; expected one of {sorted(OBJECTIVES)}")
+    return JointTripletLoss(margin, **OBJECTIVES[name])
