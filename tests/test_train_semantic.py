@@ -10,6 +10,13 @@ from semvis.train import ConfigError, SemanticConfig, SemanticTrainer, build_dat
 from semvis.train.fallbacks import cirtorch_rmac_grid, torch_hard_triplets_fallback
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    n = torch.get_num_threads()  # configs with threads=1 call torch.set_num_threads
+    yield
+    torch.set_num_threads(n)
+
+
 def _brute_force_mining(q, db, relevant, margin, per_pair, query_ids):
     """Spec 000.8 as a triple loop: for every (q, d+), the per_pair largest-loss d- (loss > 0),
     ties to the lowest index; ordered by query, positive id, decreasing loss."""
@@ -126,3 +133,19 @@ def test_missing_data_files(tmp_path):
     cfg = SemanticConfig(data="visual_genome", data_root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="region_descriptions.json"):
         build_data(cfg)
+
+
+def test_short_training_beats_the_untrained_model():
+    """A seeded 24-update run (64-px scenes, narrow ResNet-18 to conv4) raises held-out NDCG AUC
+    by > 2.5 points and PCC AUC over the untrained network (measured: 45.3 -> 49.6 and 4.9 -> 7.9)."""
+    cfg = SemanticConfig.synthetic_preset(n_images=700, image_size=64, split_sizes=(600, 100, 1), width=16, stages=3,
+                                          mine_queries=48, remine_every=12, batch_size=24, knn=16,
+                                          positives_per_query=6, eval_queries=100, r_max=50, steps=24, threads=1,
+                                          progress=False, seed=0)
+    tr = SemanticTrainer(cfg)
+    before = tr.evaluate("val")
+    tr.fit()
+    after = tr.evaluate("val")
+    assert after["ndcg_auc"] > before["ndcg_auc"] + 2.5, (before["ndcg_auc"], after["ndcg_auc"])
+    assert after["pcc_auc"] > before["pcc_auc"], (before["pcc_auc"], after["pcc_auc"])
+    assert tr.step == 24 and all(h["candidates"] > 0 for h in tr.history)

@@ -182,7 +182,7 @@ class SemanticTrainer:
         self.data = data if data is not None else build_data(cfg)
         torch.manual_seed(cfg.seed)
         self.model = SemanticRetrievalNet(cfg.backbone, cfg.width, cfg.levels, cfg.scales, cfg.pooling,
-                                          cfg.freeze_bn, cfg.weights).to(self.device)
+                                          cfg.freeze_bn, cfg.weights, cfg.stages).to(self.device)
         self.uses_text = cfg.objective in ("joint", "wsabie")
         self.text = (registry.build_text_projection(len(self.data.tfidf.vocab), self.model.dim).to(self.device)
                      if self.uses_text else None)
