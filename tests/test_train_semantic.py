@@ -18,15 +18,14 @@ def _keep_torch_threads():
 
 
 def _brute_force_mining(q, db, relevant, margin, per_pair, query_ids):
-    """Spec 000.8 as a triple loop: for every (q, d+), the per_pair largest-loss d- (loss > 0),
+    """Spec 000.8 as a triple loop: for every listed (q, d+), the per_pair largest-loss d- (loss > 0, d- not
+    relevant and not the query),
     ties to the lowest index; ordered by query, positive id, decreasing loss."""
     out = []
     s = (q.double() @ db.double().T).float()  # float32 similarities, as the miners
     for i in range(len(q)):
         rel = set(relevant[i])
-        for p in sorted(rel):
-            if p == int(query_ids[i]):
-                continue
+        for p in sorted(rel):  # the query itself counts as a positive when it is listed
             cands = [(float(s[i, j]) - float(s[i, p]) + margin, j) for j in range(len(db))
                      if j not in rel and j != int(query_ids[i])]
             cands = [c for c in cands if c[0] > 0]
