@@ -14,6 +14,9 @@ __version__ = "0.1.0"
 _LAZY: Dict[str, str] = {
     "weldon_pool": "semvis_ext.ops.weldon",
     "WeldonResult": "semvis_ext.ops.weldon",
+    "rmac_regions": "semvis_ext.ops.rmac",
+    "region_pool": "semvis_ext.ops.rmac",
+    "RegionPoolResult": "semvis_ext.ops.rmac",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
 }
