@@ -228,6 +228,8 @@ def region_pool(
         Tensor[B, R, C] of x's dtype, or :class:`RegionPoolResult` ``(values, mask[B, R] bool)``.
     """
     check_tensor(_OP, "input", x, dtypes=FLOAT_DTYPES, ndim=4)
+    if min(x.shape) == 0:
+        raise ValueError(f"{_OP}: input must be non-empty in every dimension, got shape {tuple(x.shape)}")
     levels = _check_int(_OP, "levels", levels, 1)
     if not isinstance(include_global, bool):
         raise TypeError(f"{_OP}: include_global must be a bool, got {type(include_global).__name__}")
