@@ -144,6 +144,19 @@ def test_explicit_boxes(device):
 
 
 @pytest.mark.parametrize("device", devices())
+def test_image_without_regions(device):
+    x = torch.randn(2, 20, 5, 6, device=device, requires_grad=True)
+    per = [torch.zeros(0, 4, dtype=torch.int64), torch.tensor([[1, 2, 3, 4]])]
+    y, mask = se.region_pool(x, per, return_mask=True)
+    assert y.shape == (2, 1, 20) and mask.cpu().tolist() == [[False], [True]]
+    assert (y[0] == 0).all() and torch.equal(y[1, 0], x[1, :, 1:4, 2:6].amax(dim=(1, 2)))
+    y.sum().backward()
+    assert (x.grad[0] == 0).all() and x.grad[1].sum() == 20
+    none = se.region_pool(x.detach(), [torch.zeros(0, 4, dtype=torch.int64)] * 2)
+    assert none.shape == (2, 0, 20)
+
+
+@pytest.mark.parametrize("device", devices())
 def test_non_contiguous_and_nan(device):
     base = torch.randn(2, 9, 12, 6, device=device)
     x = base.permute(0, 3, 1, 2)  # [2, 6, 9, 12], channels last in memory
