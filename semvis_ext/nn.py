@@ -7,13 +7,11 @@ import torch
 from torch import Tensor, nn
 
 from .ops.aploss import ap_loss
-from .ops.weldon import weldon_pool
-
-__all__ = ["WeldonPool2d", "QuantizedAPLoss", "HardestTripletLoss"]
 from .ops.rmac import region_pool
 from .ops.weldon import weldon_pool
 
-__all__ = ["WeldonPool2d", "MAC", "GeM", "RMAC", "l2n", "multiscale_embedding"]
+__all__ = ["WeldonPool2d", "MAC", "GeM", "RMAC", "l2n", "multiscale_embedding", "QuantizedAPLoss",
+           "HardestTripletLoss"]
 
 
 class WeldonPool2d(nn.Module):
