@@ -14,6 +14,10 @@ __version__ = "0.1.0"
 _LAZY: Dict[str, str] = {
     "weldon_pool": "semvis_ext.ops.weldon",
     "WeldonResult": "semvis_ext.ops.weldon",
+    "track": "semvis_ext.video",
+    "Tracks": "semvis_ext.video",
+    "split_shots": "semvis_ext.video",
+    "majority_keys": "semvis_ext.video",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
 }
