@@ -14,6 +14,9 @@ __version__ = "0.1.0"
 _LAZY: Dict[str, str] = {
     "weldon_pool": "semvis_ext.ops.weldon",
     "WeldonResult": "semvis_ext.ops.weldon",
+    "hamming_distances": "semvis_ext.hamming",
+    "hamming_topk": "semvis_ext.hamming",
+    "BinaryKDTree": "semvis_ext.kdtree",
     "track": "semvis_ext.video",
     "Tracks": "semvis_ext.video",
     "split_shots": "semvis_ext.video",

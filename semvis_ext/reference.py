@@ -65,6 +65,119 @@ def weldon_pool_topk(x: Tensor, kmax: int = 1, kmin: int = 1, alpha: float = 1.0
     return y
 
 
+# ----------------------------------------------------------------------------- Hamming, kd-tree
+# NumPy references for semvis_ext.hamming and semvis_ext.BinaryKDTree (spec B.3.6-B.3.7, K15/K19/K20).
+
+def hamming_distances(a, b):
+    """popcount(a[i] XOR b[j]) through np.unpackbits: int64 [na, nb]."""
+    import numpy as np
+
+    bits_a = np.unpackbits(a, axis=1).astype(np.int64)
+    bits_b = np.unpackbits(b, axis=1).astype(np.int64)
+    # |x XOR y| = |x| + |y| - 2 <x, y> for 0/1 vectors
+    return bits_a.sum(1)[:, None] + bits_b.sum(1)[None, :] - 2 * bits_a @ bits_b.T
+
+
+def hamming_topk(queries, codes, k: int, ids=None):
+    """k nearest by (distance, id) with a stable sort; pads with -1 when fewer than k codes."""
+    import numpy as np
+
+    ids = np.arange(codes.shape[0], dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    d = hamming_distances(queries, codes)
+    D = np.full((queries.shape[0], k), -1, dtype=np.int32)
+    I = np.full((queries.shape[0], k), -1, dtype=np.int64)
+    for r in range(queries.shape[0]):
+        order = np.lexsort((ids, d[r]))[:k]
+        D[r, :order.size] = d[r, order]
+        I[r, :order.size] = ids[order]
+    return D, I
+
+
+def kdtree_build(codes, leaf_size: int = 100):
+    """Algorithm 1 (BUILD-TREE) transcribed: returns (nodes int64 [m, 5], perm int64 [n]).
+
+    Nodes are numbered breadth first, (dim, left, right, begin, end), leaves dim = -1, exactly
+    as csrc/kdtree; ``perm`` lists the original rows in leaf order (a stable partition; the
+    C++ build permutes in place, so only the set of rows of each leaf is comparable).
+    """
+    from collections import deque
+
+    import numpy as np
+
+    bits = np.unpackbits(codes, axis=1).astype(np.int64)
+    n = codes.shape[0]
+    nodes = [[-1, -1, -1, 0, n]]
+    members = {0: np.arange(n)}
+    perm = np.empty(n, dtype=np.int64)
+    queue = deque([0])
+    while queue:
+        i = queue.popleft()
+        D = members.pop(i)
+        begin, end = nodes[i][3], nodes[i][4]
+        if len(D) < leaf_size:  # line 3
+            perm[begin:end] = D
+            continue
+        ones = bits[D].sum(0)
+        gap = np.abs(2 * ones - len(D))  # line 6, |0.5 - ones / |D|| scaled by 2 |D|
+        dim = int(np.argmin(gap))  # first minimum: lowest bit on ties
+        if ones[dim] == 0 or ones[dim] == len(D):  # degenerate-split guard
+            perm[begin:end] = D
+            continue
+        left = D[bits[D, dim] == 1]  # line 7
+        right = D[bits[D, dim] == 0]  # line 8
+        li = len(nodes)
+        nodes.append([-1, -1, -1, begin, begin + len(left)])
+        nodes.append([-1, -1, -1, begin + len(left), end])
+        nodes[i][:3] = [dim, li, li + 1]
+        members[li], members[li + 1] = left, right
+        queue.extend([li, li + 1])
+    return np.array(nodes, dtype=np.int64).reshape(-1, 5), perm
+
+
+def kdtree_search(nodes, codes, ids, query, k: int = 1, backtracks=50, order: str = "fifo"):
+    """Algorithm 2 (SEARCH-TREE), the corrected reading of spec B.3.7, for one query.
+
+    ``backtracks=None`` visits every leaf. Returns (D int32 [k], I int64 [k], keys compared).
+    """
+    import heapq
+    from collections import deque
+
+    import numpy as np
+
+    qbits = np.unpackbits(query)
+    b = float("inf") if backtracks is None else backtracks
+    candidates = []
+    if order == "fifo":
+        Q = deque([0])
+        pop = Q.popleft
+        def push(node, miss, depth):
+            Q.append(node)
+    else:
+        # best bin: fewest path bits disagreeing with the query, then deepest, then queue order
+        Q, seq = [(0, 0, 0, 0)], [1]
+        def pop():
+            return heapq.heappop(Q)
+        def push(node, miss, depth):
+            heapq.heappush(Q, (miss, -depth, seq[0], node))
+            seq[0] += 1
+    while b > 0 and Q:
+        item = pop()
+        node, miss, depth = (item, 0, 0) if order == "fifo" else (item[3], item[0], -item[1])
+        while nodes[node, 0] >= 0:
+            dim, left, right = nodes[node, :3]
+            depth += 1
+            if qbits[dim] == 1:
+                push(right, miss + 1, depth)
+                node = left
+            else:
+                push(left, miss + 1, depth)
+                node = right
+        candidates.extend(range(nodes[node, 3], nodes[node, 4]))
+        b -= 1
+    cand = np.array(candidates, dtype=np.int64)
+    D, I = hamming_topk(query[None], codes[cand], k, ids=np.asarray(ids)[cand])
+    return D[0], I[0], len(cand)
+
 # ---------------------------------------------------------------------------------------------
 # Video (spec B.3.3-B.3.5): brute-force NumPy references of semvis_ext.track / split_shots /
 # majority_keys. All pairs, unpacked bits: for small inputs only.
