@@ -41,12 +41,7 @@ def _C():
     return lib
 
 
-def _capsule(a: np.ndarray):
-    # Versioned DLPack carries the read-only flag, so read-only inputs (memory maps, cv2 views) work.
-    try:
-        return a.__dlpack__(max_version=(1, 0))
-    except TypeError:  # numpy < 2.1
-        return a.__dlpack__()
+from ._numpy import capsule as _capsule  # versioned DLPack: read-only inputs pass without a copy
 
 
 def _check_array(op: str, name: str, a, dtype, ndim: int) -> np.ndarray:

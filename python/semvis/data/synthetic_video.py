@@ -165,12 +165,17 @@ def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (
 def make_video(rng: np.random.Generator, video_id: str, n_shots: int, frames_per_shot: Tuple[int, int] = (30, 80),
                size: Tuple[int, int] = (720, 405)) -> SyntheticVideo:
     """Shots of random lengths in [lo, hi] joined by hard cuts."""
-    shots, cuts, t = [], [], 0
+    photos = photographs()
+    shots, cuts, t, prev = [], [], 0, -1
     for _ in range(n_shots):
         n = int(rng.integers(frames_per_shot[0], frames_per_shot[1] + 1))
+        # a hard cut changes the photograph (later shots may come back to an earlier one)
+        p = int(rng.integers(len(photos) - 1))
+        p = p + 1 if p >= prev else p
         cuts.append(t)
-        shots.append(make_shot(rng, n, size))
+        shots.append(make_shot(rng, n, size, photo=photos[p]))
         t += n
+        prev = p
     return SyntheticVideo(video_id, np.concatenate(shots), cuts)
 
 

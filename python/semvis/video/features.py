@@ -28,28 +28,34 @@ def _cv2():
 class FrameFeatures:
     """Features of T frames in CSR layout (the input of semvis_ext.track).
 
-    keypoints float32[N, 2], descriptors uint8[N, 32], frame_offsets int64[T + 1].
+    keypoints float32[N, 2], descriptors uint8[N, 32], frame_offsets int64[T + 1], and
+    responses float32[N] (the detector's corner score; None when unknown).
     """
 
     keypoints: np.ndarray
     descriptors: np.ndarray
     frame_offsets: np.ndarray
+    responses: Optional[np.ndarray] = None
 
     @property
     def n_frames(self) -> int:
         return len(self.frame_offsets) - 1
 
     @staticmethod
-    def concat(parts: Sequence[Tuple[np.ndarray, np.ndarray]], nbytes: int = 32) -> "FrameFeatures":
-        sizes = np.array([len(k) for k, _ in parts], dtype=np.int64)
+    def concat(parts: Sequence[Tuple[np.ndarray, ...]], nbytes: int = 32) -> "FrameFeatures":
+        """From per-frame ``(keypoints, descriptors[, responses])`` tuples."""
+        sizes = np.array([len(p[0]) for p in parts], dtype=np.int64)
         off = np.zeros(len(parts) + 1, dtype=np.int64)
         np.cumsum(sizes, out=off[1:])
+        resp = None
         if parts:
-            kp = np.ascontiguousarray(np.concatenate([k for k, _ in parts]), dtype=np.float32)
-            d = np.ascontiguousarray(np.concatenate([d for _, d in parts]))
+            kp = np.ascontiguousarray(np.concatenate([p[0] for p in parts]), dtype=np.float32)
+            d = np.ascontiguousarray(np.concatenate([p[1] for p in parts]))
+            if all(len(p) > 2 for p in parts):
+                resp = np.concatenate([p[2] for p in parts]).astype(np.float32)
         else:
             kp, d = np.zeros((0, 2), np.float32), np.zeros((0, nbytes), np.uint8)
-        return FrameFeatures(kp, d, off)
+        return FrameFeatures(kp, d, off, resp)
 
 
 class OrbExtractor:
@@ -106,17 +112,22 @@ class OrbExtractor:
 
     def __call__(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(keypoints float32[n, 2], descriptors uint8[n, 32]) of one image (n may be 0)."""
+        return self.detect(image)[:2]
+
+    def detect(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keypoints float32[n, 2], descriptors uint8[n, 32], responses float32[n]) of one image."""
         grey = self.prepare(image)
         kps, desc = self._detector().detectAndCompute(grey, None)
         if desc is None or len(kps) == 0:
-            return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+            return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), np.zeros(0, np.float32)
         xy = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
-        return xy, np.ascontiguousarray(desc, dtype=np.uint8)
+        resp = np.array([k.response for k in kps], dtype=np.float32)
+        return xy, np.ascontiguousarray(desc, dtype=np.uint8), resp
 
-    def extract_many(self, images: Iterable[np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray]]:
-        """Features of several images, in order, on ``threads`` threads."""
+    def extract_many(self, images: Iterable[np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`detect` of several images, in order, on ``threads`` threads."""
         images = list(images)
         if self.threads <= 1 or len(images) < 2:
-            return [self(im) for im in images]
+            return [self.detect(im) for im in images]
         with ThreadPoolExecutor(self.threads) as ex:
-            return list(ex.map(self, images))
+            return list(ex.map(self.detect, images))

@@ -76,18 +76,33 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data).hexdigest()
 
 
+def _concat_csr(parts: List[np.ndarray]) -> np.ndarray:
+    """Concatenates per-video CSR offsets into one (each part shifted by the items before it)."""
+    out = [np.zeros(1, np.int64)]
+    base = 0
+    for o in parts:
+        out.append(o[1:] + base)
+        base += int(o[-1])
+    return np.concatenate(out)
+
+
 class _Video:
-    """What add() commits for one video (all arrays local to the video)."""
+    """What add() commits for one video (all frame indices local to the video's sampled frames)."""
 
-    __slots__ = ("video_id", "frame_numbers", "shot_start", "codes", "span", "item_shot")
+    __slots__ = ("video_id", "frame_numbers", "shot_start", "codes", "span", "item_offsets", "item_shot",
+                 "sketch", "sketch_offsets")
 
-    def __init__(self, video_id, frame_numbers, shot_start, codes, span, item_shot):
+    def __init__(self, video_id, frame_numbers, shot_start, codes, span, item_offsets, item_shot, sketch=None,
+                 sketch_offsets=None):
         self.video_id = video_id
         self.frame_numbers = frame_numbers  # int32[T]: decoding-order number of each sampled frame
         self.shot_start = shot_start        # int64[S + 1]: first sampled frame of each shot, then T
-        self.codes = codes                  # uint8[n, nb]: key features (or raw features for the baselines)
-        self.span = span                    # int32[n, 2] (aggregation) or int32[n] (baselines): sampled frames
+        self.codes = codes                  # uint8[n, nb]: key features (aggregation) or frame features
+        self.span = span                    # aggregation: int32[n, 2] first/last frame of each key's track
+        self.item_offsets = item_offsets    # baselines: int64[T + 1], items of frame t (CSR)
         self.item_shot = item_shot          # int64[n]: shot of each item (non-decreasing)
+        self.sketch = sketch                # frame_store="sketch": uint8[m, nb] per-frame descriptors
+        self.sketch_offsets = sketch_offsets  # int64[T + 1] (CSR)
 
 
 class VideoIndex:
@@ -116,15 +131,18 @@ class VideoIndex:
     def __init__(self, method: str = "aggregation", n_features: int = 500, width: int = 720, max_hamming: int = 20,
                  max_distance: float = 100.0, min_track_len: int = 8, leaf_size: int = 100, backtracks: int = 50,
                  order: str = "fifo", step: int = 1, match_threshold: int = 64,
-                 vote_max_distance: Optional[int] = None, keyframe_overlap: float = 0.5, progress: bool = True,
+                 vote_max_distance: Optional[int] = None, keyframe_overlap: float = 0.5,
+                 frame_store: str = "tracks", frame_features: int = 32, progress: bool = True,
                  threads: Optional[int] = None):
         if method not in METHODS:
             raise ValueError(f"VideoIndex: unknown method {method!r}; expected one of {METHODS}")
+        if frame_store not in ("tracks", "sketch"):
+            raise ValueError(f"VideoIndex: frame_store must be 'tracks' or 'sketch', got {frame_store!r}")
         if order not in ("fifo", "best_bin"):
             raise ValueError(f"VideoIndex: order must be 'fifo' or 'best_bin', got {order!r}")
         for name, v, lo in (("max_hamming", max_hamming, 0), ("min_track_len", min_track_len, 1),
                             ("leaf_size", leaf_size, 1), ("backtracks", backtracks, 1), ("step", step, 1),
-                            ("match_threshold", match_threshold, 0)):
+                            ("match_threshold", match_threshold, 0), ("frame_features", frame_features, 1)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"VideoIndex: {name} must be an int >= {lo}, got {v!r}")
         if not (0.0 < float(keyframe_overlap) < 1.0):
@@ -141,6 +159,8 @@ class VideoIndex:
         self.match_threshold = int(match_threshold)
         self.vote_max_distance = vote_max_distance
         self.keyframe_overlap = float(keyframe_overlap)
+        self.frame_store = frame_store
+        self.frame_features = int(frame_features)
         self.progress = progress
         self.batch_size = 64  # frames extracted per batch
         self._videos: List[_Video] = []
@@ -155,7 +175,8 @@ class VideoIndex:
                 "max_hamming": self.max_hamming, "max_distance": self.max_distance,
                 "min_track_len": self.min_track_len, "leaf_size": self.leaf_size, "backtracks": self.backtracks,
                 "order": self.order, "step": self.step, "match_threshold": self.match_threshold,
-                "vote_max_distance": self.vote_max_distance, "keyframe_overlap": self.keyframe_overlap}
+                "vote_max_distance": self.vote_max_distance, "keyframe_overlap": self.keyframe_overlap,
+                "frame_store": self.frame_store, "frame_features": self.frame_features}
 
     @property
     def video_ids(self) -> List[str]:
@@ -265,11 +286,21 @@ class VideoIndex:
         first = frame_of_row[np.flatnonzero(~has_pred)]  # tracks are numbered in order of their first row
         length = np.bincount(tr.track, minlength=tr.n_tracks)
         last = first + length - 1
+        sketch = sketch_off = span = item_off = None
         if self.method == "aggregation":
             keys, kt = ext.majority_keys(desc, tr.track, min_len=self.min_track_len, n_tracks=tr.n_tracks)
             codes = keys
             span = np.stack([first[kt], last[kt]], axis=1).astype(np.int32)
             item_shot = shot[first[kt]]
+            if self.frame_store == "sketch":
+                # the frame_features strongest features (detector response) of every frame
+                resp = ff.responses if ff.responses is not None else -np.arange(N, dtype=np.float32)
+                order = np.lexsort((-resp, frame_of_row))
+                rank = np.arange(N) - off[frame_of_row[order]]
+                rows = np.sort(order[rank < self.frame_features])
+                sketch = np.ascontiguousarray(desc[rows])
+                sketch_off = np.zeros(T + 1, np.int64)
+                np.cumsum(np.bincount(frame_of_row[rows], minlength=T), out=sketch_off[1:])
         else:
             if self.method == "all":
                 rows = np.arange(N)
@@ -277,9 +308,11 @@ class VideoIndex:
                 kf = self._keyframes(shot_start, first, last, length)
                 rows = np.flatnonzero(np.isin(frame_of_row, kf))
             codes = np.ascontiguousarray(desc[rows])
-            span = frame_of_row[rows].astype(np.int32)
+            item_off = np.zeros(T + 1, np.int64)
+            np.cumsum(np.bincount(frame_of_row[rows], minlength=T), out=item_off[1:])
             item_shot = shot[frame_of_row[rows]]
-        return _Video(video_id, numbers.astype(np.int32), shot_start, codes, span, item_shot.astype(np.int64))
+        return _Video(video_id, numbers.astype(np.int32), shot_start, codes, span, item_off,
+                      item_shot.astype(np.int64), sketch, sketch_off)
 
     def _keyframes(self, shot_start, first, last, length) -> np.ndarray:
         stable = length >= self.min_track_len
@@ -305,14 +338,18 @@ class VideoIndex:
 
     def build(self) -> "VideoIndex":
         """Concatenates the videos and builds the kd-tree over all items (key features)."""
-        nb = 32
         vids = self._videos
-        if vids:
-            nb = vids[0].codes.shape[1]
-        codes = np.ascontiguousarray(np.concatenate([v.codes for v in vids])) if vids else np.zeros((0, nb), np.uint8)
-        self._codes = codes
-        self._span = np.concatenate([v.span for v in vids]) if vids else np.zeros(
-            (0, 2) if self.method == "aggregation" else (0,), np.int32)
+        nb = vids[0].codes.shape[1] if vids else 32
+        agg = self.method == "aggregation"
+        self._codes = np.ascontiguousarray(np.concatenate([v.codes for v in vids])) if vids else np.zeros((0, nb), np.uint8)
+        self._frame_base = np.zeros(len(vids) + 1, np.int64)
+        np.cumsum([len(v.frame_numbers) for v in vids], out=self._frame_base[1:])
+        self._span = (np.concatenate([v.span for v in vids]) if vids else np.zeros((0, 2), np.int32)) if agg else None
+        self._item_offsets = None if agg else _concat_csr([v.item_offsets for v in vids])
+        sk = agg and self.frame_store == "sketch"
+        self._sketch = (np.ascontiguousarray(np.concatenate([v.sketch for v in vids])) if vids
+                        else np.zeros((0, nb), np.uint8)) if sk else None
+        self._sketch_offsets = _concat_csr([v.sketch_offsets for v in vids]) if sk else None
         counts, shot_video, shot_local, shot_first, shot_last = [], [], [], [], []
         for vi, v in enumerate(vids):
             S = len(v.shot_start) - 1
@@ -329,9 +366,17 @@ class VideoIndex:
         self._shot_local = cat(shot_local, np.int32)
         self._shot_first = cat(shot_first, np.int32)
         self._shot_last = cat(shot_last, np.int32)
+        k = 0
+        for v in vids:  # the videos now share the concatenated arrays (no second copy)
+            n = v.codes.shape[0]
+            v.codes = self._codes[k:k + n]
+            if agg:
+                v.span = self._span[k:k + n]
+            k += n
         self._tree = None
-        if codes.shape[0] > 0:
-            self._tree = _kdtree_cls()(codes, ids=np.arange(codes.shape[0], dtype=np.int64), leaf_size=self.leaf_size)
+        if self._codes.shape[0] > 0:
+            self._tree = _kdtree_cls()(self._codes, ids=np.arange(self._codes.shape[0], dtype=np.int64),
+                                       leaf_size=self.leaf_size)
         self._built = True
         return self
 
@@ -393,55 +438,95 @@ class VideoIndex:
         return hits
 
     def _refine(self, q: np.ndarray, s: int) -> int:
-        """Sampled-frame index (within its video) of the best frame of global shot s."""
-        lo, hi = int(self._shot_offsets[s]), int(self._shot_offsets[s + 1])
+        """Sampled-frame index (within its video) of the best frame of global shot s: linear
+        Hamming search of the query's descriptors over the shot's frames."""
         a, b = int(self._shot_first[s]), int(self._shot_last[s])
-        D, I = _ext().hamming_topk(q, self._codes[lo:hi], 1)
-        d, i = np.asarray(D)[:, 0], np.asarray(I)[:, 0]
-        m = (i >= 0) & (d < self.match_threshold)
-        if not m.any():
+        scores = self.frame_scores(q, s)
+        best = scores.max()
+        if best <= 0:
             return (a + b) // 2
-        rows = lo + i[m]
-        score = np.zeros(b - a + 2, np.int64)
-        if self._span.ndim == 2:
-            sp = self._span[rows]
-            np.add.at(score, sp[:, 0] - a, 1)
-            np.add.at(score, sp[:, 1] - a + 1, -1)
-            score = np.cumsum(score)[:-1]
-        else:
-            score = np.bincount(self._span[rows] - a, minlength=b - a + 1)
-        best = score.max()
-        # the middle of the first run of best-voted frames
-        at = np.flatnonzero(score == best)
-        run_end = at[0]
-        while run_end + 1 < len(score) and score[run_end + 1] == best:
-            run_end += 1
-        return a + (int(at[0]) + int(run_end)) // 2
+        # ties (frames with the same alive keys): the middle of the first run of best frames
+        at = int(np.flatnonzero(scores == best)[0])
+        end = at
+        while end + 1 < len(scores) and scores[end + 1] == best:
+            end += 1
+        return a + (at + end) // 2
+
+    def frame_scores(self, q: np.ndarray, s: int) -> np.ndarray:
+        """float64[frames of shot s]: sum over query descriptors of max(0, match_threshold - d),
+        d = distance to the descriptor's nearest feature of that frame."""
+        ext = _ext()
+        tau = self.match_threshold
+        v = int(self._shot_video[s])
+        a, b = int(self._shot_first[s]), int(self._shot_last[s])
+        F = b - a + 1
+        scores = np.zeros(F, np.float64)
+        if self.method == "aggregation" and self.frame_store == "tracks":
+            # a frame's features are the keys of the tracks alive in it
+            lo, hi = int(self._shot_offsets[s]), int(self._shot_offsets[s + 1])
+            if hi == lo:
+                return scores
+            D = ext.hamming_distances(q, self._codes[lo:hi])
+            W = np.maximum(tau - D, 0)
+            rows, cols = W.any(1), W.any(0)
+            W = W[rows][:, cols]
+            sp = self._span[lo:hi][cols] - a
+            for f in range(F):
+                alive = (sp[:, 0] <= f) & (sp[:, 1] >= f)
+                if alive.any():
+                    scores[f] = W[:, alive].max(1).sum()
+            return scores
+        codes, off = ((self._sketch, self._sketch_offsets) if self.method == "aggregation"
+                      else (self._codes, self._item_offsets))
+        g0 = int(self._frame_base[v]) + a
+        f = 0
+        while f < F:  # chunks of frames with at most ~8k features: bounded memory at any shot length
+            o0 = int(off[g0 + f])
+            f2 = f + 1
+            while f2 < F and off[g0 + f2 + 1] - o0 <= 8192:
+                f2 += 1
+            o1 = int(off[g0 + f2])
+            if o1 > o0:
+                D = ext.hamming_distances(q, codes[o0:o1])
+                sizes = np.diff(off[g0 + f:g0 + f2 + 1])
+                nz = np.flatnonzero(sizes > 0)
+                mins = np.minimum.reduceat(D, (off[g0 + f + nz] - o0).astype(np.intp), axis=1)
+                scores[f + nz] = np.maximum(tau - mins, 0).sum(0)
+            f = f2
+        return scores
 
     # ------------------------------------------------------------------ memory
+    def _frame_store_arrays(self) -> Dict[str, np.ndarray]:
+        out = {}
+        for k in ("_span", "_item_offsets", "_sketch", "_sketch_offsets"):
+            a = getattr(self, k)
+            if a is not None:
+                out[k[1:]] = a
+        return out
+
     def memory(self) -> Dict[str, int]:
-        """Bytes held by the index: ``descriptors`` (the paper's "Mem": 32 B per indexed feature),
-        ``tree`` (the kd-tree: its own copy of the codes, ids and nodes), ``frame_store`` (runs or
-        frame ids of the items), ``tables`` (shots and frame numbers) and ``total``."""
+        """Bytes held by the index.
+
+        Returns:
+            dict: ``descriptors`` (the indexed key features or features: the paper's "Mem", 32 B
+            each), ``tree`` (the kd-tree: its own copy of the codes, their int64 ids and its
+            nodes), ``frame_store`` (track runs, per-frame item offsets or per-frame descriptors),
+            ``tables`` (shot table and frame numbers), ``search_index`` (descriptors + tree +
+            tables: what shot retrieval needs) and ``total``.
+        """
         self._ensure_built()
         tables = sum(a.nbytes for a in (self._shot_offsets, self._shot_video, self._shot_local, self._shot_first,
-                                        self._shot_last)) + sum(v.frame_numbers.nbytes for v in self._videos)
+                                        self._shot_last, self._frame_base)) + sum(v.frame_numbers.nbytes
+                                                                                  for v in self._videos)
         out = {"descriptors": int(self._codes.nbytes), "tree": self._tree_nbytes(),
-               "frame_store": int(self._span.nbytes), "tables": int(tables)}
-        out["total"] = sum(out.values())
+               "frame_store": int(sum(a.nbytes for a in self._frame_store_arrays().values())),
+               "tables": int(tables)}
+        out["search_index"] = out["descriptors"] + out["tree"] + out["tables"]
+        out["total"] = out["search_index"] + out["frame_store"]
         return out
 
     def _tree_nbytes(self) -> int:
-        if self._tree is None:
-            return 0
-        for attr in ("nbytes", "memory_usage"):
-            v = getattr(self._tree, attr, None)
-            if v is not None:
-                return int(v() if callable(v) else v)
-        with tempfile.TemporaryDirectory() as d:
-            p = os.path.join(d, "tree.bin")
-            self._tree.save(p)
-            return os.path.getsize(p)
+        return 0 if self._tree is None else int(self._tree.memory_bytes())
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Union[str, os.PathLike]) -> None:
@@ -449,12 +534,10 @@ class VideoIndex:
         (a zip of arrays with a JSON header holding a SHA-256 of every array). Atomic: the file
         is written next to ``path`` and renamed."""
         self._ensure_built()
-        arrays = {"codes": self._codes, "span": self._span, "shot_offsets": self._shot_offsets,
-                  "shot_video": self._shot_video, "shot_local": self._shot_local, "shot_first": self._shot_first,
-                  "shot_last": self._shot_last}
-        fo = np.zeros(len(self._videos) + 1, np.int64)
-        np.cumsum([len(v.frame_numbers) for v in self._videos], out=fo[1:])
-        arrays["frame_offsets"] = fo
+        arrays = {"codes": self._codes, "shot_offsets": self._shot_offsets, "shot_video": self._shot_video,
+                  "shot_local": self._shot_local, "shot_first": self._shot_first, "shot_last": self._shot_last,
+                  "frame_base": self._frame_base}
+        arrays.update(self._frame_store_arrays())
         arrays["frame_numbers"] = (np.concatenate([v.frame_numbers for v in self._videos])
                                    if self._videos else np.zeros(0, np.int32))
         so = np.zeros(len(self._videos) + 1, np.int64)
@@ -472,80 +555,110 @@ class VideoIndex:
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path = os.fspath(path)
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], progress: bool = True) -> "VideoIndex":
         """Reads an index written by :meth:`save`; a truncated, corrupt or foreign file raises
-        ValueError naming what is wrong."""
+        ValueError naming what is wrong (FileNotFoundError if there is no file)."""
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"VideoIndex.load: {path}: no such file")
-        bad = lambda why: ValueError(f"VideoIndex.load: {path}: {why}")  # noqa: E731
+
+        def bad(why):
+            return ValueError(f"VideoIndex.load: {path}: {why}")
+
         try:
             with np.load(path, allow_pickle=False) as z:
-                names = set(z.files)
-                if "meta" not in names:
+                if not isinstance(z, np.lib.npyio.NpzFile) or "meta" not in z.files:
                     raise bad("not a semvis video index (no header)")
                 arrays = {k: z[k] for k in z.files}
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise bad(f"not a semvis video index, or a truncated/corrupt one ({e})") from e
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+            raise bad(f"not a semvis video index, or a truncated/corrupt one ({type(e).__name__}: {e})") from e
         except ValueError as e:
             if str(e).startswith("VideoIndex.load"):
                 raise
-            raise bad(f"corrupt array data ({e})") from e
+            raise bad(f"not a semvis video index, or corrupt array data ({e})") from e
         try:
             meta = json.loads(arrays.pop("meta").tobytes().decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise bad("corrupt header") from e
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise bad(f"not a semvis video index (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+            raise bad("not a semvis video index (wrong format tag)")
         if meta.get("version") != _VERSION:
             raise bad(f"unsupported version {meta.get('version')!r} (this semvis reads version {_VERSION})")
         spec = meta.get("arrays", {})
-        required = {"codes", "span", "shot_offsets", "shot_video", "shot_local", "shot_first", "shot_last",
-                    "frame_offsets", "frame_numbers", "video_shot_offsets"}
-        missing = (required | set(spec)) - set(arrays)
+        missing = set(spec) - set(arrays)
         if missing:
             raise bad(f"missing arrays {sorted(missing)}")
         for k, a in arrays.items():
-            s = spec.get(k)
-            if s is None:
+            sp = spec.get(k)
+            if sp is None:
                 raise bad(f"unexpected array {k!r}")
-            if a.dtype.str != s["dtype"] or list(a.shape) != s["shape"] or _sha(a) != s["sha256"]:
+            if a.dtype.str != sp["dtype"] or list(a.shape) != sp["shape"] or _sha(a) != sp["sha256"]:
                 raise bad(f"array {k!r} does not match its checksum (corrupt file)")
-        cfg = dict(meta["config"])
-        idx = cls(progress=progress, **cfg)
+        try:
+            idx = cls(progress=progress, **meta["config"])
+        except (TypeError, ValueError) as e:
+            raise bad(f"invalid configuration in the header ({e})") from e
+        agg = idx.method == "aggregation"
+        need = {"codes", "shot_offsets", "shot_video", "shot_local", "shot_first", "shot_last", "frame_base",
+                "frame_numbers", "video_shot_offsets"}
+        need |= ({"span"} | ({"sketch", "sketch_offsets"} if idx.frame_store == "sketch" else set())) if agg \
+            else {"item_offsets"}
+        if need - set(arrays):
+            raise bad(f"missing arrays {sorted(need - set(arrays))}")
         vids = meta["videos"]
-        V = len(vids)
-        fo, so = arrays["frame_offsets"], arrays["video_shot_offsets"]
-        off = arrays["shot_offsets"]
+        V, K = len(vids), arrays["codes"].shape[0]
+        fb, so, off = arrays["frame_base"], arrays["video_shot_offsets"], arrays["shot_offsets"]
         S = len(arrays["shot_local"])
-        K = arrays["codes"].shape[0]
-        consistent = (fo.shape == (V + 1,) and so.shape == (V + 1,) and off.shape == (S + 1,) and
-                      (V == 0 or (fo[0] == 0 and so[0] == 0 and so[-1] == S and fo[-1] == len(arrays["frame_numbers"])))
-                      and np.all(np.diff(off) >= 0) and (S == 0 or (off[0] == 0 and off[-1] == K))
-                      and arrays["span"].shape[0] == K)
-        if not consistent:
+        Tn = len(arrays["frame_numbers"])
+        ok = (fb.shape == (V + 1,) and so.shape == (V + 1,) and off.shape == (S + 1,) and fb[0] == 0
+              and fb[-1] == Tn and so[0] == 0 and so[-1] == S and off[0] == 0 and off[-1] == K
+              and bool(np.all(np.diff(off) >= 0)) and bool(np.all(np.diff(fb) >= 0)))
+        ok = ok and all(len(arrays[k]) == S for k in ("shot_video", "shot_local", "shot_first", "shot_last"))
+        if agg:
+            ok = ok and arrays["span"].shape == (K, 2)
+            if idx.frame_store == "sketch":
+                so_ = arrays["sketch_offsets"]
+                ok = ok and so_.shape == (Tn + 1,) and so_[-1] == len(arrays["sketch"])
+        else:
+            io_ = arrays["item_offsets"]
+            ok = ok and io_.shape == (Tn + 1,) and io_[-1] == K
+        if not ok:
             raise bad("inconsistent tables (offsets do not add up)")
-        codes, span = arrays["codes"], arrays["span"]
+        codes = arrays["codes"]
         for vi, vid in enumerate(vids):
             s0, s1 = int(so[vi]), int(so[vi + 1])
             k0, k1 = int(off[s0]), int(off[s1])
-            nums = arrays["frame_numbers"][fo[vi]:fo[vi + 1]]
+            f0, f1 = int(fb[vi]), int(fb[vi + 1])
             first, last = arrays["shot_first"][s0:s1], arrays["shot_last"][s0:s1]
-            shot_start = np.append(first.astype(np.int64), int(last[-1]) + 1 if s1 > s0 else 0)
-            item_shot = np.repeat(np.arange(s1 - s0, dtype=np.int64), np.diff(off[s0:s1 + 1]))
-            if s1 > s0 and (shot_start[0] != 0 or shot_start[-1] != len(nums)):
+            shot_start = np.append(first.astype(np.int64), f1 - f0)
+            if s1 > s0 and (first[0] != 0 or last[-1] != f1 - f0 - 1):
                 raise bad(f"inconsistent shot table for video {vid!r}")
-            rec = _Video(vid, nums, shot_start, codes[k0:k1], span[k0:k1], item_shot)
+            item_shot = np.repeat(np.arange(s1 - s0, dtype=np.int64), np.diff(off[s0:s1 + 1]))
+            rec = _Video(vid, arrays["frame_numbers"][f0:f1], shot_start, codes[k0:k1],
+                         arrays["span"][k0:k1] if agg else None,
+                         None if agg else arrays["item_offsets"][f0:f1 + 1] - arrays["item_offsets"][f0],
+                         item_shot)
+            if agg and idx.frame_store == "sketch":
+                sko = arrays["sketch_offsets"]
+                rec.sketch = arrays["sketch"][sko[f0]:sko[f1]]
+                rec.sketch_offsets = sko[f0:f1 + 1] - sko[f0]
             idx._videos.append(rec)
             idx._ids[vid] = vi
         idx.stats.update(meta.get("stats", {}))
-        idx._codes = codes
-        idx._span = span
+        idx._codes, idx._frame_base = codes, fb
+        idx._span = arrays["span"] if agg else None
+        idx._item_offsets = None if agg else arrays["item_offsets"]
+        idx._sketch = arrays.get("sketch") if agg and idx.frame_store == "sketch" else None
+        idx._sketch_offsets = arrays.get("sketch_offsets") if agg and idx.frame_store == "sketch" else None
         idx._shot_offsets, idx._shot_video, idx._shot_local = off, arrays["shot_video"], arrays["shot_local"]
         idx._shot_first, idx._shot_last = arrays["shot_first"], arrays["shot_last"]
         idx._tree = None
@@ -555,6 +668,11 @@ class VideoIndex:
             with tempfile.TemporaryDirectory() as d:
                 p = os.path.join(d, "tree.bin")
                 arrays["tree"].tofile(p)
-                idx._tree = _kdtree_cls().load(p)
+                try:
+                    idx._tree = _kdtree_cls().load(p, mmap=False)
+                except ValueError as e:
+                    raise bad(f"corrupt kd-tree ({e})") from e
+            if len(idx._tree) != K:
+                raise bad(f"the kd-tree holds {len(idx._tree)} keys, the index {K}")
         idx._built = True
         return idx
