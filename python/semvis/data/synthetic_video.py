@@ -74,11 +74,13 @@ def photographs() -> Tuple[np.ndarray, ...]:
 
 @dataclass
 class SyntheticVideo:
-    """frames uint8[T, H, W, 3] (BGR); cuts: first frame of every shot (cuts[0] = 0)."""
+    """frames uint8[T, H, W, 3] (BGR); cuts: first frame of every shot (cuts[0] = 0); photos: the
+    source photograph of every shot (an index into :func:`photographs`)."""
 
     video_id: str
     frames: np.ndarray
     cuts: List[int]
+    photos: List[int] = field(default_factory=list)
 
     @property
     def shot_of_frame(self) -> np.ndarray:
@@ -109,7 +111,8 @@ class Query:
 
 
 def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (720, 405),
-              photo: Optional[np.ndarray] = None, noise: float = 1.0, static_p: float = 0.25) -> np.ndarray:
+              photo: Optional[np.ndarray] = None, noise: float = 1.0, static_p: float = 0.25,
+              motion: float = 1.0) -> np.ndarray:
     """One shot: uint8[n_frames, H, W, 3] from a camera panning/zooming over a photograph."""
     cv2 = _cv2()
     W, H = size
@@ -122,23 +125,27 @@ def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (
     static = rng.random() < static_p
     # camera motion per shot: a pan of up to ~2 output px per frame in a random direction, a zoom of
     # up to +-20 % over the shot and a roll of up to +-2 degrees (none of them for static shots)
-    zoom = 1.0 if static else float(np.exp(rng.uniform(-0.2, 0.2)))
+    zoom = 1.0 if static else float(np.exp(rng.uniform(-0.2, 0.2) * motion))
     s1 = float(np.clip(s0 * zoom, 0.2 * s_max, s_max))
     scales = s0 * (s1 / s0) ** np.linspace(0, 1, n_frames)
     s_hi = scales.max()
     half = np.array([W, H]) * s_hi / 2
     lo, hi = half + 1, np.array([sw, sh]) - half - 1
     c0 = rng.uniform(lo, hi)
-    speed = 0.0 if static else rng.uniform(0.3, 2.0)
+    speed = 0.0 if static else rng.uniform(0.3, 2.0) * motion
     ang = rng.uniform(0, 2 * np.pi)
     v = speed * s0 * np.array([np.cos(ang), np.sin(ang)])
     c1 = np.clip(c0 + v * n_frames, lo, hi)
     roll0 = rng.uniform(-3, 3)
-    roll1 = roll0 if static else roll0 + rng.uniform(-2, 2)
+    roll1 = roll0 if static else roll0 + rng.uniform(-2, 2) * motion
     # lighting: a slow gain and gamma drift over the shot
     g0, g1 = rng.uniform(0.85, 1.15, 2)
     gam0, gam1 = rng.uniform(0.9, 1.1, 2)
-    noise_buf = np.empty((H, W, 3), np.int16)
+    if noise > 0:  # one noise field per shot, sampled at a random offset per frame (cheap, uncorrelated)
+        pad = 64
+        cv2.setRNGSeed(int(rng.integers(2**31)))
+        noise_field = np.empty((H + pad, W + pad, 3), np.int16)
+        cv2.randn(noise_field, 0, noise)
     frames = np.empty((n_frames, H, W, 3), dtype=np.uint8)
     for t in range(n_frames):
         a = t / max(n_frames - 1, 1)
@@ -154,40 +161,56 @@ def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (
         gam = (1 - a) * gam0 + a * gam1
         lut = np.clip(255 * g * (np.arange(256) / 255.0) ** gam, 0, 255).astype(np.uint8)
         f = cv2.LUT(f, lut)
-        if noise > 0:  # sensor noise / film grain (cv2.randn: fast; seeded from rng)
-            cv2.setRNGSeed(int(rng.integers(2**31)))
-            cv2.randn(noise_buf, 0, noise)
-            f = cv2.add(f, noise_buf, dtype=cv2.CV_8U)
+        if noise > 0:  # sensor noise / film grain
+            oy, ox = rng.integers(0, pad, 2)
+            f = cv2.add(f, noise_field[oy:oy + H, ox:ox + W], dtype=cv2.CV_8U)
         frames[t] = f
     return frames
 
 
+def _source_order(rng: np.random.Generator) -> Iterator[Tuple[int, bool]]:
+    """Endless sequence of (photo, mirrored) sources: every source once (in random order) before
+    any repeats. A mirror image has different ORB descriptors (ORB is rotation- but not
+    reflection-invariant), so each photograph gives two distinct sources."""
+    n = len(photographs())
+    while True:
+        for k in rng.permutation(2 * n):
+            yield int(k % n), bool(k >= n)
+
+
 def make_video(rng: np.random.Generator, video_id: str, n_shots: int, frames_per_shot: Tuple[int, int] = (30, 80),
-               size: Tuple[int, int] = (720, 405)) -> SyntheticVideo:
-    """Shots of random lengths in [lo, hi] joined by hard cuts."""
+               size: Tuple[int, int] = (720, 405), sources: Optional[Iterator[Tuple[int, bool]]] = None,
+               **shot_kw) -> SyntheticVideo:
+    """Shots of random lengths in [lo, hi] joined by hard cuts; a cut always changes the source."""
     photos = photographs()
-    shots, cuts, t, prev = [], [], 0, -1
+    sources = sources if sources is not None else _source_order(rng)
+    shots, cuts, used, t, prev = [], [], [], 0, None
     for _ in range(n_shots):
         n = int(rng.integers(frames_per_shot[0], frames_per_shot[1] + 1))
-        # a hard cut changes the photograph (later shots may come back to an earlier one)
-        p = int(rng.integers(len(photos) - 1))
-        p = p + 1 if p >= prev else p
+        p, mirrored = next(sources)
+        if prev is not None and p == prev:
+            p, mirrored = next(sources)
+        src = photos[p][:, ::-1] if mirrored else photos[p]
         cuts.append(t)
-        shots.append(make_shot(rng, n, size, photo=photos[p]))
+        shots.append(make_shot(rng, n, size, photo=np.ascontiguousarray(src), **shot_kw))
+        used.append(p)
         t += n
         prev = p
-    return SyntheticVideo(video_id, np.concatenate(shots), cuts)
+    return SyntheticVideo(video_id, np.concatenate(shots), cuts, used)
 
 
 def make_corpus(n_videos: int = 4, shots_per_video: Tuple[int, int] = (3, 5),
                 frames_per_shot: Tuple[int, int] = (30, 80), size: Tuple[int, int] = (720, 405),
-                seed: int = 0) -> Corpus:
-    """``n_videos`` videos named ``video000``, ``video001``, ..."""
+                seed: int = 0, **shot_kw) -> Corpus:
+    """``n_videos`` videos named ``video000``, ``video001``, ... Shots take their sources from one
+    corpus-wide sequence: up to 30 shots show distinct content (15 photographs and their mirror
+    images); beyond that, sources come back with other regions, as a film revisits a set."""
     rng = np.random.default_rng(seed)
+    sources = _source_order(rng)
     vids = []
     for i in range(n_videos):
         n_shots = int(rng.integers(shots_per_video[0], shots_per_video[1] + 1))
-        vids.append(make_video(rng, f"video{i:03d}", n_shots, frames_per_shot, size))
+        vids.append(make_video(rng, f"video{i:03d}", n_shots, frames_per_shot, size, sources, **shot_kw))
     return Corpus(vids, size)
 
 

@@ -49,7 +49,8 @@ _VERSION = 1
 
 class VideoHit(NamedTuple):
     """One search result: ``frame`` numbered from 0 in decoding order; ``shot`` from 0 within the
-    video; ``score`` = fraction of the query's descriptors that voted for the shot."""
+    video (as the index segmented it); ``score`` in [0, 1]: the shot's votes divided by the most
+    it could get (every query descriptor at distance 0 for soft votes, or voting for it)."""
 
     video: str
     shot: int
@@ -119,8 +120,11 @@ class VideoIndex:
         backtracks (int): leaves visited per query descriptor, B (50).
         order (str): kd-tree backtracking order, ``"fifo"`` (the paper) or ``"best_bin"``.
         step (int): index one frame in ``step`` (frame numbers stay those of the decoding order).
-        match_threshold (int): in-shot frame search: a query descriptor votes for frames only if its
-            nearest feature in the shot is closer than this (Hamming).
+        match_threshold (int): tau, the Hamming distance beyond which a match counts for nothing:
+            soft votes and frame scores weigh a match at distance d by max(0, tau - d).
+        vote (str): ``"soft"`` (default): each query descriptor votes for the shot of its nearest
+            key with weight max(0, tau - d), so that the many far, chance neighbours of
+            background/bezel descriptors weigh little; ``"count"``: one vote each (the paper).
         vote_max_distance (int, optional): shot voting: ignore nearest neighbours at this distance
             or more (None: every query descriptor votes, as in the paper).
         keyframe_overlap (float): ``"keyframes"`` only (see the module docstring).
@@ -130,12 +134,14 @@ class VideoIndex:
 
     def __init__(self, method: str = "aggregation", n_features: int = 500, width: int = 720, max_hamming: int = 20,
                  max_distance: float = 100.0, min_track_len: int = 8, leaf_size: int = 100, backtracks: int = 50,
-                 order: str = "fifo", step: int = 1, match_threshold: int = 64,
+                 order: str = "fifo", step: int = 1, match_threshold: int = 64, vote: str = "soft",
                  vote_max_distance: Optional[int] = None, keyframe_overlap: float = 0.5,
                  frame_store: str = "tracks", frame_features: int = 32, progress: bool = True,
                  threads: Optional[int] = None):
         if method not in METHODS:
             raise ValueError(f"VideoIndex: unknown method {method!r}; expected one of {METHODS}")
+        if vote not in ("soft", "count"):
+            raise ValueError(f"VideoIndex: vote must be 'soft' or 'count', got {vote!r}")
         if frame_store not in ("tracks", "sketch"):
             raise ValueError(f"VideoIndex: frame_store must be 'tracks' or 'sketch', got {frame_store!r}")
         if order not in ("fifo", "best_bin"):
@@ -157,6 +163,7 @@ class VideoIndex:
         self.order = order
         self.step = int(step)
         self.match_threshold = int(match_threshold)
+        self.vote = vote
         self.vote_max_distance = vote_max_distance
         self.keyframe_overlap = float(keyframe_overlap)
         self.frame_store = frame_store
@@ -175,7 +182,7 @@ class VideoIndex:
                 "max_hamming": self.max_hamming, "max_distance": self.max_distance,
                 "min_track_len": self.min_track_len, "leaf_size": self.leaf_size, "backtracks": self.backtracks,
                 "order": self.order, "step": self.step, "match_threshold": self.match_threshold,
-                "vote_max_distance": self.vote_max_distance, "keyframe_overlap": self.keyframe_overlap,
+                "vote": self.vote, "vote_max_distance": self.vote_max_distance, "keyframe_overlap": self.keyframe_overlap,
                 "frame_store": self.frame_store, "frame_features": self.frame_features}
 
     @property
@@ -426,15 +433,19 @@ class VideoIndex:
             ok &= d < self.vote_max_distance
         S = len(self._shot_local)
         shots = np.searchsorted(self._shot_offsets, i[ok], side="right") - 1
-        votes = np.bincount(shots, minlength=S)
+        if self.vote == "soft":
+            w = np.maximum(self.match_threshold - d[ok], 0).astype(np.float64)
+            votes = np.bincount(shots, weights=w, minlength=S) / (len(q) * max(self.match_threshold, 1))
+        else:
+            votes = np.bincount(shots, minlength=S) / len(q)
         order = np.lexsort((np.arange(S), -votes))[:top]  # most votes first, ties to the lowest shot
         hits = []
         for s in order:
-            if votes[s] == 0:
+            if votes[s] <= 0:
                 break
             v = self._videos[int(self._shot_video[s])]
             f = self._refine(q, int(s))
-            hits.append(VideoHit(v.video_id, int(self._shot_local[s]), int(v.frame_numbers[f]), float(votes[s]) / len(q)))
+            hits.append(VideoHit(v.video_id, int(self._shot_local[s]), int(v.frame_numbers[f]), float(votes[s])))
         return hits
 
     def _refine(self, q: np.ndarray, s: int) -> int:
