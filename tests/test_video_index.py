@@ -1,6 +1,5 @@
 """semvis.video end to end: synthetic corpus, VideoIndex, save/load, readers, bad files, CLI."""
 import json
-import os
 
 import numpy as np
 import pytest

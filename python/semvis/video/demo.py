@@ -10,9 +10,7 @@ import html
 import os
 import sys
 import time
-from typing import Dict, List, Optional, TextIO
-
-import numpy as np
+from typing import Dict, Optional, TextIO
 
 from .evaluate import evaluate, shot_ranges
 from .features import FrameFeatures, OrbExtractor

@@ -7,7 +7,7 @@ the frame level when that frame is within ``tolerance`` frames of the true frame
 from __future__ import annotations
 
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 

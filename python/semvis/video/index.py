@@ -26,14 +26,12 @@ for the frame it came from.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
 import time
-import warnings
 import zipfile
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, Sequence, Tuple, Union
 
 import numpy as np
 
