@@ -1,5 +1,6 @@
 """semvis.video end to end: synthetic corpus, VideoIndex, save/load, readers, bad files, CLI."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -208,3 +209,17 @@ def test_cli_index_and_search_json(tmp_path, corpus, capsys):
     assert rec["results"][0]["video"] == "movie"
     assert set(rec["results"][0]) == {"video", "shot", "frame", "score"}
     assert main(["video", "search", str(tmp_path / "bad.mp4"), str(q)]) == 2
+
+
+def test_demo_smoke(tmp_path):
+    import io
+
+    from semvis.video.demo import run_demo
+
+    buf = io.StringIO()
+    res = run_demo(n_videos=1, n_queries=4, budgets=(10, 50), out_dir=str(tmp_path / "demo"), out=buf,
+                   progress=False, frames_per_shot=(10, 14))
+    text = buf.getvalue()
+    assert "Table 5.1" in text and "Bi-Aggregation-KdTree (ours, paper)" in text
+    assert os.path.isfile(res["report"]) and len(res["rows"]) == 5
+    assert all(0.0 <= r["shot@50"] <= 1.0 for r in res["rows"])
