@@ -29,6 +29,10 @@ _LAZY: Dict[str, str] = {
     "rmac_regions": "semvis_ext.ops.rmac",
     "region_pool": "semvis_ext.ops.rmac",
     "RegionPoolResult": "semvis_ext.ops.rmac",
+    "track": "semvis_ext.video",
+    "Tracks": "semvis_ext.video",
+    "split_shots": "semvis_ext.video",
+    "majority_keys": "semvis_ext.video",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
 }

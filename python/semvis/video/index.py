@@ -1,0 +1,687 @@
+"""Image-to-video search with temporal aggregation of binary features (spec B.3, Table 5.1).
+
+Indexing (per video): ORB/BRIEF features of every (sampled) frame -> bidirectional tracking ->
+shots (a cut where consecutive frames share no track) -> one bit-majority key feature per track
+of >= 8 frames -> a binary kd-tree over all key features, each tagged with its shot.
+Query: ORB features of the photo -> kd-tree search per descriptor (FIFO backtracking, B = 50)
+-> each nearest key votes for its shot -> the most-voted shots -> inside each, a linear Hamming
+search over the shot's features picks the frame.
+
+Frame store (how the in-shot frame search works without keeping every frame's descriptors): a
+key feature stands for a track, and a track covers a run of consecutive frames, so the index keeps
+the run ``[first, last]`` of every key (two int32, 8 bytes per key). Inside the chosen shot every
+query descriptor is matched to its nearest key of that shot by linear Hamming search; a match
+(distance < ``match_threshold``) votes for all frames of its key's run, and the frame returned is
+the middle of the best-voted run of frames. Memory per key: 32 B (descriptor) + 8 B (run) + the
+kd-tree's copy of the descriptor and its id (see :meth:`VideoIndex.memory`); per shot 20 B; per
+sampled frame 4 B (its frame number).
+
+Baselines of the paper (``method=``): ``"all"`` indexes all features of all frames (Bi-KdTree, and
+Bi-BruteForce with ``search(..., exact=True)``); ``"keyframes"`` indexes the features of key frames
+only (Bi-KeyFrame-KdTree; a new key frame starts when fewer than ``keyframe_overlap`` of the last
+key frame's stable tracks are still alive, a track-based form of Sun et al.'s distance curve). For
+these the in-shot search votes per frame: each query descriptor's nearest feature in the shot votes
+for the frame it came from.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import zipfile
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+
+import numpy as np
+
+from .features import FrameFeatures, OrbExtractor
+from .io import FrameSource, VideoReadError
+
+__all__ = ["VideoIndex", "VideoHit", "METHODS"]
+
+METHODS = ("aggregation", "all", "keyframes")
+_FORMAT = "semvis-video-index"
+_VERSION = 1
+
+
+class VideoHit(NamedTuple):
+    """One search result: ``frame`` numbered from 0 in decoding order; ``shot`` from 0 within the
+    video (as the index segmented it); ``score`` in [0, 1]: the shot's votes divided by the most
+    it could get (every query descriptor at distance 0 for soft votes, or voting for it)."""
+
+    video: str
+    shot: int
+    frame: int
+    score: float
+
+
+def _ext():
+    import semvis_ext
+
+    return semvis_ext
+
+
+def _kdtree_cls():
+    ext = _ext()
+    try:
+        return ext.BinaryKDTree
+    except AttributeError as e:
+        raise ImportError("semvis.video needs semvis_ext.BinaryKDTree (the binary kd-tree op); this build of "
+                          "semvis_ext does not have it") from e
+
+
+def _sha(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data).hexdigest()
+
+
+def _concat_csr(parts: List[np.ndarray]) -> np.ndarray:
+    """Concatenates per-video CSR offsets into one (each part shifted by the items before it)."""
+    out = [np.zeros(1, np.int64)]
+    base = 0
+    for o in parts:
+        out.append(o[1:] + base)
+        base += int(o[-1])
+    return np.concatenate(out)
+
+
+class _Video:
+    """What add() commits for one video (all frame indices local to the video's sampled frames)."""
+
+    __slots__ = ("video_id", "frame_numbers", "shot_start", "codes", "span", "item_offsets", "item_shot",
+                 "sketch", "sketch_offsets")
+
+    def __init__(self, video_id, frame_numbers, shot_start, codes, span, item_offsets, item_shot, sketch=None,
+                 sketch_offsets=None):
+        self.video_id = video_id
+        self.frame_numbers = frame_numbers  # int32[T]: decoding-order number of each sampled frame
+        self.shot_start = shot_start        # int64[S + 1]: first sampled frame of each shot, then T
+        self.codes = codes                  # uint8[n, nb]: key features (aggregation) or frame features
+        self.span = span                    # aggregation: int32[n, 2] first/last frame of each key's track
+        self.item_offsets = item_offsets    # baselines: int64[T + 1], items of frame t (CSR)
+        self.item_shot = item_shot          # int64[n]: shot of each item (non-decreasing)
+        self.sketch = sketch                # frame_store="sketch": uint8[m, nb] per-frame descriptors
+        self.sketch_offsets = sketch_offsets  # int64[T + 1] (CSR)
+
+
+class VideoIndex:
+    """Index of videos for image-to-video search.
+
+    Args:
+        method (str): ``"aggregation"`` (key features of tracks; the paper's method), ``"all"``
+            (all features of all frames) or ``"keyframes"`` (features of key frames).
+        n_features (int): ORB features per frame and per query (at most).
+        width (int): frames and queries are resized to this width (720 in the paper).
+        max_hamming (int), max_distance (float): tracking thresholds (strict; 20 and 100 px).
+        min_track_len (int): tracks with at least this many frames give a key feature (8: "longer than 7").
+        leaf_size (int): kd-tree leaf size SL (100).
+        backtracks (int): leaves visited per query descriptor, B (50).
+        order (str): kd-tree backtracking order, ``"fifo"`` (the paper) or ``"best_bin"``.
+        step (int): index one frame in ``step`` (frame numbers stay those of the decoding order).
+        match_threshold (int): tau, the Hamming distance beyond which a match counts for nothing:
+            soft votes and frame scores weigh a match at distance d by max(0, tau - d).
+        vote (str): ``"soft"`` (default): each query descriptor votes for the shot of its nearest
+            key with weight max(0, tau - d), so that the many far, chance neighbours of
+            background/bezel descriptors weigh little; ``"count"``: one vote each (the paper).
+        vote_max_distance (int, optional): shot voting: ignore nearest neighbours at this distance
+            or more (None: every query descriptor votes, as in the paper).
+        keyframe_overlap (float): ``"keyframes"`` only (see the module docstring).
+        progress (bool): tqdm progress bars while indexing.
+        threads (int, optional): ORB extraction threads.
+    """
+
+    def __init__(self, method: str = "aggregation", n_features: int = 500, width: int = 720, max_hamming: int = 20,
+                 max_distance: float = 100.0, min_track_len: int = 8, leaf_size: int = 100, backtracks: int = 50,
+                 order: str = "fifo", step: int = 1, match_threshold: int = 64, vote: str = "soft",
+                 vote_max_distance: Optional[int] = None, keyframe_overlap: float = 0.5,
+                 frame_store: str = "tracks", frame_features: int = 32, progress: bool = True,
+                 threads: Optional[int] = None):
+        if method not in METHODS:
+            raise ValueError(f"VideoIndex: unknown method {method!r}; expected one of {METHODS}")
+        if vote not in ("soft", "count"):
+            raise ValueError(f"VideoIndex: vote must be 'soft' or 'count', got {vote!r}")
+        if frame_store not in ("tracks", "sketch"):
+            raise ValueError(f"VideoIndex: frame_store must be 'tracks' or 'sketch', got {frame_store!r}")
+        if order not in ("fifo", "best_bin"):
+            raise ValueError(f"VideoIndex: order must be 'fifo' or 'best_bin', got {order!r}")
+        for name, v, lo in (("max_hamming", max_hamming, 0), ("min_track_len", min_track_len, 1),
+                            ("leaf_size", leaf_size, 1), ("backtracks", backtracks, 1), ("step", step, 1),
+                            ("match_threshold", match_threshold, 0), ("frame_features", frame_features, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"VideoIndex: {name} must be an int >= {lo}, got {v!r}")
+        if not (0.0 < float(keyframe_overlap) < 1.0):
+            raise ValueError(f"VideoIndex: keyframe_overlap must lie in (0, 1), got {keyframe_overlap!r}")
+        self.method = method
+        self.extractor = OrbExtractor(n_features=n_features, width=width, threads=threads)
+        self.max_hamming = int(max_hamming)
+        self.max_distance = float(max_distance)
+        self.min_track_len = int(min_track_len)
+        self.leaf_size = int(leaf_size)
+        self.backtracks = int(backtracks)
+        self.order = order
+        self.step = int(step)
+        self.match_threshold = int(match_threshold)
+        self.vote = vote
+        self.vote_max_distance = vote_max_distance
+        self.keyframe_overlap = float(keyframe_overlap)
+        self.frame_store = frame_store
+        self.frame_features = int(frame_features)
+        self.progress = progress
+        self.batch_size = 64  # frames extracted per batch
+        self._videos: List[_Video] = []
+        self._ids: Dict[str, int] = {}
+        self._built = False
+        self._tree = None
+        self.stats: Dict[str, float] = {"frames": 0, "features": 0, "extract_s": 0.0, "aggregate_s": 0.0}
+
+    # ------------------------------------------------------------------ configuration
+    def config(self) -> dict:
+        return {"method": self.method, "n_features": self.extractor.n_features, "width": self.extractor.width,
+                "max_hamming": self.max_hamming, "max_distance": self.max_distance,
+                "min_track_len": self.min_track_len, "leaf_size": self.leaf_size, "backtracks": self.backtracks,
+                "order": self.order, "step": self.step, "match_threshold": self.match_threshold,
+                "vote": self.vote, "vote_max_distance": self.vote_max_distance, "keyframe_overlap": self.keyframe_overlap,
+                "frame_store": self.frame_store, "frame_features": self.frame_features}
+
+    @property
+    def video_ids(self) -> List[str]:
+        return [v.video_id for v in self._videos]
+
+    def __len__(self) -> int:
+        return len(self._videos)
+
+    # ------------------------------------------------------------------ indexing
+    def add(self, video_or_frames, video_id: str, step: Optional[int] = None) -> dict:
+        """Indexes one video: a file path (mp4/avi/mkv...), a folder of frames, or frames (uint8
+        array [T, H, W, 3] BGR, or a list of images).
+
+        The video is processed completely before anything is committed: if it cannot be read
+        (``VideoReadError``, a ValueError naming the file), the index keeps exactly what it had.
+        Call :meth:`build` (or just :meth:`search`) afterwards.
+
+        Returns:
+            dict: ``frames`` (sampled), ``shots``, ``features`` (extracted), ``items`` (indexed).
+        """
+        if not isinstance(video_id, str) or not video_id:
+            raise TypeError(f"add: video_id must be a non-empty str, got {video_id!r}")
+        if video_id in self._ids:
+            raise ValueError(f"add: video_id {video_id!r} is already in the index")
+        step = self.step if step is None else step
+        src = FrameSource(video_or_frames, step=step)
+        numbers: List[int] = []
+        parts: List[Tuple[np.ndarray, np.ndarray]] = []
+        batch: List[np.ndarray] = []
+        t0 = time.perf_counter()
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # pragma: no cover
+            tqdm = None
+        bar = tqdm(total=len(src) or None, desc=f"index {video_id}", unit="frame", disable=not self.progress,
+                   leave=False) if tqdm else None
+        try:
+            for i, frame in src:
+                numbers.append(i)
+                batch.append(frame)
+                if len(batch) == self.batch_size:
+                    parts += self._extract(batch, src.name, numbers[-len(batch)])
+                    if bar is not None:
+                        bar.update(len(batch))
+                    batch = []
+            if batch:
+                parts += self._extract(batch, src.name, numbers[-len(batch)])
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        if not numbers:
+            raise VideoReadError(f"{src.name}: no frames")
+        t1 = time.perf_counter()
+        ff = FrameFeatures.concat(parts)
+        rec = self._aggregate(video_id, ff, np.asarray(numbers, dtype=np.int64))
+        t2 = time.perf_counter()
+        self._videos.append(rec)
+        self._ids[video_id] = len(self._videos) - 1
+        self._built = False
+        self.stats["frames"] += len(numbers)
+        self.stats["features"] += int(ff.descriptors.shape[0])
+        self.stats["extract_s"] += t1 - t0
+        self.stats["aggregate_s"] += t2 - t1
+        return {"frames": len(numbers), "shots": len(rec.shot_start) - 1, "features": int(ff.descriptors.shape[0]),
+                "items": int(rec.codes.shape[0])}
+
+    def add_features(self, features: FrameFeatures, video_id: str, frame_numbers: Optional[np.ndarray] = None) -> dict:
+        """Indexes precomputed features of one video (e.g. to build several methods from one extraction)."""
+        if video_id in self._ids:
+            raise ValueError(f"add_features: video_id {video_id!r} is already in the index")
+        T = features.n_frames
+        nums = np.arange(T, dtype=np.int64) if frame_numbers is None else np.asarray(frame_numbers, np.int64)
+        if nums.shape != (T,):
+            raise ValueError(f"add_features: frame_numbers must have shape ({T},), got {nums.shape}")
+        t0 = time.perf_counter()
+        rec = self._aggregate(video_id, features, nums)
+        self._videos.append(rec)
+        self._ids[video_id] = len(self._videos) - 1
+        self._built = False
+        self.stats["frames"] += T
+        self.stats["features"] += int(features.descriptors.shape[0])
+        self.stats["aggregate_s"] += time.perf_counter() - t0
+        return {"frames": T, "shots": len(rec.shot_start) - 1, "features": int(features.descriptors.shape[0]),
+                "items": int(rec.codes.shape[0])}
+
+    def _extract(self, frames, name, first_number):
+        try:
+            return self.extractor.extract_many(frames)
+        except (TypeError, ValueError) as e:
+            raise VideoReadError(f"{name}: frame {first_number}..: {e}") from e
+        except Exception as e:  # cv2.error on a malformed frame
+            raise VideoReadError(f"{name}: feature extraction failed near frame {first_number}: {e}") from e
+
+    def _aggregate(self, video_id: str, ff: FrameFeatures, numbers: np.ndarray) -> _Video:
+        ext = _ext()
+        kp, desc, off = ff.keypoints, ff.descriptors, ff.frame_offsets
+        T, N = len(off) - 1, desc.shape[0]
+        tr = ext.track(kp, desc, off, max_hamming=self.max_hamming, max_distance=self.max_distance)
+        shot = ext.split_shots(tr.next, off)
+        S = int(shot[-1]) + 1 if T else 0
+        shot_start = np.searchsorted(shot, np.arange(S + 1)).astype(np.int64)
+        frame_of_row = np.repeat(np.arange(T, dtype=np.int64), np.diff(off))
+        has_pred = np.zeros(N, dtype=bool)
+        has_pred[tr.next[tr.next >= 0]] = True
+        first = frame_of_row[np.flatnonzero(~has_pred)]  # tracks are numbered in order of their first row
+        length = np.bincount(tr.track, minlength=tr.n_tracks)
+        last = first + length - 1
+        sketch = sketch_off = span = item_off = None
+        if self.method == "aggregation":
+            keys, kt = ext.majority_keys(desc, tr.track, min_len=self.min_track_len, n_tracks=tr.n_tracks)
+            codes = keys
+            span = np.stack([first[kt], last[kt]], axis=1).astype(np.int32)
+            item_shot = shot[first[kt]]
+            if self.frame_store == "sketch":
+                # the frame_features strongest features (detector response) of every frame
+                resp = ff.responses if ff.responses is not None else -np.arange(N, dtype=np.float32)
+                order = np.lexsort((-resp, frame_of_row))
+                rank = np.arange(N) - off[frame_of_row[order]]
+                rows = np.sort(order[rank < self.frame_features])
+                sketch = np.ascontiguousarray(desc[rows])
+                sketch_off = np.zeros(T + 1, np.int64)
+                np.cumsum(np.bincount(frame_of_row[rows], minlength=T), out=sketch_off[1:])
+        else:
+            if self.method == "all":
+                rows = np.arange(N)
+            else:
+                kf = self._keyframes(shot_start, first, last, length)
+                rows = np.flatnonzero(np.isin(frame_of_row, kf))
+            codes = np.ascontiguousarray(desc[rows])
+            item_off = np.zeros(T + 1, np.int64)
+            np.cumsum(np.bincount(frame_of_row[rows], minlength=T), out=item_off[1:])
+            item_shot = shot[frame_of_row[rows]]
+        return _Video(video_id, numbers.astype(np.int32), shot_start, codes, span, item_off,
+                      item_shot.astype(np.int64), sketch, sketch_off)
+
+    def _keyframes(self, shot_start, first, last, length) -> np.ndarray:
+        stable = length >= self.min_track_len
+        f, l = first[stable], last[stable]  # sorted by first
+        out = []
+        for s in range(len(shot_start) - 1):
+            a, b = int(shot_start[s]), int(shot_start[s + 1]) - 1
+            k = a
+            while k <= b:
+                out.append(k)
+                alive = l[(f <= k) & (l >= k)]
+                if alive.size == 0:
+                    k += 1
+                    continue
+                alive.sort()
+                # alive(t) = #(last >= t); the next key frame is the first t whose alive(t) < overlap * n
+                need = self.keyframe_overlap * alive.size
+                t = k + 1
+                while t <= b and alive.size - np.searchsorted(alive, t, "left") >= need:
+                    t += 1
+                k = t
+        return np.asarray(out, dtype=np.int64)
+
+    def build(self) -> "VideoIndex":
+        """Concatenates the videos and builds the kd-tree over all items (key features)."""
+        vids = self._videos
+        nb = vids[0].codes.shape[1] if vids else 32
+        agg = self.method == "aggregation"
+        self._codes = np.ascontiguousarray(np.concatenate([v.codes for v in vids])) if vids else np.zeros((0, nb), np.uint8)
+        self._frame_base = np.zeros(len(vids) + 1, np.int64)
+        np.cumsum([len(v.frame_numbers) for v in vids], out=self._frame_base[1:])
+        self._span = (np.concatenate([v.span for v in vids]) if vids else np.zeros((0, 2), np.int32)) if agg else None
+        self._item_offsets = None if agg else _concat_csr([v.item_offsets for v in vids])
+        sk = agg and self.frame_store == "sketch"
+        self._sketch = (np.ascontiguousarray(np.concatenate([v.sketch for v in vids])) if vids
+                        else np.zeros((0, nb), np.uint8)) if sk else None
+        self._sketch_offsets = _concat_csr([v.sketch_offsets for v in vids]) if sk else None
+        counts, shot_video, shot_local, shot_first, shot_last = [], [], [], [], []
+        for vi, v in enumerate(vids):
+            S = len(v.shot_start) - 1
+            counts.append(np.bincount(v.item_shot, minlength=S))
+            shot_video.append(np.full(S, vi, np.int32))
+            shot_local.append(np.arange(S, dtype=np.int32))
+            shot_first.append(v.shot_start[:-1].astype(np.int32))
+            shot_last.append((v.shot_start[1:] - 1).astype(np.int32))
+        cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
+        cnt = cat(counts, np.int64)
+        self._shot_offsets = np.zeros(len(cnt) + 1, np.int64)
+        np.cumsum(cnt, out=self._shot_offsets[1:])
+        self._shot_video = cat(shot_video, np.int32)
+        self._shot_local = cat(shot_local, np.int32)
+        self._shot_first = cat(shot_first, np.int32)
+        self._shot_last = cat(shot_last, np.int32)
+        k = 0
+        for v in vids:  # the videos now share the concatenated arrays (no second copy)
+            n = v.codes.shape[0]
+            v.codes = self._codes[k:k + n]
+            if agg:
+                v.span = self._span[k:k + n]
+            k += n
+        self._tree = None
+        if self._codes.shape[0] > 0:
+            self._tree = _kdtree_cls()(self._codes, ids=np.arange(self._codes.shape[0], dtype=np.int64),
+                                       leaf_size=self.leaf_size)
+        self._built = True
+        return self
+
+    # ------------------------------------------------------------------ search
+    def _ensure_built(self):
+        if not self._built:
+            self.build()
+
+    def search(self, image, top: int = 5, backtracks: Optional[int] = None, exact: bool = False,
+               features: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> List[VideoHit]:
+        """The ``top`` best shots for a query image, each with its best frame.
+
+        Args:
+            image (ndarray uint8 [H, W(, 3)] BGR, or a path): the query photo.
+            top (int): number of shots returned (fewer if fewer shots got votes).
+            backtracks (int, optional): leaves visited per query descriptor (default: the index's B).
+            exact (bool): exact nearest neighbours by brute-force Hamming search instead of the kd-tree.
+            features: precomputed ``(keypoints, descriptors)`` of the query (then image is ignored).
+
+        Returns:
+            list of VideoHit ``(video, shot, frame, score)``, best first.
+        """
+        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+            raise ValueError(f"search: top must be an int >= 1, got {top!r}")
+        B = self.backtracks if backtracks is None else backtracks
+        if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1:
+            raise ValueError(f"search: backtracks must be an int >= 1, got {B!r}")
+        if features is None:
+            if isinstance(image, (str, os.PathLike)):
+                from .io import read_image
+
+                image = read_image(os.fspath(image))
+            _, q = self.extractor(image)
+        else:
+            q = features[1]
+        self._ensure_built()
+        if q.shape[0] == 0 or self._codes.shape[0] == 0:
+            return []
+        ext = _ext()
+        if exact:
+            D, I = ext.hamming_topk(q, self._codes, 1)
+        else:
+            D, I = self._tree.search(q, k=1, backtracks=int(B), order=self.order)
+        d, i = np.asarray(D)[:, 0], np.asarray(I)[:, 0]
+        ok = i >= 0
+        if self.vote_max_distance is not None:
+            ok &= d < self.vote_max_distance
+        S = len(self._shot_local)
+        shots = np.searchsorted(self._shot_offsets, i[ok], side="right") - 1
+        if self.vote == "soft":
+            w = np.maximum(self.match_threshold - d[ok], 0).astype(np.float64)
+            votes = np.bincount(shots, weights=w, minlength=S) / (len(q) * max(self.match_threshold, 1))
+        else:
+            votes = np.bincount(shots, minlength=S) / len(q)
+        order = np.lexsort((np.arange(S), -votes))[:top]  # most votes first, ties to the lowest shot
+        hits = []
+        for s in order:
+            if votes[s] <= 0:
+                break
+            v = self._videos[int(self._shot_video[s])]
+            f = self._refine(q, int(s))
+            hits.append(VideoHit(v.video_id, int(self._shot_local[s]), int(v.frame_numbers[f]), float(votes[s])))
+        return hits
+
+    def _refine(self, q: np.ndarray, s: int) -> int:
+        """Sampled-frame index (within its video) of the best frame of global shot s: linear
+        Hamming search of the query's descriptors over the shot's frames."""
+        a, b = int(self._shot_first[s]), int(self._shot_last[s])
+        scores = self.frame_scores(q, s)
+        best = scores.max()
+        if best <= 0:
+            return (a + b) // 2
+        # ties (frames with the same alive keys): the middle of the first run of best frames
+        at = int(np.flatnonzero(scores == best)[0])
+        end = at
+        while end + 1 < len(scores) and scores[end + 1] == best:
+            end += 1
+        return a + (at + end) // 2
+
+    def frame_scores(self, q: np.ndarray, s: int) -> np.ndarray:
+        """float64[frames of shot s]: sum over query descriptors of max(0, match_threshold - d),
+        d = distance to the descriptor's nearest feature of that frame."""
+        ext = _ext()
+        tau = self.match_threshold
+        v = int(self._shot_video[s])
+        a, b = int(self._shot_first[s]), int(self._shot_last[s])
+        F = b - a + 1
+        scores = np.zeros(F, np.float64)
+        if self.method == "aggregation" and self.frame_store == "tracks":
+            # a frame's features are the keys of the tracks alive in it
+            lo, hi = int(self._shot_offsets[s]), int(self._shot_offsets[s + 1])
+            if hi == lo:
+                return scores
+            D = ext.hamming_distances(q, self._codes[lo:hi])
+            W = np.maximum(tau - D, 0)
+            rows, cols = W.any(1), W.any(0)
+            W = W[rows][:, cols]
+            sp = self._span[lo:hi][cols] - a
+            for f in range(F):
+                alive = (sp[:, 0] <= f) & (sp[:, 1] >= f)
+                if alive.any():
+                    scores[f] = W[:, alive].max(1).sum()
+            return scores
+        codes, off = ((self._sketch, self._sketch_offsets) if self.method == "aggregation"
+                      else (self._codes, self._item_offsets))
+        g0 = int(self._frame_base[v]) + a
+        f = 0
+        while f < F:  # chunks of frames with at most ~8k features: bounded memory at any shot length
+            o0 = int(off[g0 + f])
+            f2 = f + 1
+            while f2 < F and off[g0 + f2 + 1] - o0 <= 8192:
+                f2 += 1
+            o1 = int(off[g0 + f2])
+            if o1 > o0:
+                D = ext.hamming_distances(q, codes[o0:o1])
+                sizes = np.diff(off[g0 + f:g0 + f2 + 1])
+                nz = np.flatnonzero(sizes > 0)
+                mins = np.minimum.reduceat(D, (off[g0 + f + nz] - o0).astype(np.intp), axis=1)
+                scores[f + nz] = np.maximum(tau - mins, 0).sum(0)
+            f = f2
+        return scores
+
+    # ------------------------------------------------------------------ memory
+    def _frame_store_arrays(self) -> Dict[str, np.ndarray]:
+        out = {}
+        for k in ("_span", "_item_offsets", "_sketch", "_sketch_offsets"):
+            a = getattr(self, k)
+            if a is not None:
+                out[k[1:]] = a
+        return out
+
+    def memory(self) -> Dict[str, int]:
+        """Bytes held by the index.
+
+        Returns:
+            dict: ``descriptors`` (the indexed key features or features: the paper's "Mem", 32 B
+            each), ``tree`` (the kd-tree: its own copy of the codes, their int64 ids and its
+            nodes), ``frame_store`` (track runs, per-frame item offsets or per-frame descriptors),
+            ``tables`` (shot table and frame numbers), ``search_index`` (descriptors + tree +
+            tables: what shot retrieval needs) and ``total``.
+        """
+        self._ensure_built()
+        tables = sum(a.nbytes for a in (self._shot_offsets, self._shot_video, self._shot_local, self._shot_first,
+                                        self._shot_last, self._frame_base)) + sum(v.frame_numbers.nbytes
+                                                                                  for v in self._videos)
+        out = {"descriptors": int(self._codes.nbytes), "tree": self._tree_nbytes(),
+               "frame_store": int(sum(a.nbytes for a in self._frame_store_arrays().values())),
+               "tables": int(tables)}
+        out["search_index"] = out["descriptors"] + out["tree"] + out["tables"]
+        out["total"] = out["search_index"] + out["frame_store"]
+        return out
+
+    def _tree_nbytes(self) -> int:
+        return 0 if self._tree is None else int(self._tree.memory_bytes())
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Writes the whole index (config, videos, shot table, frame store, kd-tree) to one file
+        (a zip of arrays with a JSON header holding a SHA-256 of every array). Atomic: the file
+        is written next to ``path`` and renamed."""
+        self._ensure_built()
+        arrays = {"codes": self._codes, "shot_offsets": self._shot_offsets, "shot_video": self._shot_video,
+                  "shot_local": self._shot_local, "shot_first": self._shot_first, "shot_last": self._shot_last,
+                  "frame_base": self._frame_base}
+        arrays.update(self._frame_store_arrays())
+        arrays["frame_numbers"] = (np.concatenate([v.frame_numbers for v in self._videos])
+                                   if self._videos else np.zeros(0, np.int32))
+        so = np.zeros(len(self._videos) + 1, np.int64)
+        np.cumsum([len(v.shot_start) - 1 for v in self._videos], out=so[1:])
+        arrays["video_shot_offsets"] = so
+        if self._tree is not None:
+            with tempfile.TemporaryDirectory() as d:
+                p = os.path.join(d, "tree.bin")
+                self._tree.save(p)
+                with open(p, "rb") as f:
+                    arrays["tree"] = np.frombuffer(f.read(), dtype=np.uint8)
+        meta = {"format": _FORMAT, "version": _VERSION, "config": self.config(), "videos": self.video_ids,
+                "stats": self.stats, "arrays": {k: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _sha(a)}
+                                                for k, a in arrays.items()}}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path = os.fspath(path)
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], progress: bool = True) -> "VideoIndex":
+        """Reads an index written by :meth:`save`; a truncated, corrupt or foreign file raises
+        ValueError naming what is wrong (FileNotFoundError if there is no file)."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"VideoIndex.load: {path}: no such file")
+
+        def bad(why):
+            return ValueError(f"VideoIndex.load: {path}: {why}")
+
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not isinstance(z, np.lib.npyio.NpzFile) or "meta" not in z.files:
+                    raise bad("not a semvis video index (no header)")
+                arrays = {k: z[k] for k in z.files}
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+            raise bad(f"not a semvis video index, or a truncated/corrupt one ({type(e).__name__}: {e})") from e
+        except ValueError as e:
+            if str(e).startswith("VideoIndex.load"):
+                raise
+            raise bad(f"not a semvis video index, or corrupt array data ({e})") from e
+        try:
+            meta = json.loads(arrays.pop("meta").tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise bad("corrupt header") from e
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            raise bad("not a semvis video index (wrong format tag)")
+        if meta.get("version") != _VERSION:
+            raise bad(f"unsupported version {meta.get('version')!r} (this semvis reads version {_VERSION})")
+        spec = meta.get("arrays", {})
+        missing = set(spec) - set(arrays)
+        if missing:
+            raise bad(f"missing arrays {sorted(missing)}")
+        for k, a in arrays.items():
+            sp = spec.get(k)
+            if sp is None:
+                raise bad(f"unexpected array {k!r}")
+            if a.dtype.str != sp["dtype"] or list(a.shape) != sp["shape"] or _sha(a) != sp["sha256"]:
+                raise bad(f"array {k!r} does not match its checksum (corrupt file)")
+        try:
+            idx = cls(progress=progress, **meta["config"])
+        except (TypeError, ValueError) as e:
+            raise bad(f"invalid configuration in the header ({e})") from e
+        agg = idx.method == "aggregation"
+        need = {"codes", "shot_offsets", "shot_video", "shot_local", "shot_first", "shot_last", "frame_base",
+                "frame_numbers", "video_shot_offsets"}
+        need |= ({"span"} | ({"sketch", "sketch_offsets"} if idx.frame_store == "sketch" else set())) if agg \
+            else {"item_offsets"}
+        if need - set(arrays):
+            raise bad(f"missing arrays {sorted(need - set(arrays))}")
+        vids = meta["videos"]
+        V, K = len(vids), arrays["codes"].shape[0]
+        fb, so, off = arrays["frame_base"], arrays["video_shot_offsets"], arrays["shot_offsets"]
+        S = len(arrays["shot_local"])
+        Tn = len(arrays["frame_numbers"])
+        ok = (fb.shape == (V + 1,) and so.shape == (V + 1,) and off.shape == (S + 1,) and fb[0] == 0
+              and fb[-1] == Tn and so[0] == 0 and so[-1] == S and off[0] == 0 and off[-1] == K
+              and bool(np.all(np.diff(off) >= 0)) and bool(np.all(np.diff(fb) >= 0)))
+        ok = ok and all(len(arrays[k]) == S for k in ("shot_video", "shot_local", "shot_first", "shot_last"))
+        if agg:
+            ok = ok and arrays["span"].shape == (K, 2)
+            if idx.frame_store == "sketch":
+                so_ = arrays["sketch_offsets"]
+                ok = ok and so_.shape == (Tn + 1,) and so_[-1] == len(arrays["sketch"])
+        else:
+            io_ = arrays["item_offsets"]
+            ok = ok and io_.shape == (Tn + 1,) and io_[-1] == K
+        if not ok:
+            raise bad("inconsistent tables (offsets do not add up)")
+        codes = arrays["codes"]
+        for vi, vid in enumerate(vids):
+            s0, s1 = int(so[vi]), int(so[vi + 1])
+            k0, k1 = int(off[s0]), int(off[s1])
+            f0, f1 = int(fb[vi]), int(fb[vi + 1])
+            first, last = arrays["shot_first"][s0:s1], arrays["shot_last"][s0:s1]
+            shot_start = np.append(first.astype(np.int64), f1 - f0)
+            if s1 > s0 and (first[0] != 0 or last[-1] != f1 - f0 - 1):
+                raise bad(f"inconsistent shot table for video {vid!r}")
+            item_shot = np.repeat(np.arange(s1 - s0, dtype=np.int64), np.diff(off[s0:s1 + 1]))
+            rec = _Video(vid, arrays["frame_numbers"][f0:f1], shot_start, codes[k0:k1],
+                         arrays["span"][k0:k1] if agg else None,
+                         None if agg else arrays["item_offsets"][f0:f1 + 1] - arrays["item_offsets"][f0],
+                         item_shot)
+            if agg and idx.frame_store == "sketch":
+                sko = arrays["sketch_offsets"]
+                rec.sketch = arrays["sketch"][sko[f0]:sko[f1]]
+                rec.sketch_offsets = sko[f0:f1 + 1] - sko[f0]
+            idx._videos.append(rec)
+            idx._ids[vid] = vi
+        idx.stats.update(meta.get("stats", {}))
+        idx._codes, idx._frame_base = codes, fb
+        idx._span = arrays["span"] if agg else None
+        idx._item_offsets = None if agg else arrays["item_offsets"]
+        idx._sketch = arrays.get("sketch") if agg and idx.frame_store == "sketch" else None
+        idx._sketch_offsets = arrays.get("sketch_offsets") if agg and idx.frame_store == "sketch" else None
+        idx._shot_offsets, idx._shot_video, idx._shot_local = off, arrays["shot_video"], arrays["shot_local"]
+        idx._shot_first, idx._shot_last = arrays["shot_first"], arrays["shot_last"]
+        idx._tree = None
+        if K > 0:
+            if "tree" not in arrays:
+                raise bad("missing kd-tree")
+            with tempfile.TemporaryDirectory() as d:
+                p = os.path.join(d, "tree.bin")
+                arrays["tree"].tofile(p)
+                try:
+                    idx._tree = _kdtree_cls().load(p, mmap=False)
+                except ValueError as e:
+                    raise bad(f"corrupt kd-tree ({e})") from e
+            if len(idx._tree) != K:
+                raise bad(f"the kd-tree holds {len(idx._tree)} keys, the index {K}")
+        idx._built = True
+        return idx

@@ -1,0 +1,225 @@
+"""semvis.video end to end: synthetic corpus, VideoIndex, save/load, readers, bad files, CLI."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2", reason="semvis.video needs OpenCV (the `video` extra)")
+pytest.importorskip("skimage", reason="the synthetic corpus uses scikit-image's photographs")
+
+import semvis_ext  # noqa: E402
+from semvis.data import synthetic_video as sv  # noqa: E402
+from semvis.video import FrameFeatures, OrbExtractor, VideoIndex, VideoReadError  # noqa: E402
+from semvis.video.evaluate import evaluate, shot_ranges  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return sv.make_corpus(n_videos=2, shots_per_video=(3, 3), frames_per_shot=(18, 26), seed=0)
+
+
+@pytest.fixture(scope="module")
+def features(corpus):
+    ex = OrbExtractor()
+    return [FrameFeatures.concat(ex.extract_many(v.frames)) for v in corpus.videos]
+
+
+@pytest.fixture(scope="module")
+def queries(corpus):
+    return sv.make_queries(corpus, n=24, seed=1)
+
+
+def make_index(corpus, features, **kw):
+    idx = VideoIndex(progress=False, **kw)
+    for v, f in zip(corpus.videos, features):
+        idx.add_features(f, v.video_id)
+    return idx.build()
+
+
+def test_known_cuts_are_recovered(corpus, features):
+    for v, f in zip(corpus.videos, features):
+        tr = semvis_ext.track(f.keypoints, f.descriptors, f.frame_offsets)
+        shot = semvis_ext.split_shots(tr.next, f.frame_offsets)
+        found = [0] + list(np.flatnonzero(np.diff(shot)) + 1)
+        assert found == v.cuts
+        np.testing.assert_array_equal(shot, v.shot_of_frame)
+
+
+def test_end_to_end_shot_recall(corpus, features, queries):
+    # Tracks in the synthetic shots are shorter than in films (every frame moves), so keys are
+    # kept from tracks of >= 4 frames here; the benchmark reports the paper's >= 8 as well.
+    idx = make_index(corpus, features, min_track_len=4)
+    ranges = shot_ranges(corpus)
+    r = evaluate(idx, queries, ranges, backtracks=50)
+    assert r["shot_r1"] >= 0.9, r
+    # the aggregated index is much smaller than all features
+    n_feat = sum(f.descriptors.shape[0] for f in features)
+    assert idx._codes.shape[0] * 8 < n_feat
+    # exact search over the keys agrees with the budgeted kd-tree search at least as well
+    assert evaluate(idx, queries, ranges, exact=True)["shot_r1"] >= 0.9
+
+
+def test_exact_frame_when_the_query_is_the_frame(corpus, features):
+    # The in-shot linear Hamming search must return the frame itself when nothing degrades it.
+    ex = OrbExtractor()
+    for kw in (dict(method="all"), dict(method="aggregation", frame_store="sketch", min_track_len=4)):
+        idx = make_index(corpus, features, **kw)
+        v = corpus.videos[1]
+        hits = 0
+        for f in (3, 20, 41, len(v.frames) - 2):
+            h = idx.search(v.frames[f], top=1, exact=True)
+            hits += h[0].video == v.video_id and h[0].frame == f
+        assert hits >= 3, kw
+
+
+def test_baselines_and_search_results(corpus, features, queries):
+    all_idx = make_index(corpus, features, method="all")
+    kf_idx = make_index(corpus, features, method="keyframes")
+    n_feat = sum(f.descriptors.shape[0] for f in features)
+    assert all_idx._codes.shape[0] == n_feat
+    assert 0 < kf_idx._codes.shape[0] < n_feat
+    hits = all_idx.search(queries[0].image, top=3)
+    assert 1 <= len(hits) <= 3
+    assert all(isinstance(h.video, str) and h.shot >= 0 and h.frame >= 0 for h in hits)
+    assert [h.score for h in hits] == sorted([h.score for h in hits], reverse=True)
+    # all features, kd-tree visiting every leaf == brute force
+    q = OrbExtractor()(queries[0].image)
+    big = all_idx._tree.stats()["n_leaves"]
+    assert all_idx.search(None, features=q, backtracks=big) == all_idx.search(None, features=q, exact=True)
+    mem_all, mem_kf = all_idx.memory(), kf_idx.memory()
+    assert mem_all["descriptors"] == 32 * n_feat
+    assert mem_kf["search_index"] < mem_all["search_index"]
+
+
+def test_save_load_round_trip(tmp_path, corpus, features, queries):
+    for kw in (dict(min_track_len=4), dict(method="all"), dict(frame_store="sketch")):
+        idx = make_index(corpus, features, **kw)
+        p = tmp_path / "index.svx"
+        idx.save(p)
+        back = VideoIndex.load(p, progress=False)
+        assert back.config() == idx.config()
+        assert back.video_ids == idx.video_ids
+        assert back.memory() == idx.memory()
+        for q in queries[:4]:
+            assert back.search(q.image, top=3) == idx.search(q.image, top=3)
+        # a loaded index can grow
+        extra = corpus.videos[0].frames[:12]
+        back.add(extra, "extra")
+        assert back.search(extra[5], top=1)[0].video in ("extra", corpus.videos[0].video_id)
+
+
+def test_corrupt_index_files(tmp_path, corpus, features):
+    idx = make_index(corpus, features, min_track_len=4)
+    p = tmp_path / "index.svx"
+    idx.save(p)
+    data = p.read_bytes()
+    with pytest.raises(FileNotFoundError):
+        VideoIndex.load(tmp_path / "missing.svx")
+    (tmp_path / "trunc.svx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="trunc.svx"):
+        VideoIndex.load(tmp_path / "trunc.svx")
+    (tmp_path / "junk.svx").write_bytes(b"not an index at all" * 10)
+    with pytest.raises(ValueError, match="junk.svx"):
+        VideoIndex.load(tmp_path / "junk.svx")
+    np.savez(tmp_path / "foreign.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a semvis video index"):
+        VideoIndex.load(tmp_path / "foreign.npz")
+    # flip one byte inside the stored codes: the checksum (or the zip CRC) catches it
+    z = np.load(p)
+    codes = z["codes"]
+    z.close()
+    at = data.find(codes.tobytes()[:64])
+    assert at > 0
+    bad = bytearray(data)
+    bad[at + 10] ^= 0xFF
+    (tmp_path / "flip.svx").write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="flip.svx"):
+        VideoIndex.load(tmp_path / "flip.svx")
+
+
+def test_video_files_folders_and_bad_files(tmp_path, corpus):
+    v = corpus.videos[0]
+    path = sv.write_video(str(tmp_path / "clip.avi"), v.frames[:30])
+    idx = VideoIndex(progress=False, min_track_len=4)
+    info = idx.add(path, "clip")
+    assert info["frames"] == 30
+    info2 = idx.add(path, "clip_step3", step=3)
+    assert info2["frames"] == 10
+    assert idx._videos[1].frame_numbers.tolist() == list(range(0, 30, 3))
+    # a folder of frames (natural order), with subsampling
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(folder / f"f{i}.png"), v.frames[i])
+    assert idx.add(str(folder), "folder")["frames"] == 12
+    before = (len(idx), idx.video_ids, idx.search(v.frames[4], top=2))
+    # bad inputs: clear errors, nothing lost
+    (tmp_path / "fake.mp4").write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(VideoReadError, match="fake.mp4"):
+        idx.add(str(tmp_path / "fake.mp4"), "fake")
+    with pytest.raises(VideoReadError, match="no such file"):
+        idx.add(str(tmp_path / "nope.mp4"), "nope")
+    (folder / "f12.png").write_bytes(b"broken png")
+    with pytest.raises(VideoReadError, match="f12.png"):
+        idx.add(str(folder), "folder2")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(VideoReadError, match="no image files"):
+        idx.add(str(empty), "empty")
+    with pytest.raises(ValueError, match="already"):
+        idx.add(v.frames[:5], "clip")
+    with pytest.raises(TypeError):
+        idx.add(v.frames[:5].astype(np.float32), "floats")
+    assert (len(idx), idx.video_ids, idx.search(v.frames[4], top=2)) == before
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="method"):
+        VideoIndex(method="nope")
+    with pytest.raises(ValueError, match="backtracks"):
+        VideoIndex(backtracks=0)
+    with pytest.raises(ValueError, match="order"):
+        VideoIndex(order="lifo")
+    idx = VideoIndex(progress=False)
+    with pytest.raises(TypeError, match="image"):
+        idx.search([[1, 2]])
+    with pytest.raises(ValueError, match="top"):
+        idx.search(np.zeros((64, 64), np.uint8), top=0)
+    assert idx.search(np.zeros((64, 64), np.uint8)) == []  # empty index, featureless image
+
+
+def test_cli_index_and_search_json(tmp_path, corpus, capsys):
+    from semvis.cli import main
+
+    v = corpus.videos[1]
+    path = sv.write_video(str(tmp_path / "movie.avi"), v.frames[:40])
+    (tmp_path / "bad.mp4").write_bytes(b"garbage")
+    out = tmp_path / "index.svx"
+    rc = main(["video", "index", path, str(tmp_path / "bad.mp4"), "-o", str(out), "--quiet"])
+    assert rc == 1 and out.exists()  # the bad file is reported, the good one indexed and saved
+    assert "bad.mp4" in capsys.readouterr().err
+    q = tmp_path / "q.jpg"
+    cv2.imwrite(str(q), sv.phone_photo(v.frames[10], np.random.default_rng(0), strength=0.5))
+    rc = main(["video", "search", str(out), str(q), "--json", "--top", "2"])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rec = json.loads(lines[0])
+    assert rec["query"] == str(q)
+    assert rec["results"][0]["video"] == "movie"
+    assert set(rec["results"][0]) == {"video", "shot", "frame", "score"}
+    assert main(["video", "search", str(tmp_path / "bad.mp4"), str(q)]) == 2
+
+
+def test_demo_smoke(tmp_path):
+    import io
+
+    from semvis.video.demo import run_demo
+
+    buf = io.StringIO()
+    res = run_demo(n_videos=1, n_queries=4, budgets=(10, 50), out_dir=str(tmp_path / "demo"), out=buf,
+                   progress=False, frames_per_shot=(10, 14))
+    text = buf.getvalue()
+    assert "Table 5.1" in text and "Bi-Aggregation-KdTree (ours, paper)" in text
+    assert os.path.isfile(res["report"]) and len(res["rows"]) == 5
+    assert all(0.0 <= r["shot@50"] <= 1.0 for r in res["rows"])
