@@ -45,8 +45,8 @@ class BEANImageEncoder(nn.Module):
     Args:
         backbone (str): ``resnet18`` … ``resnet152``.
         width (int): ResNet first-stage width (64 in the papers).
-        stages (int): 4 (conv5, stride 32, the paper) or 3 (stop after conv4, stride 16: finer maps
-            for small images).
+        stages (int): 4 (conv5, stride 32, the paper), 3 (stop after conv4, stride 16) or 2 (after
+            conv3, stride 8): finer maps for small images.
         feature_dim (int): D', maps after the 1×1 conv (2400).
         dim (int): d, the joint embedding size (2400).
         kmax, kmin, alpha: WELDON parameters (1, 1, 1 in the paper; 15 in the code).
@@ -63,18 +63,17 @@ class BEANImageEncoder(nn.Module):
         super().__init__()
         from semvis_ext.nn import WeldonPool2d
 
-        if stages not in (3, 4):
-            raise ValueError(f"stages must be 3 or 4, got {stages!r}")
+        if stages not in (2, 3, 4):
+            raise ValueError(f"stages must be 2, 3 or 4, got {stages!r}")
         self.trunk = resnet(backbone, width=width, weights=backbone_weights)
-        if stages == 3:
-            del self.trunk.layer4  # conv4 output: stride 16
-            self.trunk.layer4 = nn.Identity()
-            in_ch = self.trunk.layer3[-1].conv2.out_channels if backbone in ("resnet18", "resnet34") \
-                else self.trunk.layer3[-1].conv3.out_channels
-        else:
-            in_ch = self.trunk.out_channels
+        # cut the trunk after conv{stages+1}: the later stages become identities (weights of a
+        # full torchvision state dict still load before the cut)
+        for name in ("layer4", "layer3")[: 4 - stages]:
+            setattr(self.trunk, name, nn.Identity())
+        last = getattr(self.trunk, f"layer{stages}")[-1]
+        in_ch = (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
         self.stages = stages
-        self.stride = 32 if stages == 4 else 16
+        self.stride = 2 ** (stages + 1)
         self.conv = nn.Conv2d(in_ch, feature_dim, kernel_size=1, bias=True)
         self.pool = WeldonPool2d(kmax, kmin, alpha)
         self.dropout = nn.Dropout(dropout)
