@@ -16,11 +16,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {"info": _cmd_info}
 
+from . import cli_crossmodal as _cli_crossmodal  # noqa: E402  (cheap: imports torch lazily)
+
+COMMANDS.update(_cli_crossmodal.COMMANDS)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semvis", description="Semantic and multi-modal visual search.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("info", help="how semvis_ext was built (version, CUDA, threads)")
+    _cli_crossmodal.register(sub)
     return p
 
 
