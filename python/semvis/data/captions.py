@@ -1,0 +1,208 @@
+"""Readers for captioned-image data sets in their published formats, and the paper-like splits.
+
+* Visual Genome (v1.2): ``image_data.json`` (a list of ``{"image_id" | "id", "url", "width",
+  "height", "coco_id", "flickr_id"}``) and ``region_descriptions.json`` (a list of
+  ``{"id": image_id, "regions": [{"region_id", "image_id", "phrase", "x", "y", "width",
+  "height"}, ...]}``).
+* COCO captions (``captions_train2014.json`` ...): ``{"images": [{"id", "file_name", "width",
+  "height", ...}], "annotations": [{"id", "image_id", "caption"}]}``.
+
+Both give a list of :class:`CaptionedImage`. :func:`split_ids` builds the 80k / 10k / 10k split of
+Gordo & Larlus (spec 000.0 [D]: sorted ids, fixed-seed permutation; scaled proportionally when the
+set is smaller than 100k images).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = ["CaptionedImage", "read_visual_genome", "read_coco_captions", "split_ids", "load_image",
+           "PAPER_SPLIT"]
+
+PathLike = Union[str, os.PathLike]
+#: (train, val, test) sizes of Gordo & Larlus on Visual Genome
+PAPER_SPLIT: Tuple[int, int, int] = (80_000, 10_000, 10_000)
+
+
+@dataclass
+class CaptionedImage:
+    """One image with its captions. ``boxes`` [n_captions, 4] (x, y, width, height) in pixels for
+    region captions (Visual Genome), ``None`` for whole-image captions (COCO)."""
+
+    image_id: int
+    width: int
+    height: int
+    path: Optional[str]
+    captions: List[str] = field(default_factory=list)
+    boxes: Optional[np.ndarray] = None
+
+
+def _load_json(path: PathLike, what: str):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: {what} is not valid JSON ({e})") from None
+
+
+def _field(entry, key: str, path: PathLike, i: int, types=(int,)):
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: entry {i} is a {type(entry).__name__}, expected an object")
+    if key not in entry:
+        raise ValueError(f"{path}: entry {i} has no {key!r} field")
+    v = entry[key]
+    if isinstance(v, bool) or not isinstance(v, types):
+        raise ValueError(f"{path}: entry {i} field {key!r} must be {'/'.join(t.__name__ for t in types)}, "
+                         f"got {type(v).__name__}")
+    return v
+
+
+def read_visual_genome(root: Optional[PathLike] = None, image_data: Optional[PathLike] = None,
+                       region_descriptions: Optional[PathLike] = None, images_dir: Optional[PathLike] = None,
+                       drop_empty: bool = True) -> List[CaptionedImage]:
+    """Reads Visual Genome image metadata and region descriptions.
+
+    Args:
+        root (path, optional): folder holding ``image_data.json`` and ``region_descriptions.json``.
+        image_data, region_descriptions (path, optional): explicit file paths (override ``root``).
+        images_dir (path, optional): where ``<image_id>.jpg`` live (default ``root/VG_100K``);
+            recorded in ``CaptionedImage.path``, not opened.
+        drop_empty (bool): skip images without any region description.
+
+    Returns:
+        list of CaptionedImage sorted by image id, captions = region phrases (stripped), boxes =
+        their (x, y, width, height).
+    """
+    if image_data is None or region_descriptions is None:
+        if root is None:
+            raise ValueError("read_visual_genome: give root or both image_data and region_descriptions")
+        image_data = image_data or os.path.join(root, "image_data.json")
+        region_descriptions = region_descriptions or os.path.join(root, "region_descriptions.json")
+    if images_dir is None and root is not None:
+        images_dir = os.path.join(root, "VG_100K")
+    meta = _load_json(image_data, "Visual Genome image_data.json")
+    regs = _load_json(region_descriptions, "Visual Genome region_descriptions.json")
+    if not isinstance(meta, list):
+        raise ValueError(f"{image_data}: expected a JSON list of images, got {type(meta).__name__}")
+    if not isinstance(regs, list):
+        raise ValueError(f"{region_descriptions}: expected a JSON list, got {type(regs).__name__}")
+    images: Dict[int, CaptionedImage] = {}
+    for i, m in enumerate(meta):
+        iid = _field(m, "image_id" if isinstance(m, dict) and "image_id" in m else "id", image_data, i)
+        w = _field(m, "width", image_data, i)
+        h = _field(m, "height", image_data, i)
+        if iid in images:
+            raise ValueError(f"{image_data}: duplicate image id {iid} (entry {i})")
+        path = os.path.join(images_dir, f"{iid}.jpg") if images_dir is not None else None
+        images[iid] = CaptionedImage(iid, w, h, path)
+    boxes: Dict[int, List[Tuple[int, int, int, int]]] = {}
+    for i, e in enumerate(regs):
+        iid = _field(e, "id" if isinstance(e, dict) and "id" in e else "image_id", region_descriptions, i)
+        rl = _field(e, "regions", region_descriptions, i, (list,))
+        if iid not in images:
+            raise ValueError(f"{region_descriptions}: entry {i} refers to image {iid}, absent from {image_data}")
+        im = images[iid]
+        bl = boxes.setdefault(iid, [])
+        for j, r in enumerate(rl):
+            where = f"{i}.regions[{j}]"
+            if not isinstance(r, dict) or "phrase" not in r:
+                raise ValueError(f"{region_descriptions}: region {where} has no 'phrase' field")
+            if not isinstance(r["phrase"], str):
+                raise ValueError(f"{region_descriptions}: region {where} phrase must be a string")
+            try:
+                box = tuple(int(r[k]) for k in ("x", "y", "width", "height"))
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{region_descriptions}: region {where} needs integer x, y, width, height") from None
+            im.captions.append(r["phrase"].strip())
+            bl.append(box)
+    out = []
+    for iid in sorted(images):
+        im = images[iid]
+        im.boxes = np.asarray(boxes.get(iid, []), dtype=np.int64).reshape(-1, 4)
+        if drop_empty and not im.captions:
+            continue
+        out.append(im)
+    return out
+
+
+def read_coco_captions(path: PathLike, images_dir: Optional[PathLike] = None,
+                       drop_empty: bool = True) -> List[CaptionedImage]:
+    """Reads a COCO captions file (``captions_train2014.json`` format).
+
+    Returns:
+        list of CaptionedImage sorted by image id, captions in annotation-id order, boxes None.
+    """
+    d = _load_json(path, "COCO captions file")
+    if not isinstance(d, dict) or "images" not in d or "annotations" not in d:
+        raise ValueError(f"{path}: a COCO captions file needs 'images' and 'annotations' lists")
+    if not isinstance(d["images"], list) or not isinstance(d["annotations"], list):
+        raise ValueError(f"{path}: 'images' and 'annotations' must be lists")
+    images: Dict[int, CaptionedImage] = {}
+    for i, m in enumerate(d["images"]):
+        iid = _field(m, "id", path, i)
+        fn = _field(m, "file_name", path, i, (str,))
+        if iid in images:
+            raise ValueError(f"{path}: duplicate image id {iid} (images[{i}])")
+        images[iid] = CaptionedImage(iid, _field(m, "width", path, i), _field(m, "height", path, i),
+                                     os.path.join(images_dir, fn) if images_dir is not None else fn)
+    anns = []
+    for i, a in enumerate(d["annotations"]):
+        iid = _field(a, "image_id", path, i)
+        cap = _field(a, "caption", path, i, (str,))
+        aid = _field(a, "id", path, i)
+        if iid not in images:
+            raise ValueError(f"{path}: annotation {i} refers to image {iid}, absent from 'images'")
+        anns.append((aid, iid, cap.strip()))
+    for aid, iid, cap in sorted(anns):
+        images[iid].captions.append(cap)
+    return [images[k] for k in sorted(images) if images[k].captions or not drop_empty]
+
+
+def split_ids(ids: Sequence[int], sizes: Tuple[int, int, int] = PAPER_SPLIT, seed: int = 0
+              ) -> Tuple[List[int], List[int], List[int]]:
+    """(train, val, test) id lists: the sorted ids permuted with ``seed``, then cut in ``sizes``.
+
+    With fewer ids than ``sum(sizes)`` the sizes are scaled proportionally (80/10/10 %), rounding
+    val and test down; ids beyond the sizes are unused (as the ~8k VG images of the paper).
+    """
+    ids = sorted(int(i) for i in ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError("split_ids: ids contain duplicates")
+    if len(sizes) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in sizes):
+        raise ValueError(f"split_ids: sizes must be three non-negative ints, got {sizes!r}")
+    total = sum(sizes)
+    if total == 0:
+        raise ValueError("split_ids: sizes sum to 0")
+    if len(ids) < total:
+        f = len(ids) / total
+        val, test = int(sizes[1] * f), int(sizes[2] * f)
+        sizes = (len(ids) - val - test, val, test)
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    shuffled = [ids[i] for i in perm]
+    a, b, c = sizes
+    return sorted(shuffled[:a]), sorted(shuffled[a:a + b]), sorted(shuffled[a + b:a + b + c])
+
+
+def load_image(path: PathLike) -> np.ndarray:
+    """Reads an image file as uint8 [H, W, 3]: ``.npy`` arrays with numpy, anything else with
+    Pillow (optional dependency; a clear ImportError names it)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    if str(path).endswith(".npy"):
+        a = np.load(path)
+    else:
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImportError(f"reading {path} needs Pillow (pip install pillow); .npy images need nothing") from None
+        with Image.open(path) as im:
+            a = np.asarray(im.convert("RGB"))
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"{path}: expected a uint8 [H, W, 3] image, got {a.dtype} {a.shape}")
+    return a

@@ -1,0 +1,97 @@
+"""The semantic retrieval network of Gordo & Larlus (spec 000.6): ResNet trunk -> R-MAC with
+learnable PCA-whitening -> l2, multi-scale (sum over input scales, then l2)."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .resnet import resnet
+
+__all__ = ["SemanticRetrievalNet", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_images"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_images(x: Tensor) -> Tensor:
+    """uint8 [B, 3, H, W] -> float32, ImageNet mean/std normalised."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 [B, 3, H, W], got {x.dtype}")
+    m = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.float() / 255.0 - m) / s
+
+
+class SemanticRetrievalNet(nn.Module):
+    """phi(image) in R^C, ||phi|| = 1.
+
+    Args:
+        backbone (str): resnet18/34/50/101/152.
+        width (int): channels of the first ResNet stage (64 in the paper; small for CPU runs).
+        levels (int): R-MAC grid levels (2 in the paper's reading, spec 000.6).
+        scales (sequence of float): input scales; the embeddings are summed, then l2 (the paper:
+            largest side 576 and 576/sqrt(2) with ``scales=(1, 1/sqrt(2))``).
+        pooling (str): registry name of the pooling (``"rmac"``).
+        freeze_bn (bool): BatchNorm in eval mode during training (the paper, with pretrained
+            weights); False trains its statistics (from-scratch runs).
+        weights (path or dict, optional): torchvision-format ResNet weights.
+    """
+
+    def __init__(self, backbone: str = "resnet101", width: int = 64, levels: int = 2,
+                 scales: Sequence[float] = (1.0,), pooling: str = "rmac", freeze_bn: bool = True,
+                 weights=None):
+        super().__init__()
+        from ..train.registry import build_pooling
+
+        self.trunk = resnet(backbone, width=width, weights=weights)
+        self.dim = self.trunk.out_channels
+        self.pool = build_pooling(pooling, self.dim, levels)
+        self.scales = tuple(float(s) for s in scales)
+        if not self.scales or any(not (0 < s <= 4) for s in self.scales):
+            raise ValueError(f"scales must be a non-empty list of floats in (0, 4], got {scales}")
+        self.freeze_bn = freeze_bn
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: float [B, 3, H, W] (normalised) or uint8 (normalised here) -> [B, C] unit rows."""
+        if x.dtype == torch.uint8:
+            x = normalize_images(x)
+        out = None
+        for s in self.scales:
+            xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False,
+                                                  antialias=s < 1)
+            e = self.pool(self.trunk(xs))
+            out = e if out is None else out + e
+        return F.normalize(out, dim=1)
+
+    @torch.no_grad()
+    def init_whitening(self, images: Tensor, batch: int = 64) -> None:
+        """PCA-whitening initialisation (spec 000.6) from the regional vectors of ``images``."""
+        was = self.training
+        self.eval()
+        feats = []
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch]
+            if x.dtype == torch.uint8:
+                x = normalize_images(x)
+            v, mask = self.pool.region_vectors(self.trunk(x), whiten=False)
+            feats.append(v[mask])
+        f = torch.cat(feats)
+        if f.shape[0] < 2:
+            raise ValueError("init_whitening: need at least 2 region vectors")
+        self.pool.fit_pca(f)
+        self.train(was)

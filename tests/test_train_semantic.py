@@ -1,0 +1,128 @@
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from semvis.train import ConfigError, SemanticConfig, SemanticTrainer, build_data, build_miner
+from semvis.train.fallbacks import cirtorch_rmac_grid, torch_hard_triplets_fallback
+
+
+def _brute_force_mining(q, db, relevant, margin, per_pair, query_ids):
+    """Spec 000.8 as a triple loop: for every (q, d+), the per_pair largest-loss d- (loss > 0),
+    ties to the lowest index; ordered by query, positive id, decreasing loss."""
+    out = []
+    s = (q.double() @ db.double().T).float()  # float32 similarities, as the miners
+    for i in range(len(q)):
+        rel = set(relevant[i])
+        for p in sorted(rel):
+            if p == int(query_ids[i]):
+                continue
+            cands = [(float(s[i, j]) - float(s[i, p]) + margin, j) for j in range(len(db))
+                     if j not in rel and j != int(query_ids[i])]
+            cands = [c for c in cands if c[0] > 0]
+            cands.sort(key=lambda c: (-c[0], c[1]))
+            out += [(i, p, j) for _, j in cands[:per_pair]]
+    return out
+
+
+@pytest.mark.parametrize("miner", ["registry", "fallback"])
+@pytest.mark.parametrize("per_pair", [1, 5, 100])
+def test_mining_equals_brute_force(miner, per_pair):
+    g = torch.Generator().manual_seed(per_pair)
+    P, n, d = 60, 8, 16
+    db = torch.nn.functional.normalize(torch.randn(P, d, generator=g), dim=1)
+    db[7] = db[3]  # exact ties among negatives
+    qids = torch.randperm(P, generator=g)[:n]
+    q = db[qids]
+    relevant = [sorted(set(torch.randint(P, (6,), generator=g).tolist()) | {int(qids[i])}) for i in range(n)]
+    fn = build_miner() if miner == "registry" else torch_hard_triplets_fallback
+    got = fn(q.contiguous(), db.contiguous(), relevant, 0.3, per_pair, query_ids=qids)
+    want = _brute_force_mining(q, db, relevant, 0.3, per_pair, qids)
+    assert len(want) > 0
+    assert [tuple(r) for r in got.tolist()] == want
+
+
+def test_rmac_grid_matches_cirtorch_counts():
+    # cirtorch: a square map at L = 3 gives 1 + 1 + 4 + 9 regions; 2x2 map at L = 2: 1 + 1 + 4
+    assert len(cirtorch_rmac_grid(12, 12, 3)) == 15
+    assert cirtorch_rmac_grid(2, 2, 2) == [(0, 0, 2, 2), (0, 0, 2, 2), (0, 0, 1, 1), (0, 1, 1, 2), (1, 0, 2, 1),
+                                           (1, 1, 2, 2)]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(objective="vision"), "objective"), (dict(lr=-1.0), "lr"), (dict(batch_size=0), "batch_size"),
+    (dict(scales=[]), "scales"), (dict(split_sizes=[1, 2]), "split_sizes"), (dict(margin=float("nan")), "margin"),
+    (dict(data="visual_genome"), "data_root"), (dict(data_root="/no/such/dir", data="coco"), "data_root"),
+    (dict(weights="/no/such.pth"), "weights"), (dict(steps=1.5), "steps"), (dict(lr_drop_at=2.0), "lr_drop_at"),
+    (dict(freeze_bn="yes"), "freeze_bn"),
+])
+def test_bad_config_values(kw, match):
+    with pytest.raises(ConfigError, match=f"config.{match}"):
+        SemanticConfig(**kw)
+
+
+def test_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key"):
+        SemanticConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(FileNotFoundError):
+        SemanticConfig.from_file(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        SemanticConfig.from_file(tmp_path / "bad.json")
+    (tmp_path / "c.toml").write_text('objective = "joint"\nsteps = 7\nscales = [1.0, 0.707]\n')
+    c = SemanticConfig.from_file(tmp_path / "c.toml")
+    assert c.objective == "joint" and c.steps == 7 and c.scales == (1.0, 0.707)
+    (tmp_path / "c.json").write_text(json.dumps(c.to_dict()))
+    assert SemanticConfig.from_file(tmp_path / "c.json") == c
+
+
+TINY = dict(n_images=160, image_size=48, split_sizes=(100, 30, 30), width=8, mine_queries=12, remine_every=3,
+            batch_size=8, per_pair=20, knn=8, positives_per_query=4, eval_queries=30, r_max=20, threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return build_data(SemanticConfig.synthetic_preset(**TINY))
+
+
+@pytest.mark.parametrize("objective", ["visual", "joint"])
+def test_checkpoint_resume_equals_uninterrupted(tmp_path, tiny_data, objective):
+    cfg = SemanticConfig.synthetic_preset(**TINY, steps=7, objective=objective, progress=False)
+    a = SemanticTrainer(cfg, tiny_data)
+    a.fit()
+    b = SemanticTrainer(cfg, tiny_data)
+    b.fit(steps=4)  # stops inside the second mining round
+    b.save(str(tmp_path / "ck.pt"))
+    c = SemanticTrainer.resume(str(tmp_path / "ck.pt"), tiny_data)
+    assert c.step == 4
+    c.fit()
+    sa, sc = a.state_dict(), c.state_dict()
+    for k, v in sa["model"].items():
+        assert torch.equal(v, sc["model"][k]), k
+    if objective == "joint":
+        assert torch.equal(sa["text"]["weight"], sc["text"]["weight"])
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in c.history]
+    assert torch.equal(sa["round"]["candidates"], sc["round"]["candidates"])
+
+
+def test_checkpoint_errors(tmp_path, tiny_data):
+    with pytest.raises(FileNotFoundError):
+        SemanticTrainer.resume(str(tmp_path / "none.pt"), tiny_data)
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        SemanticTrainer.resume(str(tmp_path / "x.pt"), tiny_data)
+    torch.save({"hello": 1}, tmp_path / "y.pt")
+    with pytest.raises(ValueError, match="format tag"):
+        SemanticTrainer.resume(str(tmp_path / "y.pt"), tiny_data)
+    with pytest.raises(TypeError):
+        SemanticTrainer({"steps": 1}, tiny_data)
+
+
+def test_missing_data_files(tmp_path):
+    (tmp_path / "image_data.json").write_text("[]")
+    cfg = SemanticConfig(data="visual_genome", data_root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="region_descriptions.json"):
+        build_data(cfg)
