@@ -433,38 +433,45 @@ def test_karpathy_and_flickr_readers(tmp_path):
 # ---- training end to end ---------------------------------------------------------------------
 
 def test_synthetic_training_learns_retrieval_and_localization(tmp_path, one_thread):
-    """Seeded: 320 training scenes, 12 epochs (9 warm-up epochs with all negatives, then the
-    3 hardest negatives per query), evaluated on 100 unseen scenes. Chance R@1 = 1 %, R@10 = 10 %."""
+    """Seeded: 400 training scenes (64 px), 15 epochs (12 warm-up epochs with the sum over all
+    negatives, then the 3 hardest negatives per query), evaluated on 100 unseen scenes.
+    Chance: R@1 = 1 %, R@10 = 10 %. Measured on the 2-core machine: i2t R@1/R@10 9/42, t2i
+    5.6/39, pointing game 37.2 % vs 21.6 % for the centre (benchmarks/RESULTS.md)."""
     from semvis.data import SyntheticScenes
     from semvis.data.crossmodal import CaptionedImages
     from semvis.train.crossmodal import (CrossModalConfig, CrossModalTrainer, build_vocabulary, evaluate_crossmodal,
                                          load_crossmodal_checkpoint)
 
     torch.manual_seed(0)
-    ds = SyntheticScenes(420, image_size=64, seed=0)
-    train = CaptionedImages.from_synthetic(ds, range(320))
-    test = CaptionedImages.from_synthetic(ds, range(320, 420))
+    ds = SyntheticScenes(500, image_size=64, seed=0)
+    train = CaptionedImages.from_synthetic(ds, range(400))
+    test = CaptionedImages.from_synthetic(ds, range(400, 500))
     vocab = build_vocabulary([c for cs in train.captions for c in cs])
     model = BEAN.from_preset("tiny", len(vocab), stages=2, dim=128, feature_dim=256)
-    cfg = CrossModalConfig(epochs=12, batch_size=32, lr=2e-3, lr_decay_epochs=0, warmup_epochs=9, k=3,
+    cfg = CrossModalConfig(epochs=15, batch_size=32, lr=2e-3, lr_decay_epochs=0, warmup_epochs=12, k=3,
                            crop_size=64, crop_scale=(0.8, 1.0), test_size=None, progress=False,
                            checkpoint_dir=str(tmp_path))
     trainer = CrossModalTrainer(model, vocab, train, cfg)
     hist = trainer.fit()
-    assert [h["negatives"] for h in hist] == ["all"] * 9 + ["hardest"] * 3
-    assert hist[8]["loss"] < 0.75 * hist[0]["loss"]
+    assert [h["negatives"] for h in hist] == ["all"] * 12 + ["hardest"] * 3
+    assert hist[11]["loss"] < 0.6 * hist[0]["loss"]
     res = evaluate_crossmodal(model, vocab, test, size=None)
     r, rr, pg = res["retrieval"], res["retrieval_rerank"], res["pointing"]
     print(json.dumps(res))
-    assert r["i2t"]["r1"] >= 4.0 and r["t2i"]["r1"] >= 2.5          # chance: 1 %
+    assert r["i2t"]["r1"] >= 4.0 and r["t2i"]["r1"] >= 3.0          # chance: 1 %
     assert r["i2t"]["r10"] >= 25.0 and r["t2i"]["r10"] >= 25.0      # chance: 10 %
-    assert rr["i2t"]["r10"] >= 20.0 and rr["t2i"]["r10"] >= 20.0
-    assert pg["accuracy"] >= pg["centre_baseline"] + 5.0
+    assert rr["i2t"]["r10"] >= 25.0 and rr["t2i"]["r10"] >= 25.0
+    assert pg["accuracy"] >= pg["centre_baseline"] + 8.0
+    assert ck_epochs(tmp_path) == 15
     # the checkpoint rebuilds the same model
     m2, v2, ck = load_crossmodal_checkpoint(str(tmp_path / "last.pt"))
-    assert ck["epoch"] == 12 and v2.terms == vocab.terms
+    assert ck["epoch"] == 15 and v2.terms == vocab.terms
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(m2.image(x), model.eval().image(x))
+
+
+def ck_epochs(path):
+    return int(torch.load(os.path.join(path, "last.pt"), weights_only=True)["epoch"])
 
 
 def test_checkpoint_errors(tmp_path):
