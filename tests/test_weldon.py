@@ -140,6 +140,18 @@ def test_nan_and_huge_values(device):
     assert y1[1, 2].isnan()
 
 
+def test_unordered_mode_selects_the_same_sets():
+    x = torch.randint(-4, 5, (3, 16, 9, 11)).float()
+    for k in [(5, 7), (0.3, 0.3), (99, 99)]:
+        o = semvis_ext.weldon_pool(x, *k, return_indices=True)
+        y, idx = torch.ops.semvis.weldon_pool(x, None, *semvis_ext.ops.weldon._split(k), 1.0, False, False)
+        kt = o.argmax.shape[-1]
+        assert torch.equal(idx[..., :kt].sort(-1).values, o.argmax.sort(-1).values)
+        assert torch.equal(idx[..., kt:].sort(-1).values, o.argmin.sort(-1).values)
+        torch.testing.assert_close(y, o.values, rtol=1e-6, atol=1e-6)
+        assert (idx[..., :kt].diff(dim=-1) > 0).all()  # row-major order
+
+
 def test_deterministic_and_thread_independent():
     x = torch.randn(8, 64, 13, 13)
     outs = []
@@ -194,11 +206,11 @@ def test_opcheck():
     vhw = torch.tensor([[4, 5], [2, 3]])
     op = torch.ops.semvis.weldon_pool.default
     for args in [
-        (x, None, 1, -1.0, 1, -1.0, 1.0, False),
-        (x, vhw, 0, 0.3, 2, -1.0, 0.5, True),
+        (x, None, 1, -1.0, 1, -1.0, 1.0, False, False),
+        (x, vhw, 0, 0.3, 2, -1.0, 0.5, True, True),
     ]:
         torch.library.opcheck(op, args)
-    idx = op(x.detach(), None, 2, -1.0, 1, -1.0, 1.0, False)[1]
+    idx = op(x.detach(), None, 2, -1.0, 1, -1.0, 1.0, False, True)[1]
     torch.library.opcheck(torch.ops.semvis.weldon_pool_backward.default,
                           (torch.randn(2, 3), idx, None, 4, 5, 2, -1.0, 1, -1.0, 1.0, False))
 

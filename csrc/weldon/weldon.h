@@ -25,6 +25,10 @@ struct Params {
   double kmin_frac = -1.0;
   double alpha = 1.0;
   bool wildcat = false;  // WILDCAT form: halve, round fractions, clamp k to the map size
+  // true: each side's indices are listed (and summed) by value, largest / smallest first.
+  // false (CPU only): in row-major order, which skips sorting the winners; the backward pass
+  // needs only the set. CUDA always produces the ordered form.
+  bool ordered = true;
 };
 
 // Number of positions selected on one side for a map of n cells.

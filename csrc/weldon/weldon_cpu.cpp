@@ -1,7 +1,8 @@
 // WELDON on the CPU: parallel over (batch, channel) rows. Each row's values are turned into
 // order-preserving integer keys with the index folded in, so that "largest value, lowest index
 // on ties" is a plain integer maximum; k = 1 is a single pass, larger k a partial selection
-// (nth_element) followed by a sort of the k winners only.
+// (nth_element) followed by a sort of the k winners only when the caller wants them ordered
+// (otherwise winners are flagged and read back in row-major order).
 #include <algorithm>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -110,11 +111,12 @@ struct RowSelector {
   std::vector<Acc> vals;
   std::vector<uint64_t> top, bot;  // packed keys (32-bit value types)
   std::vector<PairKey> ptop, pbot;  // pair keys (double)
+  std::vector<uint8_t> flags;       // unordered mode: bit 0 top winner, bit 1 bottom winner
 
   // Selects the kt largest and kb smallest of vals[0..n), writes the indices (map coordinates)
   // in order into out_top/out_bot and returns the two sums (accumulated in that order).
-  void select(int64_t n, int64_t w, int64_t W, int64_t kt, int64_t kb, int64_t* out_top, int64_t* out_bot,
-              double* sum_top, double* sum_bot) {
+  void select(int64_t n, int64_t w, int64_t W, int64_t kt, int64_t kb, bool ordered, int64_t* out_top,
+              int64_t* out_bot, double* sum_top, double* sum_bot) {
     auto to_map = [&](int64_t i) { return (i / w) * W + (i % w); };
     if constexpr (sizeof(Acc) == 4) {
       if (kt <= 1 && kb <= 1) {
@@ -144,6 +146,22 @@ struct RowSelector {
         const uint64_t k = static_cast<uint64_t>(order_key(static_cast<float>(vals[i]))) << 32;
         top[i] = k | (0xffffffffu - static_cast<uint32_t>(i));
         bot[i] = k | static_cast<uint32_t>(i);
+      }
+      if (!ordered) {
+        if (kt > 0 && kt < n) std::nth_element(top.begin(), top.begin() + kt, top.end(), std::greater<uint64_t>());
+        if (kb > 0 && kb < n) std::nth_element(bot.begin(), bot.begin() + kb, bot.end());
+        flags.assign(n, 0);
+        for (int64_t j = 0; j < kt; ++j) flags[0xffffffffu - static_cast<uint32_t>(top[j])] |= 1;
+        for (int64_t j = 0; j < kb; ++j) flags[static_cast<uint32_t>(bot[j])] |= 2;
+        double s1 = 0, s2 = 0;
+        int64_t jt = 0, jb = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          if (flags[i] & 1) { out_top[jt++] = to_map(i); s1 += vals[i]; }
+          if (flags[i] & 2) { out_bot[jb++] = to_map(i); s2 += vals[i]; }
+        }
+        *sum_top = s1;
+        *sum_bot = s2;
+        return;
       }
       if (kt > 0) {
         if (kt < n) std::nth_element(top.begin(), top.begin() + kt, top.end(), std::greater<uint64_t>());
@@ -240,7 +258,7 @@ void forward_impl(const TensorView& x, const int64_t* vhw, const Params& p, int6
       }
       std::fill(out, out + K, int64_t(-1));
       double st = 0, sb = 0;
-      sel.select(n, w, W, kt, kb, out, out + KT, &st, &sb);
+      sel.select(n, w, W, kt, kb, p.ordered, out, out + KT, &st, &sb);
       double ft, fb;
       side_scales(p, kt, kb, &ft, &fb);
       const double res = (kt > 0 ? ft * st : 0.0) + (kb > 0 ? fb * sb : 0.0);

@@ -55,6 +55,7 @@ def _weldon_pool(
     kmin_frac: float,
     alpha: float,
     wildcat: bool,
+    ordered: bool,
 ) -> Tuple[Tensor, Tensor]:
     B, C, H, W = x.shape
     kt = resolve_k(kmax, kmax_frac, H * W, wildcat)
@@ -63,14 +64,14 @@ def _weldon_pool(
     idx = torch.empty((B, C, kt + kb), dtype=torch.int64, device=x.device)
     host, dev = _valid_hw_pair(valid_hw, x.device)
     _C.weldon_forward(
-        capsule(x), capsule(host), capsule(dev), kmax, kmax_frac, kmin, kmin_frac, alpha, wildcat,
+        capsule(x), capsule(host), capsule(dev), kmax, kmax_frac, kmin, kmin_frac, alpha, wildcat, ordered,
         capsule(y), capsule(idx), stream_of(x),
     )
     return y, idx
 
 
 @_weldon_pool.register_fake
-def _(x, valid_hw, kmax, kmax_frac, kmin, kmin_frac, alpha, wildcat):
+def _(x, valid_hw, kmax, kmax_frac, kmin, kmin_frac, alpha, wildcat, ordered):
     B, C, H, W = x.shape
     kt = resolve_k(kmax, kmax_frac, H * W, wildcat)
     kb = resolve_k(kmin, kmin_frac, H * W, wildcat)
@@ -108,7 +109,7 @@ def _(grad, indices, valid_hw, height, width, kmax, kmax_frac, kmin, kmin_frac, 
 
 
 def _setup_context(ctx, inputs, output):
-    x, valid_hw, kmax, kmax_frac, kmin, kmin_frac, alpha, wildcat = inputs
+    x, valid_hw, kmax, kmax_frac, kmin, kmin_frac, alpha, wildcat, ordered = inputs
     _, idx = output
     ctx.mark_non_differentiable(idx)
     ctx.save_for_backward(idx, valid_hw)
@@ -119,9 +120,9 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_y, grad_idx):
     idx, valid_hw = ctx.saved_tensors
     if grad_y is None:
-        return (None,) * 8
+        return (None,) * 9
     gx = _weldon_pool_backward(grad_y.contiguous(), idx, valid_hw, ctx.hw[0], ctx.hw[1], *ctx.params)
-    return gx, None, None, None, None, None, None, None
+    return gx, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("semvis::weldon_pool", _backward, setup_context=_setup_context)
@@ -174,7 +175,9 @@ def weldon_pool(
 
     Ordering follows ``torch.sort``: NaN ranks above +inf (a NaN in a map is selected by the max
     side and makes that output NaN), ``-0.0 == 0.0``, and ties go to the lowest row-major index.
-    Results are deterministic and identical on CPU and CUDA. The backward pass sends
+    Sums are in float64. Results are deterministic; with ``return_indices=True`` they are
+    bit-identical on CPU and CUDA (without it the CPU sums the winners in row-major order, which
+    skips a sort, and the two backends agree to rounding). The backward pass sends
     ``grad / k`` (times alpha, and 1/2 in the WILDCAT form) to each selected position.
 
     Returns:
@@ -190,11 +193,18 @@ def weldon_pool(
         raise TypeError(f"{_OP}: return_indices must be a bool, got {type(return_indices).__name__}")
     if valid_hw is not None:
         valid_hw = _as_valid_hw(valid_hw, x)
-    y, idx = _weldon_pool(x, valid_hw, kmax_c, kmax_f, kmin_c, kmin_f, alpha, form == "wildcat")
+    # Only callers who see the indices pay for ordering them (the backward needs the sets only).
+    y, idx = _weldon_pool(x, valid_hw, kmax_c, kmax_f, kmin_c, kmin_f, alpha, form == "wildcat", return_indices)
     if not return_indices:
         return y
     kt = resolve_k(kmax_c, kmax_f, x.shape[2] * x.shape[3], form == "wildcat")
     return WeldonResult(y, idx[..., :kt], idx[..., kt:])
+
+
+def _split(k):
+    """(kmax, kmin) user values -> the op's (kmax, kmax_frac, kmin, kmin_frac)."""
+    a, b = check_count_or_fraction(_OP, "kmax", k[0]), check_count_or_fraction(_OP, "kmin", k[1])
+    return a + b
 
 
 def _as_valid_hw(valid_hw, x: Tensor) -> Tensor:
