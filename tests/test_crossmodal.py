@@ -495,3 +495,40 @@ def test_cli_parser_has_crossmodal_commands():
         assert c in COMMANDS
     a = build_parser().parse_args(["search-crossmodal", "--checkpoint", "x.pt", "--text", "a red circle", "--rerank"])
     assert a.text == ["a red circle"] and a.rerank
+
+
+def test_loss_dispatches_to_the_fused_op_when_present(monkeypatch):
+    import semvis.losses.vse as vse
+
+    calls = []
+
+    def fake(img, txt, margin, reduction, both_directions, *, negatives, k, labels):
+        calls.append((margin, reduction, both_directions, negatives, k, labels))
+        return _reference_loss(img, txt, margin, reduction, both_directions, negatives, k, labels)
+
+    monkeypatch.setattr(vse, "_fused_op", lambda: fake)
+    im, s = torch.randn(4, 3), torch.randn(4, 3)
+    out = hardest_negative_triplet_loss(im, s, 0.3, "mean", negatives="all", k=2)
+    assert calls == [(0.3, "mean", True, "all", 2, None)] and vse_loss_backend() == "semvis_ext"
+    assert torch.isfinite(out)
+
+
+# ---- CUDA (run the moment a device exists) ----------------------------------------------------
+
+@pytest.mark.cuda
+def test_bean_and_heatmap_on_cuda_match_cpu():
+    m = BEAN.from_preset("tiny", 20, stages=2).eval()
+    x = torch.randn(2, 3, 64, 64)
+    ids, lengths = pad_captions([[2, 3, 4], [5, 6]])
+    xc, vc = m(x, ids, lengths)
+    mg = m.to("cuda")
+    xg, vg = mg(x.cuda(), ids.cuda(), lengths.cuda())
+    torch.testing.assert_close(xg.cpu(), xc, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(vg.cpu(), vc, atol=1e-4, rtol=1e-3)
+    G = mg.image.activation_maps(x.cuda()).double()
+    A = mg.image.fc.weight.double()
+    v = torch.randn(2, 3, 64, dtype=torch.float64, device="cuda")
+    torch.testing.assert_close(text_heatmap(G, A, v, 5), dense_text_heatmap(G, A, v, 5))
+    im = torch.nn.functional.normalize(torch.randn(6, 8, device="cuda"), dim=1)
+    torch.testing.assert_close(hardest_negative_triplet_loss(im, im.flip(0)).cpu(),
+                               hardest_negative_triplet_loss(im.cpu(), im.flip(0).cpu()), atol=1e-5, rtol=1e-5)
