@@ -13,7 +13,13 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY: Dict[str, str] = {
     "weldon_pool": "semvis_ext.ops.weldon",
+    "quantized_ap": "semvis_ext.ops.aploss",
+    "ap_loss": "semvis_ext.ops.aploss",
+    "fast_ap_loss": "semvis_ext.ops.aploss",
     "WeldonResult": "semvis_ext.ops.weldon",
+    "hamming_distances": "semvis_ext.hamming",
+    "hamming_topk": "semvis_ext.hamming",
+    "BinaryKDTree": "semvis_ext.kdtree",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
 }

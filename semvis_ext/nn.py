@@ -6,9 +6,10 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .ops.aploss import ap_loss
 from .ops.weldon import weldon_pool
 
-__all__ = ["WeldonPool2d"]
+__all__ = ["WeldonPool2d", "QuantizedAPLoss"]
 
 
 class WeldonPool2d(nn.Module):
@@ -30,3 +31,22 @@ class WeldonPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kmax={self.kmax}, kmin={self.kmin}, alpha={self.alpha}, form={self.form!r}"
+
+
+class QuantizedAPLoss(nn.Module):
+    """See :func:`semvis_ext.ap_loss`. ``QuantizedAPLoss(bins=25, score_range=(0, 1))`` is dirtorch's ``APLoss()``.
+
+    ``forward(scores, labels)``: Tensor[Q, N], Tensor[Q, N] -> Tensor[] (or Tensor[Q] with reduction="none").
+    """
+
+    def __init__(self, bins: int = 20, score_range=(-1.0, 1.0), reduction: str = "mean"):
+        super().__init__()
+        self.bins = bins
+        self.score_range = tuple(score_range)
+        self.reduction = reduction
+
+    def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
+        return ap_loss(scores, labels, self.bins, self.score_range, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, score_range={self.score_range}, reduction={self.reduction!r}"

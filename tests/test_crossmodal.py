@@ -532,3 +532,12 @@ def test_bean_and_heatmap_on_cuda_match_cpu():
     im = torch.nn.functional.normalize(torch.randn(6, 8, device="cuda"), dim=1)
     torch.testing.assert_close(hardest_negative_triplet_loss(im, im.flip(0)).cpu(),
                                hardest_negative_triplet_loss(im.cpu(), im.flip(0).cpu()), atol=1e-5, rtol=1e-5)
+
+
+def test_vse_loss_in_the_registry():
+    from semvis.losses import get_loss
+
+    loss = get_loss("vse", margin=0.2, k=2)
+    im = torch.nn.functional.normalize(torch.randn(5, 4, dtype=torch.float64), dim=1)
+    s = torch.nn.functional.normalize(torch.randn(5, 4, dtype=torch.float64), dim=1)
+    assert float(loss(im, s)) == pytest.approx(_loop(im, s, 0.2, 2, "hardest"))

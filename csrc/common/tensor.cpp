@@ -38,6 +38,7 @@ int64_t TensorView::numel() const {
 }
 
 bool TensorView::is_contiguous() const {
+  if (numel() == 0) return true;  // no element to address (NumPy exports odd strides for empty arrays)
   int64_t expected = 1;
   for (int d = dim() - 1; d >= 0; --d) {
     // size-1 dimensions may carry any stride

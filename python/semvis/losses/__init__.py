@@ -1,4 +1,32 @@
-"""Training losses of the semvis systems."""
-from .vse import hardest_negative_triplet_loss, vse_loss_backend
+"""Training losses of semvis, by name: ``get_loss("ap", bins=20)``, ``get_loss("vse", margin=0.2)``.
 
-__all__ = ["hardest_negative_triplet_loss", "vse_loss_backend"]
+Each loss takes a batch of embeddings (and labels or a relevance matrix) and runs the fused kernels
+of semvis_ext (the VSE loss falls back to its pure-torch formula when the installed semvis_ext has
+no fused op; ``vse_loss_backend()`` says which runs).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Type
+
+from torch import nn
+
+from .ap import APLoss, FastAPLoss
+from .vse import HardestNegativeTripletLoss, hardest_negative_triplet_loss, vse_loss_backend
+
+__all__ = ["APLoss", "FastAPLoss", "HardestNegativeTripletLoss", "LOSSES", "get_loss",
+           "hardest_negative_triplet_loss", "vse_loss_backend"]
+
+LOSSES: Dict[str, Type[nn.Module]] = {
+    "ap": APLoss,
+    "fastap": FastAPLoss,
+    "vse": HardestNegativeTripletLoss,
+}
+
+
+def get_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Builds the loss registered under ``name`` (see ``LOSSES``) with ``kwargs``."""
+    try:
+        cls = LOSSES[name]
+    except KeyError:
+        raise ValueError(f"get_loss: unknown loss {name!r}; known: {sorted(LOSSES)}") from None
+    return cls(**kwargs)

@@ -12,9 +12,9 @@ import numbers
 from typing import Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["hardest_negative_triplet_loss", "vse_loss_backend"]
+__all__ = ["HardestNegativeTripletLoss", "hardest_negative_triplet_loss", "vse_loss_backend"]
 
 _REDUCTIONS = ("sum", "mean")
 _NEGATIVES = ("hardest", "all")
@@ -110,3 +110,21 @@ def hardest_negative_triplet_loss(img: Tensor, txt: Tensor, margin: float = 0.2,
     if op is not None:
         return op(img, txt, margin, reduction, both_directions, negatives=negatives, k=int(k), labels=labels)
     return _reference_loss(img, txt, float(margin), reduction, both_directions, negatives, int(k), labels)
+
+
+class HardestNegativeTripletLoss(nn.Module):
+    """See :func:`hardest_negative_triplet_loss`. ``forward(img Tensor[B, d], txt Tensor[B, d],
+    labels=None) -> Tensor[]``; the knobs are public fields."""
+
+    def __init__(self, margin: float = 0.2, reduction: str = "sum", both_directions: bool = True,
+                 negatives: str = "hardest", k: int = 1):
+        super().__init__()
+        self.margin, self.reduction, self.both_directions = margin, reduction, both_directions
+        self.negatives, self.k = negatives, k
+
+    def forward(self, img: Tensor, txt: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        return hardest_negative_triplet_loss(img, txt, self.margin, self.reduction, self.both_directions,
+                                             negatives=self.negatives, k=self.k, labels=labels)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, reduction={self.reduction!r}, negatives={self.negatives!r}, k={self.k}"

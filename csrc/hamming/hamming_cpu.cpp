@@ -1,0 +1,57 @@
+// Multithreaded brute-force Hamming kernels on the CPU.
+// Top-k: each task takes a block of queries and sweeps the codes in tiles that stay in L2, so
+// a tile is read from memory once per block of queries rather than once per query. Per query a
+// bounded heap keeps the k best (distance, index); the codes arrive in increasing index order,
+// so a candidate enters only when strictly closer than the current k-th (ties: lowest index).
+#include <algorithm>
+#include <vector>
+
+#include "common/parallel.h"
+#include "hamming.h"
+#include "hamming_simd.h"
+#include "topk_heap.h"
+
+namespace semvis {
+namespace hamming {
+
+void distances_cpu(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int64_t nbytes, int32_t* out) {
+  const RangeFn range = kernels().range;
+  parallel_for(0, na, std::max<int64_t>(1, 65536 / std::max<int64_t>(nb, 1)), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) range(a + i * nbytes, b, nb, nbytes, out + i * nb);
+  });
+}
+
+void topk_cpu(const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t nbytes, int64_t k,
+              int32_t* dist, int64_t* idx) {
+  const RangeFn range = kernels().range;
+  // 16 queries share each tile; fewer when k is large, so that the heaps stay O(k) per thread
+  const int64_t kQueryBlock = std::max<int64_t>(1, std::min<int64_t>(16, (1 << 16) / k));
+  const int64_t tile = std::max<int64_t>(256, (256 << 10) / nbytes);  // ~256 KiB of codes
+  const int64_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
+  parallel_for(0, nblocks, 1, [&](int64_t blo, int64_t bhi) {
+    std::vector<TopK> heaps(kQueryBlock);
+    std::vector<int32_t> buf(std::min(tile, n));
+    for (int64_t blk = blo; blk < bhi; ++blk) {
+      const int64_t q0 = blk * kQueryBlock, q1 = std::min(nq, q0 + kQueryBlock);
+      for (int64_t j = q0; j < q1; ++j) heaps[j - q0].reset(k);
+      for (int64_t t0 = 0; t0 < n; t0 += tile) {
+        const int64_t m = std::min(tile, n - t0);
+        for (int64_t j = q0; j < q1; ++j) {
+          TopK& h = heaps[j - q0];
+          range(q + j * nbytes, codes + t0 * nbytes, m, nbytes, buf.data());
+          int32_t th = h.threshold();
+          for (int64_t i = 0; i < m; ++i) {
+            if (buf[i] < th) {
+              h.push(buf[i], t0 + i);
+              th = h.threshold();
+            }
+          }
+        }  // j
+      }    // t0
+      for (int64_t j = q0; j < q1; ++j) heaps[j - q0].write_sorted(dist + j * k, idx + j * k);
+    }
+  });
+}
+
+}  // namespace hamming
+}  // namespace semvis

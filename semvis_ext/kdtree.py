@@ -1,0 +1,406 @@
+"""BinaryKDTree: the binary kd-tree of Algorithms 1 and 2 (spec/seeds-003-004.md B.3.6-B.3.7).
+
+NumPy in, NumPy out; torch is not needed. The build and the search run in C++ (csrc/kdtree),
+multithreaded with the GIL released. See the class docstring for the semantics.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import zlib
+from typing import Callable, Dict, Optional, Tuple, Union
+
+import numpy as np
+
+from ._numpy import capsule, check_codes, check_int
+
+__all__ = ["BinaryKDTree"]
+
+_ORDERS = {"fifo": 0, "best_bin": 1}
+
+# File format, version 1 (little-endian). A 192-byte header:
+#   magic "SVKDTREE", version u32, header size u32, code bytes u32, flags u32 (bit 0: ids are
+#   0..n-1), n i64, nodes i64, buffered keys i64, leaf_size i64,
+#   5 x (offset u64, length u64) for the sections nodes, codes, ids, buffer codes, buffer ids,
+#   5 x crc32 u32 of the sections, zero padding, crc32 u32 of bytes [0, 188).
+# Sections follow, each at an offset aligned to 64 bytes; the file ends with the last one.
+_MAGIC = b"SVKDTREE"
+_VERSION = 1
+_HEADER = 192
+_FIXED = struct.Struct("<8sIIIIqqqq")
+_SECTIONS = ("nodes", "codes", "ids", "buffer codes", "buffer ids")
+_ALIGN = 64
+
+
+def _crc(a: np.ndarray) -> int:
+    crc = 0
+    flat = a.reshape(-1).view(np.uint8)
+    step = 1 << 26
+    for s in range(0, flat.size, step):
+        crc = zlib.crc32(flat[s:s + step], crc)
+    return crc & 0xFFFFFFFF
+
+
+def _progress_callback(progress):
+    if progress is None or progress is False:
+        return None
+    if callable(progress):
+        return progress
+    if progress is not True:
+        raise TypeError(f"BinaryKDTree: progress must be a bool or a callable(done, total), got {type(progress).__name__}")
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        def report(done, total):
+            print(f"BinaryKDTree: {done}/{total} keys in leaves", file=sys.stderr)
+        return report
+    bar = {}
+
+    def report(done, total):
+        if "b" not in bar:
+            bar["b"] = tqdm(total=total, desc="BinaryKDTree build", unit="key", unit_scale=True)
+        b = bar["b"]
+        b.update(done - b.n)
+        if done >= total:
+            b.close()
+
+    return report
+
+
+class BinaryKDTree:
+    """Binary kd-tree over packed Hamming codes (Algorithms 1 and 2 of B.3.6-B.3.7).
+
+    Build (Algorithm 1): a node with fewer than ``leaf_size`` keys is a leaf; otherwise it
+    splits on the most balanced bit (``argmin_x |0.5 - #{d[x] = 1} / |D||``, lowest bit index on
+    ties); keys whose bit is 1 go to the left child, 0 to the right. If every bit is constant over
+    a node (identical keys), the node becomes a leaf whatever its size (degenerate-split guard).
+    Leaves are contiguous ranges of a permuted copy of the codes. Bits are numbered as
+    ``np.unpackbits`` does: bit ``i`` is bit ``7 - i % 8`` of byte ``i // 8``.
+
+    Search (Algorithm 2): descend to the query's leaf, queueing every branch not taken; keep
+    visiting leaves from the queue until ``backtracks`` leaves have been scored. ``order='fifo'``
+    is the paper's FIFO (the branch that diverged nearest the root first). The FIFO already
+    visits branches by increasing number of path bits on which they disagree with the query (a
+    lower bound of the distance to their keys), ties by queueing order, i.e. shallowest first;
+    ``order='best_bin'`` keeps that priority but breaks its ties by the deepest divergence first
+    (the branch agreeing with the query on the most path bits), then queueing order.
+    ``backtracks=None`` visits every leaf: exact search, equal to brute force.
+
+    Adding keys: :meth:`add` appends to a buffer that every search scans exhaustively (so added
+    keys are always found exactly); :meth:`rebuild` folds the buffer into the tree.
+
+    Args:
+        codes (ndarray[n, nbytes] uint8): keys, nbytes a multiple of 8 (32 for 256-bit ORB/BRIEF).
+        ids (ndarray[n] int64, optional): payload returned by searches; default ``arange(n)``.
+        leaf_size (int): SL of the paper (>= 1): nodes with fewer keys become leaves. Default 100.
+        progress (bool or callable(done, total)): report the build (keys placed in leaves);
+            ``True`` shows a tqdm bar.
+        copy (bool): ``True`` (default) builds on a copy of ``codes``; ``False`` permutes
+            ``codes`` in place (then it must be writable and C-contiguous) so that a build needs
+            no memory beyond the caller's codes, the ids and O(number of nodes).
+
+    Memory: codes + 8 bytes per key (ids) + 40 bytes per node (about 2 n / leaf_size nodes).
+    """
+
+    def __init__(self, codes, ids=None, leaf_size: int = 100, *, progress=False, copy: bool = True):
+        op = "BinaryKDTree"
+        check_codes(op, "codes", codes)
+        self._leaf_size = check_int(op, "leaf_size", leaf_size, 1)
+        n = codes.shape[0]
+        self._auto_ids = ids is None
+        ids = self._check_ids(op, "ids", ids, n, 0)
+        if copy:
+            codes = np.array(codes, dtype=np.uint8, order="C", copy=True)
+        elif not codes.flags.writeable:
+            raise ValueError(f"{op}: copy=False needs writable codes (they are permuted in place)")
+        self._codes = codes
+        self._ids = ids
+        self._nodes = self._build(progress)
+        self._nbytes = codes.shape[1]
+        self._buf_codes = np.empty((0, self._nbytes), dtype=np.uint8)
+        self._buf_ids = np.empty((0,), dtype=np.int64)
+
+    @staticmethod
+    def _check_ids(op, name, ids, n, start):
+        if ids is None:
+            return np.arange(start, start + n, dtype=np.int64)
+        if not isinstance(ids, np.ndarray):
+            raise TypeError(f"{op}: {name} must be a numpy.ndarray of int64, got {type(ids).__name__}")
+        if ids.dtype != np.int64:
+            raise TypeError(f"{op}: {name} must have dtype int64, got {ids.dtype}")
+        if ids.shape != (n,):
+            raise ValueError(f"{op}: {name} must have shape ({n},) like the codes, got {ids.shape}")
+        return np.array(ids, dtype=np.int64, copy=True)
+
+    def _build(self, progress):
+        from . import _C
+
+        return _C.kdtree_build(capsule(self._codes), capsule(self._ids), self._leaf_size,
+                               _progress_callback(progress))
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries, k: int = 1, backtracks: Optional[int] = 50, order: str = "fifo", *,
+               return_counts: bool = False):
+        """k nearest keys of each query among the leaves visited (and the append buffer).
+
+        Args:
+            queries (ndarray[nq, nbytes] uint8): query codes, C-contiguous.
+            k (int): neighbours per query (>= 1).
+            backtracks (int or None): leaves visited per query (>= 1), B of the paper; ``None``
+                visits every leaf (exact search).
+            order (str): ``'fifo'`` (the paper) or ``'best_bin'``.
+            return_counts (bool): also return how many keys each query was compared with.
+
+        Returns:
+            (D, I): ``D`` (ndarray[nq, k] int32) Hamming distances and ``I`` (ndarray[nq, k] int64)
+            ids, nearest first, ties by the lowest id; slots beyond the keys scored hold -1 in
+            both (as FAISS pads). With ``return_counts``, a third array ndarray[nq] int64.
+        """
+        from . import _C
+
+        op = "BinaryKDTree.search"
+        check_codes(op, "queries", queries, self._nbytes)
+        k = check_int(op, "k", k, 1)
+        if backtracks is None:
+            b = -1
+        else:
+            b = check_int(op, "backtracks", backtracks, 1)
+        if order not in _ORDERS:
+            raise ValueError(f"{op}: order must be one of {sorted(_ORDERS)}, got {order!r}")
+        nq = queries.shape[0]
+        D = np.empty((nq, k), dtype=np.int32)
+        I = np.empty((nq, k), dtype=np.int64)
+        counts = np.empty((nq,), dtype=np.int64) if return_counts else None
+        has_buf = self._buf_ids.shape[0] > 0
+        _C.kdtree_search(
+            capsule(self._nodes), capsule(self._codes), capsule(self._ids),
+            capsule(self._buf_codes) if has_buf else None, capsule(self._buf_ids) if has_buf else None,
+            capsule(queries), k, b, _ORDERS[order], capsule(D), capsule(I), capsule(counts),
+        )
+        return (D, I, counts) if return_counts else (D, I)
+
+    # ------------------------------------------------------------------ updates
+    def add(self, codes, ids=None) -> None:
+        """Appends keys to the buffer that every search scans exhaustively (no rebuild).
+
+        Args:
+            codes (ndarray[m, nbytes] uint8): new keys.
+            ids (ndarray[m] int64, optional): their payload; required when the tree was built
+                with explicit ids, else they continue ``arange``.
+
+        Call :meth:`rebuild` when the buffer grows large (searches cost O(buffer) extra).
+        """
+        op = "BinaryKDTree.add"
+        check_codes(op, "codes", codes, self._nbytes)
+        if ids is None and not self._auto_ids:
+            raise ValueError(f"{op}: this tree was built with explicit ids; pass ids for the new keys")
+        if ids is not None:
+            self._auto_ids = False
+        ids = self._check_ids(op, "ids", ids, codes.shape[0], len(self))
+        self._buf_codes = np.concatenate([self._buf_codes, codes])
+        self._buf_ids = np.concatenate([self._buf_ids, ids])
+
+    def rebuild(self, progress=False) -> None:
+        """Rebuilds the tree over its keys and the append buffer (empties the buffer)."""
+        self._codes = np.concatenate([np.asarray(self._codes), self._buf_codes])
+        self._ids = np.concatenate([np.asarray(self._ids), self._buf_ids])
+        self._buf_codes = self._buf_codes[:0]
+        self._buf_ids = self._buf_ids[:0]
+        self._nodes = self._build(progress)
+
+    # ------------------------------------------------------------------ inspection
+    def __len__(self) -> int:
+        return int(self._ids.shape[0] + self._buf_ids.shape[0])
+
+    def __repr__(self) -> str:
+        return (f"BinaryKDTree(n={len(self)}, nbits={self.nbits}, leaf_size={self._leaf_size}, "
+                f"nodes={self._nodes.shape[0]}, buffered={self._buf_ids.shape[0]})")
+
+    @property
+    def nbits(self) -> int:
+        return 8 * self._nbytes
+
+    @property
+    def leaf_size(self) -> int:
+        return self._leaf_size
+
+    @property
+    def nodes(self) -> np.ndarray:
+        """Read-only view of the tree: int64 [m, 5] = (dim, left, right, begin, end), breadth
+        first; leaves have dim = left = right = -1 and cover codes[begin:end]."""
+        v = self._nodes.view()
+        v.flags.writeable = False
+        return v
+
+    @property
+    def codes(self) -> np.ndarray:
+        """Read-only view of the permuted keys of the tree (not the buffer)."""
+        v = self._codes.view()
+        v.flags.writeable = False
+        return v
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Read-only view of the ids, in the order of :attr:`codes`."""
+        v = self._ids.view()
+        v.flags.writeable = False
+        return v
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the index: codes, ids, nodes and the append buffer (mapped or not)."""
+        return int(self._codes.nbytes + self._ids.nbytes + self._nodes.nbytes + self._buf_codes.nbytes
+                   + self._buf_ids.nbytes)
+
+    def stats(self) -> Dict[str, Union[int, float]]:
+        """Shape of the tree.
+
+        Returns:
+            dict with ``n_keys`` (in the tree), ``n_buffered``, ``nbits``, ``leaf_size``, ``n_nodes``,
+            ``n_leaves``, ``depth`` (deepest leaf; the root is depth 0), ``mean_leaf_depth``
+            (weighted by keys), ``leaf_min``, ``leaf_max``, ``leaf_mean`` (keys per leaf),
+            ``n_degenerate_leaves`` (leaves of >= leaf_size identical keys) and ``memory_bytes``.
+        """
+        N = self._nodes
+        m = N.shape[0]
+        depth = np.zeros(m, dtype=np.int64)
+        frontier = np.array([0])
+        d = 0
+        while frontier.size:
+            depth[frontier] = d
+            internal = frontier[N[frontier, 0] >= 0]
+            frontier = np.concatenate([N[internal, 1], N[internal, 2]])
+            d += 1
+        leaves = N[:, 0] < 0
+        sizes = N[leaves, 4] - N[leaves, 3]
+        n = int(self._ids.shape[0])
+        return {
+            "n_keys": n,
+            "n_buffered": int(self._buf_ids.shape[0]),
+            "nbits": self.nbits,
+            "leaf_size": self._leaf_size,
+            "n_nodes": int(m),
+            "n_leaves": int(leaves.sum()),
+            "depth": int(depth[leaves].max()),
+            "mean_leaf_depth": float((depth[leaves] * sizes).sum() / n) if n else 0.0,
+            "leaf_min": int(sizes.min()),
+            "leaf_max": int(sizes.max()),
+            "leaf_mean": float(sizes.mean()),
+            "n_degenerate_leaves": int((sizes >= self._leaf_size).sum()),
+            "memory_bytes": self.memory_bytes(),
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Writes the index (tree, keys, ids, buffer) to ``path`` (format version 1, checksummed).
+
+        The file is written next to ``path`` and renamed into place, so a crash never leaves a
+        half-written index under ``path``.
+        """
+        arrays = [self._nodes, self._codes, self._ids, self._buf_codes, self._buf_ids]
+        offsets, off = [], _HEADER
+        for a in arrays:
+            offsets.append(off)
+            off += a.nbytes
+            off = (off + _ALIGN - 1) // _ALIGN * _ALIGN
+        crcs = [_crc(np.asarray(a)) for a in arrays]
+        flags = 1 if self._auto_ids else 0
+        head = _FIXED.pack(_MAGIC, _VERSION, _HEADER, self._nbytes, flags, int(self._ids.shape[0]),
+                           int(self._nodes.shape[0]), int(self._buf_ids.shape[0]), self._leaf_size)
+        for o, a in zip(offsets, arrays):
+            head += struct.pack("<QQ", o, a.nbytes)
+        head += struct.pack("<5I", *crcs)
+        head = head.ljust(_HEADER - 4, b"\0")
+        head += struct.pack("<I", zlib.crc32(head) & 0xFFFFFFFF)
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(head)
+                for o, a in zip(offsets, arrays):
+                    f.write(b"\0" * (o - f.tell()))
+                    np.ascontiguousarray(a).tofile(f) if a.nbytes else None
+                last = offsets[-1] + arrays[-1].nbytes
+                f.write(b"\0" * (last - f.tell()))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = False) -> "BinaryKDTree":
+        """Opens an index written by :meth:`save`.
+
+        Args:
+            path (str or PathLike): the file.
+            mmap (bool): map the keys and ids read-only instead of reading them (opens a
+                10M-key index instantly; pages are read on first use).
+            verify (bool): also check the checksums of the keys and ids (always done when
+                ``mmap=False``). The header, the sizes and the tree itself are always checked.
+
+        Raises:
+            ValueError: the file is not a BinaryKDTree file, has an unsupported version, is
+                truncated, or is corrupt.
+        """
+        op = "BinaryKDTree.load"
+        path = os.fspath(path)
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(_HEADER)
+        if len(head) < len(_MAGIC) or head[:len(_MAGIC)] != _MAGIC:
+            raise ValueError(f"{op}: {path!r} is not a semvis BinaryKDTree file (bad magic)")
+        if len(head) < _HEADER:
+            raise ValueError(f"{op}: {path!r} is truncated ({size} bytes, header needs {_HEADER})")
+        (crc_head,) = struct.unpack_from("<I", head, _HEADER - 4)
+        if zlib.crc32(head[:_HEADER - 4]) & 0xFFFFFFFF != crc_head:
+            raise ValueError(f"{op}: {path!r} is corrupt (header checksum mismatch)")
+        magic, version, hsize, nbytes, flags, n, m, nbuf, leaf_size = _FIXED.unpack_from(head, 0)
+        if version != _VERSION:
+            raise ValueError(f"{op}: {path!r} has format version {version}; this semvis reads version {_VERSION}")
+        if hsize != _HEADER or nbytes == 0 or nbytes % 8 or n < 0 or m < 1 or nbuf < 0 or leaf_size < 1:
+            raise ValueError(f"{op}: {path!r} is corrupt (invalid sizes in the header)")
+        sec = struct.unpack_from("<10Q", head, _FIXED.size)
+        crcs = struct.unpack_from("<5I", head, _FIXED.size + 80)
+        shapes = [((m, 5), np.int64), ((n, nbytes), np.uint8), ((n,), np.int64), ((nbuf, nbytes), np.uint8),
+                  ((nbuf,), np.int64)]
+        expect_off = _HEADER
+        for s, (shape, dt) in enumerate(shapes):
+            off, length = sec[2 * s], sec[2 * s + 1]
+            want = int(np.prod(shape)) * np.dtype(dt).itemsize
+            if length != want or off != expect_off:
+                raise ValueError(f"{op}: {path!r} is corrupt (section {_SECTIONS[s]!r} has offset {off}, "
+                                 f"length {length}; expected {expect_off}, {want})")
+            expect_off = (off + length + _ALIGN - 1) // _ALIGN * _ALIGN
+        end = sec[8] + sec[9]
+        if size < end:
+            raise ValueError(f"{op}: {path!r} is truncated ({size} bytes, expected {end})")
+        if size > end:
+            raise ValueError(f"{op}: {path!r} has {size - end} unexpected trailing bytes")
+
+        def section(s, mapped):
+            shape, dt = shapes[s]
+            off = sec[2 * s]
+            if sec[2 * s + 1] == 0:
+                return np.empty(shape, dtype=dt)
+            if mapped:
+                return np.memmap(path, dtype=dt, mode="r", offset=off, shape=shape)
+            with open(path, "rb") as f:
+                f.seek(off)
+                a = np.fromfile(f, dtype=dt, count=int(np.prod(shape))).reshape(shape)
+            if a.size * a.itemsize != sec[2 * s + 1]:
+                raise ValueError(f"{op}: {path!r} is truncated (section {_SECTIONS[s]!r})")
+            return a
+
+        arrays = [section(0, False)] + [section(s, mmap) for s in range(1, 5)]
+        for s, a in enumerate(arrays):
+            if (s == 0 or verify or not mmap) and _crc(a) != crcs[s]:
+                raise ValueError(f"{op}: {path!r} is corrupt (checksum mismatch in section {_SECTIONS[s]!r})")
+        from . import _C
+
+        _C.kdtree_validate(capsule(arrays[0]), int(n), 8 * int(nbytes))
+        self = cls.__new__(cls)
+        self._leaf_size = int(leaf_size)
+        self._auto_ids = bool(flags & 1)
+        self._nbytes = int(nbytes)
+        self._nodes, self._codes, self._ids, self._buf_codes, self._buf_ids = arrays
+        return self

@@ -1,0 +1,166 @@
+"""Hamming distances and top-k (semvis_ext.hamming) against np.unpackbits references."""
+import numpy as np
+import pytest
+
+import semvis_ext
+from semvis_ext import _C, reference
+from semvis_ext import hamming_distances, hamming_topk
+
+from conftest import devices
+
+
+def structured(n, nbytes, rng, protos=20, flip=0.1):
+    """Codes made of noisy copies of a few prototypes: many near-ties, like real descriptors."""
+    P = rng.integers(0, 256, (protos, nbytes), dtype=np.uint8)
+    bits = np.unpackbits(P[rng.integers(0, protos, n)], axis=1)
+    bits ^= (rng.random(bits.shape) < flip).astype(np.uint8)
+    return np.packbits(bits, axis=1)
+
+
+@pytest.fixture(params=["popcnt", "generic"])
+def impl(request):
+    if request.param == "popcnt":
+        try:
+            _C.hamming_set_cpu_impl("popcnt")
+        except ValueError:
+            pytest.skip("this CPU has no POPCNT")
+    else:
+        _C.hamming_set_cpu_impl("generic")
+    yield request.param
+    _C.hamming_set_cpu_impl("auto")
+
+
+@pytest.mark.parametrize("nbytes", [8, 16, 24, 32, 64])
+def test_distances_match_unpackbits(impl, nbytes):
+    rng = np.random.default_rng(nbytes)
+    a = rng.integers(0, 256, (37, nbytes), dtype=np.uint8)
+    b = structured(53, nbytes, rng)
+    out = hamming_distances(a, b)
+    assert out.dtype == np.int32 and out.shape == (37, 53)
+    np.testing.assert_array_equal(out, reference.hamming_distances(a, b))
+
+
+def test_distances_extremes():
+    z = np.zeros((1, 32), np.uint8)
+    o = np.full((1, 32), 255, np.uint8)
+    assert hamming_distances(z, o)[0, 0] == 256
+    assert hamming_distances(o, o)[0, 0] == 0
+    # one bit in each position: the distance to zero is 1 whatever the bit
+    eye = np.packbits(np.eye(256, dtype=np.uint8), axis=1)
+    np.testing.assert_array_equal(hamming_distances(eye, z)[:, 0], np.ones(256))
+
+
+@pytest.mark.parametrize("nbytes,n,k", [(32, 1000, 1), (32, 1000, 10), (32, 7, 7), (16, 300, 5), (40, 513, 3),
+                                        (32, 1, 1)])
+def test_topk_matches_reference(impl, nbytes, n, k):
+    rng = np.random.default_rng(n + k)
+    codes = structured(n, nbytes, rng)
+    q = structured(25, nbytes, rng)
+    D, I = hamming_topk(q, codes, k)
+    Dr, Ir = reference.hamming_topk(q, codes, k)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+
+
+def test_topk_ties_lowest_index():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (4, 32), dtype=np.uint8)
+    codes = base[rng.integers(0, 4, 2000)]  # 4 distinct codes, ~500 copies each
+    q = base[:2].copy()
+    D, I = hamming_topk(q, codes, 600)
+    Dr, Ir = reference.hamming_topk(q, codes, 600)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)
+    assert (np.diff(I[0, :int((D[0] == 0).sum())]) > 0).all()
+
+
+def test_topk_large_tile_crossing():
+    # more codes than one tile of the CPU kernel, nearest neighbour near the end
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 256, (20000, 32), dtype=np.uint8)
+    q = codes[[19999, 8191, 8192]].copy()
+    D, I = hamming_topk(q, codes, 2)
+    np.testing.assert_array_equal(I[:, 0], [19999, 8191, 8192])
+    np.testing.assert_array_equal(D[:, 0], 0)
+    Dr, Ir = reference.hamming_topk(q, codes, 2)
+    np.testing.assert_array_equal(I, Ir)
+
+
+def test_empty_queries_and_unaligned_readonly_input():
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 256, (50, 32), dtype=np.uint8)
+    D, I = hamming_topk(np.empty((0, 32), np.uint8), codes, 3)
+    assert D.shape == (0, 3) and I.shape == (0, 3)
+    buf = np.zeros(50 * 32 + 1, np.uint8)
+    buf[1:] = codes.reshape(-1)
+    shifted = np.frombuffer(buf.tobytes(), dtype=np.uint8, offset=1).reshape(50, 32)  # read-only, odd address
+    assert not shifted.flags.writeable
+    np.testing.assert_array_equal(hamming_distances(shifted, codes), reference.hamming_distances(codes, codes))
+
+
+def test_bad_inputs():
+    c = np.zeros((4, 32), np.uint8)
+    with pytest.raises(TypeError, match="queries"):
+        hamming_topk(c.astype(np.int8), c, 1)
+    with pytest.raises(TypeError, match="codes"):
+        hamming_topk(c, [[0] * 32], 1)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        hamming_topk(np.zeros((1, 5), np.uint8), np.zeros((4, 5), np.uint8), 1)
+    with pytest.raises(ValueError, match="codes"):
+        hamming_topk(c, np.zeros((4, 16), np.uint8), 1)
+    with pytest.raises(ValueError, match="k=5"):
+        hamming_topk(c, c, 5)
+    with pytest.raises(ValueError, match="k"):
+        hamming_topk(c, c, 0)
+    with pytest.raises(TypeError, match="k"):
+        hamming_topk(c, c, 1.0)
+    with pytest.raises(ValueError, match="contiguous"):
+        hamming_distances(np.zeros((4, 64), np.uint8)[:, ::2], c)
+    with pytest.raises(ValueError, match="2 dimensions"):
+        hamming_distances(np.zeros(32, np.uint8), c)
+    with pytest.raises(ValueError, match="unknown implementation"):
+        _C.hamming_set_cpu_impl("avx9000")
+
+
+def test_runtime_dispatch_reports_variant():
+    assert _C.hamming_cpu_impl() in ("popcnt", "generic")
+
+
+def test_exported_lazily():
+    assert semvis_ext.hamming_topk is hamming_topk
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("nbytes", [8, 32, 64])
+def test_cuda_matches_cpu(nbytes):
+    import torch
+
+    rng = np.random.default_rng(nbytes)
+    codes = structured(5000, nbytes, rng, protos=8)
+    q = structured(100, nbytes, rng, protos=8)
+    tq, tc = torch.from_numpy(q).cuda(), torch.from_numpy(codes).cuda()
+    for k in (1, 17, 5000):
+        D, I = hamming_topk(tq, tc, k)
+        Dr, Ir = hamming_topk(q, codes, k)
+        np.testing.assert_array_equal(D.cpu().numpy(), Dr)
+        np.testing.assert_array_equal(I.cpu().numpy(), Ir)
+    np.testing.assert_array_equal(hamming_distances(tq, tc).cpu().numpy(), hamming_distances(q, codes))
+
+
+def test_torch_cpu_tensors():
+    import torch
+
+    rng = np.random.default_rng(5)
+    codes = structured(300, 32, rng)
+    q = structured(9, 32, rng)
+    D, I = hamming_topk(torch.from_numpy(q), torch.from_numpy(codes), 4)
+    assert isinstance(D, torch.Tensor) and D.dtype == torch.int32 and I.dtype == torch.int64
+    Dr, Ir = reference.hamming_topk(q, codes, 4)
+    np.testing.assert_array_equal(D.numpy(), Dr)
+    np.testing.assert_array_equal(I.numpy(), Ir)
+    out = hamming_distances(torch.from_numpy(q), torch.from_numpy(codes))
+    np.testing.assert_array_equal(out.numpy(), reference.hamming_distances(q, codes))
+    with pytest.raises(TypeError, match="both"):
+        hamming_topk(torch.from_numpy(q), codes, 1)
+    with pytest.raises(TypeError, match="uint8"):
+        hamming_topk(torch.from_numpy(q).to(torch.int16), torch.from_numpy(codes), 1)

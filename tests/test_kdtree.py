@@ -1,0 +1,359 @@
+"""BinaryKDTree (semvis_ext.kdtree) against the transcriptions of Algorithms 1 and 2."""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import semvis_ext
+from semvis_ext import BinaryKDTree, hamming_topk, reference
+
+
+def structured(n, nbytes=32, seed=0, protos=30, flip=0.08):
+    rng = np.random.default_rng(seed)
+    P = rng.integers(0, 256, (protos, nbytes), dtype=np.uint8)
+    bits = np.unpackbits(P[rng.integers(0, protos, n)], axis=1)
+    bits ^= (rng.random(bits.shape) < flip).astype(np.uint8)
+    return np.packbits(bits, axis=1)
+
+
+def check_invariants(tree, original):
+    N, codes, ids = tree.nodes, tree.codes, tree.ids
+    n = len(original)
+    # every key in exactly one leaf, with its own code
+    assert sorted(ids.tolist()) == list(range(n))
+    np.testing.assert_array_equal(codes, original[ids])
+    leaves = N[N[:, 0] < 0]
+    covered = np.zeros(n, np.int64)
+    for _, _, _, b, e in leaves:
+        covered[b:e] += 1
+        if e - b >= tree.leaf_size:  # only a degenerate leaf may be that large: identical keys
+            assert (codes[b:e] == codes[b]).all()
+    assert (covered == 1).all()
+    bits = np.unpackbits(codes, axis=1)
+    for dim, left, right, b, e in N[N[:, 0] >= 0]:
+        # the split bit is constant over each child subtree: 1 on the left, 0 on the right
+        assert (bits[N[left, 3]:N[left, 4], dim] == 1).all()
+        assert (bits[N[right, 3]:N[right, 4], dim] == 0).all()
+        assert N[left, 3] == b and N[right, 4] == e and N[left, 4] == N[right, 3]
+        assert N[left, 4] > b and N[right, 3] < e  # no empty side
+
+
+@pytest.mark.parametrize("n,leaf_size,nbytes", [(1500, 100, 32), (700, 10, 32), (900, 50, 16), (300, 7, 8),
+                                                (400, 1, 32)])
+def test_build_is_algorithm_1(n, leaf_size, nbytes):
+    codes = structured(n, nbytes, seed=n)
+    tree = BinaryKDTree(codes, leaf_size=leaf_size)
+    ref_nodes, ref_perm = reference.kdtree_build(codes, leaf_size)
+    np.testing.assert_array_equal(tree.nodes, ref_nodes)
+    for _, _, _, b, e in ref_nodes[ref_nodes[:, 0] < 0]:
+        assert set(tree.ids[b:e].tolist()) == set(ref_perm[b:e].tolist())
+    check_invariants(tree, codes)
+
+
+def test_lowest_bit_on_ties():
+    # bits 3 and 9 both split 4 keys 2/2; every other bit is constant: the root must take bit 3
+    bits = np.zeros((4, 64), np.uint8)
+    bits[[0, 1], 3] = 1
+    bits[[0, 2], 9] = 1
+    tree = BinaryKDTree(np.packbits(bits, axis=1), leaf_size=2)
+    assert tree.nodes[0, 0] == 3
+    left = tree.nodes[tree.nodes[0, 1]]
+    assert set(tree.ids[left[3]:left[4]].tolist()) == {0, 1}  # bit 1 -> left
+
+
+@pytest.mark.parametrize("order", ["fifo", "best_bin"])
+@pytest.mark.parametrize("backtracks,k", [(1, 1), (3, 1), (10, 5), (25, 3)])
+def test_search_is_algorithm_2(order, backtracks, k):
+    codes = structured(1200, seed=3)
+    q = structured(30, seed=4)
+    tree = BinaryKDTree(codes, leaf_size=20)
+    D, I, cnt = tree.search(q, k=k, backtracks=backtracks, order=order, return_counts=True)
+    for r in range(len(q)):
+        Dr, Ir, cr = reference.kdtree_search(tree.nodes, tree.codes, tree.ids, q[r], k, backtracks, order)
+        np.testing.assert_array_equal(D[r], Dr)
+        np.testing.assert_array_equal(I[r], Ir)
+        assert cnt[r] == cr
+
+
+def test_fifo_and_best_bin_differ_and_improve_with_backtracks():
+    codes = structured(5000, seed=5, flip=0.15)
+    q = structured(200, seed=6, flip=0.15)
+    tree = BinaryKDTree(codes, leaf_size=20)
+    De, _ = hamming_topk(q, codes, 1)
+    rec = {}
+    for order in ("fifo", "best_bin"):
+        for b in (1, 10, 50):
+            D, _ = tree.search(q, 1, backtracks=b, order=order)
+            rec[order, b] = float((D[:, 0] == De[:, 0]).mean())
+        assert rec[order, 1] <= rec[order, 10] <= rec[order, 50]
+    assert rec["fifo", 10] != rec["best_bin", 10] or rec["fifo", 50] != rec["best_bin", 50]
+    assert rec["best_bin", 50] > rec["best_bin", 1]
+
+
+@pytest.mark.parametrize("order", ["fifo", "best_bin"])
+def test_exact_mode_equals_brute_force(order):
+    codes = structured(3000, seed=7)
+    q = structured(50, seed=8)
+    tree = BinaryKDTree(codes)
+    for k in (1, 10):
+        D, I = tree.search(q, k=k, backtracks=None, order=order)
+        Db, Ib = hamming_topk(q, codes, k)
+        np.testing.assert_array_equal(D, Db)
+        np.testing.assert_array_equal(I, Ib)
+    # custom ids: the payload comes back, ties by the lowest id
+    ids = np.random.default_rng(0).permutation(3000).astype(np.int64) * 7 - 100
+    tree = BinaryKDTree(codes, ids=ids)
+    D, I = tree.search(q, k=10, backtracks=None, order=order)
+    Dr, Ir = reference.hamming_topk(q, codes, 10, ids=ids)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+
+
+def test_identical_keys_make_one_degenerate_leaf():
+    codes = np.repeat(structured(1, seed=9), 500, axis=0)
+    tree = BinaryKDTree(codes, leaf_size=100)
+    st = tree.stats()
+    assert st["n_nodes"] == 1 and st["n_degenerate_leaves"] == 1 and st["leaf_max"] == 500
+    D, I = tree.search(codes[:2], k=3, backtracks=1)
+    np.testing.assert_array_equal(I, [[0, 1, 2]] * 2)
+    np.testing.assert_array_equal(D, 0)
+    # two distinct values, many copies: one split, then two degenerate leaves
+    other = codes.copy()
+    other[:, -1] ^= 1  # differs in bit 255 only
+    codes2 = np.concatenate([codes, other])
+    tree2 = BinaryKDTree(codes2, leaf_size=100)
+    assert tree2.stats()["n_leaves"] == 2 and tree2.nodes[0, 0] == 255
+    check_invariants(tree2, codes2)
+
+
+def test_one_key_leaf_size_larger_than_set_and_empty():
+    one = structured(1, seed=10)
+    tree = BinaryKDTree(one)
+    D, I = tree.search(one, k=3)
+    np.testing.assert_array_equal(I, [[0, -1, -1]])
+    np.testing.assert_array_equal(D, [[0, -1, -1]])
+    codes = structured(50, seed=11)
+    tree = BinaryKDTree(codes, leaf_size=1000)
+    assert tree.stats()["n_nodes"] == 1
+    D, I = tree.search(codes, k=1, backtracks=1)
+    np.testing.assert_array_equal(I[:, 0], hamming_topk(codes, codes, 1)[1][:, 0])
+    empty = BinaryKDTree(np.empty((0, 32), np.uint8))
+    assert len(empty) == 0
+    D, I = empty.search(codes[:2], k=2)
+    assert (D == -1).all() and (I == -1).all()
+    D, I = tree.search(np.empty((0, 32), np.uint8), k=2)
+    assert D.shape == (0, 2)
+
+
+def test_k_larger_than_candidates_pads():
+    codes = structured(1000, seed=12)
+    tree = BinaryKDTree(codes, leaf_size=10)
+    D, I, cnt = tree.search(codes[:5], k=50, backtracks=1, return_counts=True)
+    for r in range(5):
+        assert (I[r, :cnt[r]] >= 0).all() and (I[r, cnt[r]:] == -1).all() and (D[r, cnt[r]:] == -1).all()
+        assert (np.diff(D[r, :cnt[r]]) >= 0).all()
+
+
+def test_add_buffer_and_rebuild():
+    codes = structured(2000, seed=13)
+    extra = structured(300, seed=14, protos=5)
+    q = np.concatenate([extra[:20], structured(20, seed=15)])
+    tree = BinaryKDTree(codes)
+    tree.add(extra)
+    assert len(tree) == 2300 and tree.stats()["n_buffered"] == 300
+    allc = np.concatenate([codes, extra])
+    Db, Ib = hamming_topk(q, allc, 5)
+    D, I = tree.search(q, 5, backtracks=None)
+    np.testing.assert_array_equal(I, Ib)
+    D1, I1 = tree.search(q[:20], 1, backtracks=1)  # buffered keys are always scanned
+    np.testing.assert_array_equal(D1[:, 0], 0)
+    tree.rebuild()
+    assert tree.stats()["n_buffered"] == 0 and tree.stats()["n_keys"] == 2300
+    D, I = tree.search(q, 5, backtracks=None)
+    np.testing.assert_array_equal(I, Ib)
+    check_invariants(tree, allc)
+    t2 = BinaryKDTree(codes, ids=np.arange(2000, dtype=np.int64))
+    with pytest.raises(ValueError, match="ids"):
+        t2.add(extra)
+    with pytest.raises(ValueError, match="ids"):
+        t2.add(extra, ids=np.arange(3, dtype=np.int64))
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_save_load_round_trip(tmp_path, mmap):
+    codes = structured(3000, seed=16)
+    q = structured(40, seed=17)
+    tree = BinaryKDTree(codes, ids=np.arange(3000, dtype=np.int64) * 3, leaf_size=30)
+    tree.add(structured(10, seed=18), ids=np.arange(10, dtype=np.int64) + 10 ** 12)
+    path = tmp_path / "index.svkd"
+    tree.save(path)
+    back = BinaryKDTree.load(path, mmap=mmap, verify=True)
+    assert len(back) == len(tree) and back.leaf_size == 30 and back.stats() == tree.stats()
+    np.testing.assert_array_equal(back.nodes, tree.nodes)
+    for order in ("fifo", "best_bin"):
+        for b in (1, 10, None):
+            for a, c in zip(tree.search(q, 4, b, order), back.search(q, 4, b, order)):
+                np.testing.assert_array_equal(a, c)
+    back.save(path)  # overwriting the mapped file is safe (written aside, then renamed)
+    again = BinaryKDTree.load(path)
+    np.testing.assert_array_equal(again.search(q, 4)[1], tree.search(q, 4)[1])
+
+
+def _saved(tmp_path):
+    tree = BinaryKDTree(structured(600, seed=19), leaf_size=20)
+    tree.add(structured(5, seed=20))
+    path = tmp_path / "t.svkd"
+    tree.save(path)
+    return tree, path, path.read_bytes()
+
+
+def test_corrupt_truncated_and_foreign_files(tmp_path):
+    tree, path, blob = _saved(tmp_path)
+    q = structured(10, seed=21)
+    bad = tmp_path / "bad"
+    rng = np.random.default_rng(0)
+    cases = [blob[:n] for n in (0, 7, 8, 100, 191, 192, 500, len(blob) - 1)]
+    cases += [blob + b"\0", b"PNG\x89" + bytes(300), bytes(rng.integers(0, 256, 5000, dtype=np.uint8))]
+    for data in cases:
+        bad.write_bytes(data)
+        with pytest.raises(ValueError, match="BinaryKDTree.load"):
+            BinaryKDTree.load(bad)
+    # every single-byte flip of the header and of the tree is detected; flips in the keys are
+    # detected with verify=True and harmless (no crash) without it
+    nodes_end = 192 + tree.nodes.nbytes
+    positions = list(range(0, 192)) + list(rng.integers(192, nodes_end, 200)) + \
+        list(rng.integers(nodes_end, len(blob), 200))
+    for pos in positions:
+        data = bytearray(blob)
+        data[pos] ^= 1 << int(rng.integers(0, 8))
+        bad.write_bytes(bytes(data))
+        if pos < nodes_end:
+            with pytest.raises(ValueError, match="BinaryKDTree.load"):
+                BinaryKDTree.load(bad)
+        else:
+            with pytest.raises(ValueError, match="checksum"):
+                BinaryKDTree.load(bad, verify=True)
+            t = BinaryKDTree.load(bad)
+            t.search(q, 3, backtracks=None)
+
+
+def test_wrong_version_and_forged_tree_rejected(tmp_path):
+    import struct
+    import zlib
+
+    tree, path, blob = _saved(tmp_path)
+
+    def forge(edit):
+        data = bytearray(blob)
+        edit(data)
+        data[188:192] = struct.pack("<I", zlib.crc32(bytes(data[:188])) & 0xFFFFFFFF)
+        return bytes(data)
+
+    bad = tmp_path / "bad"
+    bad.write_bytes(forge(lambda d: d.__setitem__(slice(8, 12), struct.pack("<I", 2))))
+    with pytest.raises(ValueError, match="version 2"):
+        BinaryKDTree.load(bad)
+    # a tree whose child points back to the root, with a valid checksum: rejected by validation
+    nodes = tree.nodes.copy()
+    nodes[0, 1] = 0
+    crc = zlib.crc32(nodes.tobytes()) & 0xFFFFFFFF
+
+    def cyc(d):
+        d[192:192 + nodes.nbytes] = nodes.tobytes()
+        d[_crc_off():_crc_off() + 4] = struct.pack("<I", crc)
+
+    bad.write_bytes(forge(cyc))
+    with pytest.raises(ValueError, match="corrupt tree"):
+        BinaryKDTree.load(bad)
+
+
+def _crc_off():
+    return struct_size() + 80
+
+
+def struct_size():
+    import struct
+
+    return struct.calcsize("<8sIIIIqqqq")
+
+
+def test_progress_and_copy_false():
+    codes = structured(3000, seed=22)
+    calls = []
+    tree = BinaryKDTree(codes, leaf_size=50, progress=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 3000) and calls[-1] == (3000, 3000)
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
+    work = codes.copy()
+    t2 = BinaryKDTree(work, leaf_size=50, copy=False)
+    np.testing.assert_array_equal(work, t2.codes)  # permuted in place
+    np.testing.assert_array_equal(t2.nodes, tree.nodes)
+
+
+def test_stats_memory_and_len():
+    codes = structured(5000, seed=23)
+    tree = BinaryKDTree(codes)
+    st = tree.stats()
+    assert st["n_keys"] == len(tree) == 5000
+    assert st["leaf_max"] < 100 and st["n_leaves"] == (tree.nodes[:, 0] < 0).sum()
+    assert st["n_nodes"] == 2 * st["n_leaves"] - 1
+    assert tree.memory_bytes() == 5000 * 40 + tree.nodes.nbytes
+    assert "BinaryKDTree(n=5000" in repr(tree)
+
+
+def test_threads_agree():
+    codes = structured(4000, seed=24)
+    q = structured(300, seed=25)
+    tree = BinaryKDTree(codes, leaf_size=20)
+    want = tree.search(q, 3, backtracks=20)
+    out = [None] * 4
+
+    def run(i):
+        out[i] = tree.search(q, 3, backtracks=20)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    for o in out:
+        np.testing.assert_array_equal(o[1], want[1])
+
+
+def test_bad_inputs():
+    codes = structured(100)
+    with pytest.raises(TypeError, match="codes"):
+        BinaryKDTree(codes.astype(np.int16))
+    with pytest.raises(ValueError, match="codes"):
+        BinaryKDTree(np.zeros((10, 4), np.uint8))
+    with pytest.raises(ValueError, match="leaf_size"):
+        BinaryKDTree(codes, leaf_size=0)
+    with pytest.raises(TypeError, match="ids"):
+        BinaryKDTree(codes, ids=np.arange(100, dtype=np.int32))
+    with pytest.raises(ValueError, match="ids"):
+        BinaryKDTree(codes, ids=np.arange(99, dtype=np.int64))
+    tree = BinaryKDTree(codes)
+    with pytest.raises(ValueError, match="queries"):
+        tree.search(np.zeros((2, 16), np.uint8))
+    with pytest.raises(ValueError, match="order"):
+        tree.search(codes, order="lifo")
+    with pytest.raises(ValueError, match="backtracks"):
+        tree.search(codes, backtracks=0)
+    with pytest.raises(TypeError, match="k"):
+        tree.search(codes, k="3")
+    with pytest.raises(ValueError, match="copy=False"):
+        ro = codes.copy()
+        ro.flags.writeable = False
+        BinaryKDTree(ro, copy=False)
+    assert semvis_ext.BinaryKDTree is BinaryKDTree
+
+
+def test_progress_bar_and_no_torch_needed(capsys):
+    import subprocess
+    import sys
+
+    BinaryKDTree(structured(500, seed=26), leaf_size=10, progress=True)
+    assert "BinaryKDTree build" in capsys.readouterr().err
+    # the NumPy-first API must not import torch
+    code = ("import sys, numpy as np, semvis_ext as s; t = s.BinaryKDTree(np.zeros((3, 32), np.uint8)); "
+            "t.search(np.zeros((1, 32), np.uint8)); s.hamming_topk(np.zeros((1, 32), np.uint8), "
+            "np.zeros((3, 32), np.uint8), 1); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
