@@ -11,7 +11,7 @@ import torch
 from semvis.eval import centre_points, crossmodal_retrieval_metrics, first_relevant_rank, median_rank, pointing_game, rank_metrics
 from semvis.losses import hardest_negative_triplet_loss, vse_loss_backend
 from semvis.losses.vse import _reference_loss
-from semvis.models import BEAN, SRU, SRUCell, TextEncoder, dense_text_heatmap, heatmap_points, load_word2vec, pad_captions, text_heatmap
+from semvis.models import BEAN, SRUCell, TextEncoder, dense_text_heatmap, heatmap_points, load_word2vec, pad_captions, text_heatmap
 from semvis.search import CrossModalIndex, rerank_caption_retrieval, rerank_image_retrieval
 
 
@@ -541,3 +541,26 @@ def test_vse_loss_in_the_registry():
     im = torch.nn.functional.normalize(torch.randn(5, 4, dtype=torch.float64), dim=1)
     s = torch.nn.functional.normalize(torch.randn(5, 4, dtype=torch.float64), dim=1)
     assert float(loss(im, s)) == pytest.approx(_loop(im, s, 0.2, 2, "hardest"))
+
+
+def test_cli_train_eval_search_end_to_end(tmp_path, capsys, one_thread):
+    from semvis.cli import main
+    from semvis.viz import read_png
+
+    common = ["--synthetic", "12", "--synthetic-test", "6", "--image-size", "48"]
+    assert main(["train-crossmodal", *common, "--epochs", "1", "--batch-size", "6", "--set", "progress=false",
+                 "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rec, res = json.loads(lines[0]), json.loads(lines[-1])
+    assert rec["epoch"] == 1 and rec["loss_backend"] in ("torch", "semvis_ext")
+    assert set(res) == {"retrieval", "retrieval_rerank", "pointing"}
+    ck = str(tmp_path / "last.pt")
+    assert main(["eval-crossmodal", "--checkpoint", ck, *common, "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["retrieval"]["i2t"]["r10"] >= 0
+    capsys.readouterr()
+    assert main(["search-crossmodal", "--checkpoint", ck, *common, "--text", "a red circle", "--image", "0",
+                 "--top", "3", "--rerank", "--heatmap-dir", str(tmp_path / "maps")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["text_to_image"][0]["images"]) == 3 and len(out["image_to_text"][0]["captions"]) == 3
+    assert read_png(out["text_to_image"][0]["heatmap"]).shape == (48, 48, 3)
+    assert main(["eval-crossmodal", "--checkpoint", str(tmp_path / "missing.pt"), *common]) == 2

@@ -125,8 +125,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from semvis.models.localization import heatmap_points, text_heatmap
     from semvis.search import CrossModalIndex
     from semvis.train.crossmodal import default_heatmap_k, encode_captions, encode_images
@@ -154,9 +152,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
                     i = int(I[n, 0])
                     im = data.image(i)
                     H = text_heatmap(G[i], A, q[n], k)[0]
+                    # the map covers the whole image whatever the test resize: points in its pixels
                     pt = heatmap_points(H, (im.shape[1], im.shape[0]))
-                    if H.shape[-2:] != im.shape[:2] and _test_size(args):
-                        pass  # the map covers the resized image: points are in its pixels
                     path = os.path.join(args.heatmap_dir, f"query{n}_image{data.ids[i]}.png")
                     write_png(path, heatmap_overlay(im, H.numpy(), point=pt.tolist()))
                     out["text_to_image"][n]["heatmap"] = path

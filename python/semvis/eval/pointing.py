@@ -5,7 +5,7 @@ inclusive (spec decision [D]); ``inclusive=False`` gives DSVE-loc's strict ``is_
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Tuple
 
 import torch
 from torch import Tensor

@@ -8,8 +8,7 @@ when the embeddings are loaded from a word2vec file and frozen (DSVE-loc), and l
 from __future__ import annotations
 
 import os
-import struct
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch

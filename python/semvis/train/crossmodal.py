@@ -25,7 +25,7 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -371,6 +371,7 @@ class CrossModalTrainer:
         dt = time.perf_counter() - t0
         self.epoch += 1
         rec = {"epoch": self.epoch, "loss": total / max(n_img, 1), "lr": lr, "negatives": negatives,
+               "loss_backend": vse_loss_backend(),
                "seconds": dt, "images_per_s": n_img / dt if dt > 0 else float("nan")}
         self.history.append(rec)
         if c.checkpoint_dir and self.rank == 0:
