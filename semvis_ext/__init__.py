@@ -20,6 +20,12 @@ _LAZY: Dict[str, str] = {
     "hamming_distances": "semvis_ext.hamming",
     "hamming_topk": "semvis_ext.hamming",
     "BinaryKDTree": "semvis_ext.kdtree",
+    "topk_similar": "semvis_ext.ops.mining",
+    "hard_triplets": "semvis_ext.ops.mining",
+    "relevance": "semvis_ext.ops.mining",
+    "LabelMask": "semvis_ext.ops.mining",
+    "vse_hardest_triplet_loss": "semvis_ext.ops.triplet_losses",
+    "triplet_margin_loss": "semvis_ext.ops.triplet_losses",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
 }

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from .ops.aploss import ap_loss
 from .ops.weldon import weldon_pool
 
-__all__ = ["WeldonPool2d", "QuantizedAPLoss"]
+__all__ = ["WeldonPool2d", "QuantizedAPLoss", "HardestTripletLoss"]
 
 
 class WeldonPool2d(nn.Module):
@@ -50,3 +50,33 @@ class QuantizedAPLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, score_range={self.score_range}, reduction={self.reduction!r}"
+class HardestTripletLoss(nn.Module):
+    """See :func:`semvis_ext.vse_hardest_triplet_loss`. Defaults = VSE++ ``ContrastiveLoss(0.2,
+    max_violation=True)``.
+
+    ``warmup_updates``: for that many training-mode calls the loss uses every negative (the
+    VSE0 sum) before switching to the hardest ones, against the early collapse users report
+    with max violation (vsepp#27, #30).
+
+    ``forward(img, txt, labels=None)``: Tensor[B, d] x 2 -> Tensor[].
+    """
+
+    def __init__(self, margin: float = 0.2, reduction: str = "sum", both_directions: bool = True, k: int = 1,
+                 warmup_updates: int = 0):
+        super().__init__()
+        self.margin, self.reduction, self.both_directions, self.k = margin, reduction, both_directions, k
+        self.warmup_updates = warmup_updates
+        self.updates = 0
+
+    def forward(self, img: Tensor, txt: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        from .ops.triplet_losses import vse_hardest_triplet_loss
+
+        negatives = "all" if self.training and self.updates < self.warmup_updates else "hardest"
+        if self.training:
+            self.updates += 1
+        return vse_hardest_triplet_loss(img, txt, self.margin, self.reduction, self.both_directions,
+                                        negatives=negatives, k=self.k, labels=labels)
+
+    def extra_repr(self) -> str:
+        return (f"margin={self.margin}, reduction={self.reduction!r}, both_directions={self.both_directions}, "
+                f"k={self.k}, warmup_updates={self.warmup_updates}")

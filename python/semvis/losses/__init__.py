@@ -3,6 +3,11 @@
 Each loss takes a batch of embeddings (and labels or a relevance matrix) and runs the fused kernels
 of semvis_ext (the VSE loss falls back to its pure-torch formula when the installed semvis_ext has
 no fused op; ``vse_loss_backend()`` says which runs).
+"""Training losses of semvis, by name: ``get_loss("ap", bins=20)``; the seed-000 objectives by
+name: ``build_loss("joint")``.
+
+Each loss takes a batch of embeddings (and labels or a relevance matrix) and runs the fused kernels
+of semvis_ext; these modules only hold parameters and wire the streams together.
 """
 from __future__ import annotations
 
@@ -15,11 +20,17 @@ from .vse import HardestNegativeTripletLoss, hardest_negative_triplet_loss, vse_
 
 __all__ = ["APLoss", "FastAPLoss", "HardestNegativeTripletLoss", "LOSSES", "get_loss",
            "hardest_negative_triplet_loss", "vse_loss_backend"]
+from .joint import OBJECTIVES, JointTripletLoss, TextProjection, TripletLoss, build_loss
+
+__all__ = ["APLoss", "FastAPLoss", "JointTripletLoss", "LOSSES", "OBJECTIVES", "TextProjection", "TripletLoss",
+           "build_loss", "get_loss"]
 
 LOSSES: Dict[str, Type[nn.Module]] = {
     "ap": APLoss,
     "fastap": FastAPLoss,
     "vse": HardestNegativeTripletLoss,
+    "triplet": TripletLoss,
+    "joint_triplet": JointTripletLoss,
 }
 
 

@@ -1,0 +1,271 @@
+// Host entry points of the mining op family: argument checks in a fixed order (device, same
+// device, dtype, shape / contiguity, early return on empty), then dispatch by device.
+#include "mining.h"
+
+#include <cmath>
+
+namespace semvis {
+namespace mining {
+namespace {
+
+void check_opt_vec(const TensorView* t, const TensorView& like, const char* op, const char* name, int64_t len) {
+  if (!t) return;
+  check_device_supported(*t, op, name);
+  check_same_device(like, "similarities", *t, name, op);
+  check_dtype(*t, op, name, {DType::kInt64});
+  check_shape(*t, op, name, {len});
+  check_contiguous(*t, op, name);
+}
+
+bool on_cuda(const TensorView& t) { return t.device == Device::kCUDA; }
+
+}  // namespace
+
+void merge_tile(const TensorView& S, int64_t row0, int64_t col0, int64_t n, int64_t m, const TensorView* q_labels,
+                const TensorView* db_labels, const TensorView* indptr, const TensorView* indices,
+                const TensorView* dense, bool exclude_self, bool largest, const TensorView& keys,
+                std::uintptr_t stream) {
+  constexpr const char* op = "topk_similar";
+  check_device_supported(S, op, "similarities");
+  check_same_device(S, "similarities", keys, "state", op);
+  check_dtype(S, op, "similarities", {DType::kFloat32});
+  check_rank(S, op, "similarities", 2);
+  if (S.stride(1) != 1 && S.size(1) > 1) failf(op, ": similarities must have unit column stride, got ", S.describe());
+  check_dtype(keys, op, "state", {DType::kInt64});
+  check_rank(keys, op, "state", 2);
+  check_contiguous(keys, op, "state");
+  check_writable(keys, op, "state");
+  const int64_t nb = S.size(0), tm = S.size(1), k = keys.size(1);
+  if (keys.size(0) != n) failf(op, ": state must have ", n, " rows, got ", keys.describe());
+  if (k < 1) failf(op, ": k must be >= 1, got ", k);
+  if (m > kMaxColumns) failf(op, ": the database may hold at most ", kMaxColumns, " rows, got ", m);
+  if (row0 < 0 || col0 < 0 || row0 + nb > n || col0 + tm > m)
+    failf(op, ": tile [", row0, ", ", row0 + nb, ") x [", col0, ", ", col0 + tm, ") lies outside ", n, " x ", m);
+  if ((q_labels == nullptr) != (db_labels == nullptr)) failf(op, ": q_labels and db_labels go together");
+  if ((indptr == nullptr) != (indices == nullptr)) failf(op, ": indptr and indices go together");
+  check_opt_vec(q_labels, S, op, "q_labels", n);
+  check_opt_vec(db_labels, S, op, "db_labels", m);
+  check_opt_vec(indptr, S, op, "indptr", n + 1);
+  check_opt_vec(indices, S, op, "indices", indices ? indices->size(0) : 0);
+  if (indices) check_rank(*indices, op, "indices", 1);
+  if (dense) {
+    check_same_device(S, "similarities", *dense, "exclude", op);
+    check_dtype(*dense, op, "exclude", {DType::kBool, DType::kUInt8});
+    check_shape(*dense, op, "exclude", {n, m});
+    check_contiguous(*dense, op, "exclude");
+  }
+  if (on_cuda(S) && k > kMaxCudaK) failf(op, ": k must be <= ", kMaxCudaK, " on cuda, got ", k);
+  if (nb == 0 || tm == 0) return;
+
+  Exclude ex;
+  ex.q_labels = q_labels ? q_labels->ptr<const int64_t>() : nullptr;
+  ex.db_labels = db_labels ? db_labels->ptr<const int64_t>() : nullptr;
+  ex.indptr = indptr ? indptr->ptr<const int64_t>() : nullptr;
+  ex.indices = indices ? indices->ptr<const int64_t>() : nullptr;
+  ex.dense = dense ? dense->ptr<const uint8_t>() : nullptr;
+  ex.self = exclude_self;
+  const int64_t lds = nb > 1 ? S.stride(0) : tm;
+  uint64_t* K = reinterpret_cast<uint64_t*>(keys.ptr<int64_t>());
+  if (!on_cuda(S)) {
+    merge_tile_cpu(S.ptr<const float>(), lds, nb, tm, row0, col0, m, ex, largest, K, k);
+  } else {
+#ifdef SEMVIS_WITH_CUDA
+    merge_tile_cuda(S.ptr<const float>(), lds, nb, tm, row0, col0, m, ex, largest, K, k, S.device_id, stream);
+#else
+    (void)stream;
+#endif
+  }
+}
+
+void finalize(const TensorView& keys, bool largest, const TensorView& scores, const TensorView& idx,
+              std::uintptr_t stream) {
+  constexpr const char* op = "topk_similar";
+  check_device_supported(keys, op, "state");
+  check_same_device(keys, "state", scores, "scores", op);
+  check_same_device(keys, "state", idx, "indices", op);
+  check_dtype(keys, op, "state", {DType::kInt64});
+  check_rank(keys, op, "state", 2);
+  check_contiguous(keys, op, "state");
+  const int64_t n = keys.size(0), k = keys.size(1);
+  check_dtype(scores, op, "scores", {DType::kFloat32});
+  check_shape(scores, op, "scores", {n, k});
+  check_contiguous(scores, op, "scores");
+  check_writable(scores, op, "scores");
+  check_dtype(idx, op, "indices", {DType::kInt64});
+  check_shape(idx, op, "indices", {n, k});
+  check_contiguous(idx, op, "indices");
+  check_writable(idx, op, "indices");
+  if (n == 0 || k == 0) return;
+  const uint64_t* K = reinterpret_cast<const uint64_t*>(keys.ptr<const int64_t>());
+  if (!on_cuda(keys)) {
+    finalize_cpu(K, n, k, largest, scores.ptr<float>(), idx.ptr<int64_t>());
+  } else {
+#ifdef SEMVIS_WITH_CUDA
+    finalize_cuda(K, n, k, largest, scores.ptr<float>(), idx.ptr<int64_t>(), keys.device_id, stream);
+#else
+    (void)stream;
+#endif
+  }
+}
+
+void vse_forward(const TensorView& S, const TensorView* labels, const VseParams& p, const TensorView& loss,
+                 const TensorView& ei, const TensorView& ej, const TensorView& ew, std::uintptr_t stream) {
+  constexpr const char* op = "vse_hardest_triplet_loss";
+  check_device_supported(S, op, "similarities");
+  check_same_device(S, "similarities", loss, "loss", op);
+  check_same_device(S, "similarities", ei, "entries", op);
+  check_same_device(S, "similarities", ej, "entries", op);
+  check_same_device(S, "similarities", ew, "entries", op);
+  check_dtype(S, op, "similarities", {DType::kFloat32, DType::kFloat64});
+  check_rank(S, op, "similarities", 2);
+  const int64_t B = S.size(0);
+  check_shape(S, op, "similarities", {B, B});
+  check_contiguous(S, op, "similarities");
+  if (B < 1) failf(op, ": the batch must hold at least one pair, got ", S.describe());
+  if (p.k < 1) failf(op, ": k must be >= 1, got ", p.k);
+  if (!std::isfinite(p.margin)) failf(op, ": margin must be finite, got ", p.margin);
+  if (labels) {
+    check_same_device(S, "similarities", *labels, "labels", op);
+    check_dtype(*labels, op, "labels", {DType::kInt64});
+    check_shape(*labels, op, "labels", {B});
+    check_contiguous(*labels, op, "labels");
+  }
+  const int64_t E = vse_entries(B, p);
+  check_dtype(loss, op, "loss", {S.dtype});
+  check_contiguous(loss, op, "loss");
+  if (loss.numel() != 1) failf(op, ": loss must hold one element, got ", loss.describe());
+  check_dtype(ei, op, "entries", {DType::kInt64});
+  check_dtype(ej, op, "entries", {DType::kInt64});
+  check_dtype(ew, op, "entries", {S.dtype});
+  check_shape(ei, op, "entries", {E});
+  check_shape(ej, op, "entries", {E});
+  check_shape(ew, op, "entries", {E});
+  check_contiguous(ei, op, "entries");
+  check_contiguous(ej, op, "entries");
+  check_contiguous(ew, op, "entries");
+  const int64_t* lab = labels ? labels->ptr<const int64_t>() : nullptr;
+  if (!on_cuda(S)) {
+    if (S.dtype == DType::kFloat32)
+      vse_forward_cpu<float>(S.ptr<const float>(), B, lab, p, loss.ptr<float>(), ei.ptr<int64_t>(), ej.ptr<int64_t>(),
+                             ew.ptr<float>());
+    else
+      vse_forward_cpu<double>(S.ptr<const double>(), B, lab, p, loss.ptr<double>(), ei.ptr<int64_t>(),
+                              ej.ptr<int64_t>(), ew.ptr<double>());
+  } else {
+#ifdef SEMVIS_WITH_CUDA
+    vse_forward_cuda(S, lab, p, loss, ei.ptr<int64_t>(), ej.ptr<int64_t>(), ew, stream);
+#else
+    (void)stream;
+#endif
+  }
+}
+
+namespace {
+DType acc_dtype(DType dt) { return dt == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32; }
+}  // namespace
+
+void triplet_forward(const TensorView& A, const TensorView& Bt, const TensorView& trip, const TripletParams& p,
+                     const TensorView& loss, const TensorView& ei, const TensorView& ej, const TensorView& ew,
+                     std::uintptr_t stream) {
+  constexpr const char* op = "triplet_margin_loss";
+  check_device_supported(A, op, "anchors");
+  check_same_device(A, "anchors", Bt, "candidates", op);
+  check_same_device(A, "anchors", trip, "triplets", op);
+  check_same_device(A, "anchors", loss, "loss", op);
+  check_same_device(A, "anchors", ew, "entries", op);
+  check_dtype(A, op, "anchors", {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat64});
+  check_dtype(Bt, op, "candidates", {A.dtype});
+  check_rank(A, op, "anchors", 2);
+  check_rank(Bt, op, "candidates", 2);
+  check_contiguous(A, op, "anchors");
+  check_contiguous(Bt, op, "candidates");
+  if (Bt.size(1) != A.size(1))
+    failf(op, ": anchors and candidates must have the same dimension, got ", A.describe(), " and ", Bt.describe());
+  check_dtype(trip, op, "triplets", {DType::kInt64});
+  check_shape(trip, op, "triplets", {-1, 3});
+  check_contiguous(trip, op, "triplets");
+  if (!std::isfinite(p.margin)) failf(op, ": margin must be finite, got ", p.margin);
+  const int64_t T = trip.size(0);
+  const DType acc = acc_dtype(A.dtype);
+  check_dtype(loss, op, "loss", {acc});
+  if (loss.numel() != 1) failf(op, ": loss must hold one element, got ", loss.describe());
+  check_dtype(ei, op, "entries", {DType::kInt64});
+  check_dtype(ej, op, "entries", {DType::kInt64});
+  check_dtype(ew, op, "entries", {acc});
+  check_shape(ei, op, "entries", {2 * T});
+  check_shape(ej, op, "entries", {2 * T});
+  check_shape(ew, op, "entries", {2 * T});
+  const int64_t* tp = trip.ptr<const int64_t>();
+  if (!on_cuda(A)) {
+    const int64_t na = A.size(0), nb = Bt.size(0);
+    for (int64_t t = 0; t < T; ++t) {
+      if (tp[3 * t] < 0 || tp[3 * t] >= na) failf(op, ": triplets[", t, ", 0] = ", tp[3 * t], " outside [0, ", na, ")");
+      for (int c = 1; c < 3; ++c)
+        if (tp[3 * t + c] < 0 || tp[3 * t + c] >= nb)
+          failf(op, ": triplets[", t, ", ", c, "] = ", tp[3 * t + c], " outside [0, ", nb, ")");
+    }
+    triplet_forward_cpu(A, Bt, tp, T, p, loss.data, ei.ptr<int64_t>(), ej.ptr<int64_t>(), ew.data);
+  } else {
+#ifdef SEMVIS_WITH_CUDA
+    // Indices are checked by the Python layer (a device sync); the kernel skips out-of-range rows.
+    triplet_forward_cuda(A, Bt, tp, T, p, loss, ei.ptr<int64_t>(), ej.ptr<int64_t>(), ew, stream);
+#else
+    (void)stream;
+#endif
+  }
+}
+
+void pair_backward(const TensorView& g, const TensorView& A, const TensorView& Bt, const TensorView& ei,
+                   const TensorView& ej, const TensorView& ew, const TensorView& gA, const TensorView& gB,
+                   std::uintptr_t stream) {
+  constexpr const char* op = "pair_backward";
+  check_device_supported(A, op, "anchors");
+  check_same_device(A, "anchors", Bt, "candidates", op);
+  check_same_device(A, "anchors", g, "grad_output", op);
+  check_same_device(A, "anchors", ei, "entries", op);
+  check_same_device(A, "anchors", gA, "grad_anchors", op);
+  check_same_device(A, "anchors", gB, "grad_candidates", op);
+  check_dtype(A, op, "anchors", {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat64});
+  check_dtype(Bt, op, "candidates", {A.dtype});
+  check_rank(A, op, "anchors", 2);
+  check_rank(Bt, op, "candidates", 2);
+  check_contiguous(A, op, "anchors");
+  check_contiguous(Bt, op, "candidates");
+  if (Bt.size(1) != A.size(1)) failf(op, ": anchors and candidates must have the same dimension");
+  const DType acc = acc_dtype(A.dtype);
+  check_dtype(g, op, "grad_output", {acc});
+  if (g.numel() != 1) failf(op, ": grad_output must hold one element, got ", g.describe());
+  check_dtype(ei, op, "entries", {DType::kInt64});
+  check_dtype(ej, op, "entries", {DType::kInt64});
+  check_dtype(ew, op, "entries", {acc});
+  check_rank(ei, op, "entries", 1);
+  const int64_t E = ei.size(0);
+  check_shape(ej, op, "entries", {E});
+  check_shape(ew, op, "entries", {E});
+  check_contiguous(ei, op, "entries");
+  check_contiguous(ej, op, "entries");
+  check_contiguous(ew, op, "entries");
+  check_dtype(gA, op, "grad_anchors", {acc});
+  check_dtype(gB, op, "grad_candidates", {acc});
+  check_shape(gA, op, "grad_anchors", {A.size(0), A.size(1)});
+  check_shape(gB, op, "grad_candidates", {Bt.size(0), Bt.size(1)});
+  check_contiguous(gA, op, "grad_anchors");
+  check_contiguous(gB, op, "grad_candidates");
+  if (!on_cuda(A)) {
+    const int64_t* pi = ei.ptr<const int64_t>();
+    const int64_t* pj = ej.ptr<const int64_t>();
+    for (int64_t e = 0; e < E; ++e)
+      if (pi[e] < 0 || pi[e] >= A.size(0) || pj[e] < 0 || pj[e] >= Bt.size(0))
+        failf(op, ": entry ", e, " = (", pi[e], ", ", pj[e], ") lies outside ", A.size(0), " x ", Bt.size(0));
+    pair_backward_cpu(g, A, Bt, pi, pj, ew, gA, gB);
+  } else {
+#ifdef SEMVIS_WITH_CUDA
+    pair_backward_cuda(g, A, Bt, ei.ptr<const int64_t>(), ej.ptr<const int64_t>(), ew, gA, gB, stream);
+#else
+    (void)stream;
+#endif
+  }
+}
+
+}  // namespace mining
+}  // namespace semvis

@@ -1,0 +1,248 @@
+"""topk_similar, hard_triplets, relevance: against the dense / brute-force oracles of reference.py."""
+import pytest
+import torch
+
+import semvis_ext as se
+from semvis_ext import reference as R
+from semvis_ext.ops.mining import _topk_similar
+
+from conftest import devices
+
+
+def ints(*shape, lo=-3, hi=4, dtype=torch.float32, device="cpu"):
+    """Small integers as floats: every dot product is exact (any summation order), ties abound."""
+    return torch.randint(lo, hi, shape).to(dtype).to(device)
+
+
+def check_topk(q, db, k, exclude_dense=None, largest=True, **kw):
+    s, i = se.topk_similar(q, db, k, largest=largest, **kw)
+    rs, ri = R.topk_similar(q.cpu(), db.cpu(), k, None if exclude_dense is None else exclude_dense.cpu(), largest)
+    assert s.dtype == torch.float32 and i.dtype == torch.int64 and s.shape == (q.shape[0], k)
+    torch.testing.assert_close(s.cpu(), rs, rtol=0, atol=0)
+    assert torch.equal(i.cpu(), ri)
+    return s, i
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("k", [1, 7, 50])
+@pytest.mark.parametrize("tile", [(5, 17), (64, 64), None])
+def test_topk_exact_across_tiles(device, k, tile):
+    q, db = ints(37, 6, device=device), ints(203, 6, device=device)
+    check_topk(q, db, k, tile=tile)
+    check_topk(q, db, k, largest=False, tile=tile)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_topk_k_equals_m_and_single_row(device):
+    q, db = ints(9, 4, device=device), ints(13, 4, device=device)
+    check_topk(q, db, 13, tile=(4, 5))
+    check_topk(q[:1], db[:1], 1)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_topk_random_values_and_indices(device):
+    q, db = torch.randn(50, 32, device=device), torch.randn(700, 32, device=device)
+    s, i = se.topk_similar(q, db, 20, tile=(16, 128))
+    rs, ri = torch.topk(q.cpu() @ db.cpu().t(), 20, dim=1)
+    torch.testing.assert_close(s.cpu(), rs, rtol=1e-5, atol=1e-5)
+    assert torch.equal(i.cpu(), ri)  # continuous values: no ties
+
+
+def test_topk_duplicates_tie_to_lowest_index():
+    base = torch.randn(5, 8)
+    db = base.repeat(4, 1)  # every row appears 4 times: indices r, r+5, r+10, r+15
+    q = torch.randn(3, 8)
+    s, i = se.topk_similar(q, db, 8, tile=(2, 3))
+    best = (q @ base.t()).argmax(1)
+    assert torch.equal(i[:, :4], torch.stack([best + 5 * j for j in range(4)], 1))
+    assert torch.equal(s[:, 0], s[:, 3])
+    check_topk(ints(3, 8), ints(5, 8).repeat(4, 1), 8, tile=(2, 3))
+    # all-equal scores: 0, 1, 2, ... in order
+    s, i = se.topk_similar(torch.zeros(2, 3), torch.ones(10, 3), 10, tile=(1, 3))
+    assert torch.equal(i, torch.arange(10).expand(2, 10))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_topk_exclusions_all_forms(device):
+    n, m, k = 23, 97, 9
+    q, db = ints(n, 5, device=device), ints(m, 5, device=device)
+    mask = torch.rand(n, m) < 0.3
+    mask[3] = True  # a fully masked row
+    mask[4] = True
+    mask[4, [1, 50, 90]] = False  # a row with 3 < k admissible columns
+    expected = check_topk(q, db, k, mask.to(device), exclude=mask.to(device), tile=(4, 10))
+    s, i = expected
+    assert torch.all(i[3] == -1) and torch.all(torch.isinf(s[3])) and torch.all(s[3] < 0)
+    assert i[4, :3].sort().values.tolist() == [1, 50, 90] and torch.all(i[4, 3:] == -1)
+    lists = [torch.nonzero(mask[r]).flatten().tolist() for r in range(n)]
+    for form in (lists, (torch.tensor([0] + torch.tensor([len(x) for x in lists]).cumsum(0).tolist()),
+                         torch.tensor([c for x in lists for c in x], dtype=torch.int64))):
+        s2, i2 = se.topk_similar(q, db, k, exclude=form, tile=(4, 10))
+        assert torch.equal(s2, s) and torch.equal(i2, i)
+    # unsorted, duplicated CSR and the padded id-tensor form
+    width = max(len(x) for x in lists)
+    padded = torch.full((n, width + 2), -1, dtype=torch.int64)
+    for r, x in enumerate(lists):
+        x = list(reversed(x)) + x[:1]
+        padded[r, : len(x)] = torch.tensor(x, dtype=torch.int64)
+    s3, i3 = se.topk_similar(q, db, k, exclude=padded.to(device), tile=(4, 10))
+    assert torch.equal(s3, s) and torch.equal(i3, i)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_topk_labels_and_self(device):
+    n = 40
+    x = ints(n, 4, device=device)
+    lab = torch.randint(0, 6, (n,), device=device)
+    s, i = se.topk_similar(x, x, 5, exclude=se.LabelMask(lab, lab), tile=(7, 9))
+    mask = lab.view(-1, 1) == lab.view(1, -1)
+    rs, ri = R.topk_similar(x.cpu(), x.cpu(), 5, mask.cpu())
+    assert torch.equal(s.cpu(), rs) and torch.equal(i.cpu(), ri)
+    s, i = se.topk_similar(x, x, 5, exclude_self=True, tile=(7, 9))
+    rs, ri = R.topk_similar(x.cpu(), x.cpu(), 5, torch.eye(n, dtype=torch.bool))
+    assert torch.equal(s.cpu(), rs) and torch.equal(i.cpu(), ri)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_topk_16bit(device, dtype):
+    q, db = ints(20, 16, dtype=dtype, device=device), ints(300, 16, dtype=dtype, device=device)
+    s, i = se.topk_similar(q, db, 12, tile=(8, 64))
+    rs, ri = R.topk_similar(q.float().cpu(), db.float().cpu(), 12)
+    assert s.dtype == torch.float32
+    assert torch.equal(s.cpu(), rs) and torch.equal(i.cpu(), ri)
+    # float32 accumulation: 16 products of 256 overflow-free in float32 but not exact in bf16
+    big = torch.full((1, 16), 255.0, dtype=dtype, device=device)
+    s, _ = se.topk_similar(big, big, 1)
+    assert s.item() == 16 * 255.0 * 255.0
+
+
+def test_topk_huge_values_and_nan_order():
+    # d = 1: products are exact, +inf from overflow ties by index, NaN (0 * inf cannot occur here)
+    q = torch.tensor([[1e30], [-1e30]])
+    db = torch.tensor([[1e30], [2.0], [1e30], [-1e30], [0.0]])
+    check_topk(q, db, 5, tile=(1, 2))
+    check_topk(q, db, 3, largest=False, tile=(1, 2))
+
+
+def test_topk_bad_inputs():
+    q, db = torch.randn(4, 8), torch.randn(10, 8)
+    with pytest.raises(ValueError, match="k=11 is larger than the database"):
+        se.topk_similar(q, db, 11)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        se.topk_similar(q, db, 0)
+    with pytest.raises(TypeError, match="k must be an int"):
+        se.topk_similar(q, db, 2.0)
+    with pytest.raises(ValueError, match="same dimension"):
+        se.topk_similar(q, torch.randn(10, 7), 3)
+    with pytest.raises(TypeError, match="q must have dtype"):
+        se.topk_similar(q.double(), db.double(), 3)
+    with pytest.raises(TypeError, match="same dtype"):
+        se.topk_similar(q, db.half(), 3)
+    bad = db.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="db holds NaN or Inf"):
+        se.topk_similar(q, bad, 3)
+    with pytest.raises(ValueError, match="q holds NaN or Inf"):
+        se.topk_similar(q.clone().fill_(float("inf")), db, 3)
+    with pytest.raises(ValueError, match=r"exclude as a bool mask must have shape \[4, 10\]"):
+        se.topk_similar(q, db, 3, exclude=torch.zeros(4, 9, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"exclude\[1\] holds id 10"):
+        se.topk_similar(q, db, 3, exclude=[[], [10], [], []])
+    with pytest.raises(ValueError, match="outside"):
+        se.topk_similar(q, db, 3, exclude=torch.tensor([[0], [1], [2], [12]]))
+    with pytest.raises(TypeError, match="exclude must be"):
+        se.topk_similar(q, db, 3, exclude="self")
+    with pytest.raises(ValueError, match="db must hold at least one row"):
+        se.topk_similar(q, db[:0], 1)
+    s, i = se.topk_similar(q[:0], db, 2)
+    assert s.shape == (0, 2) and i.shape == (0, 2)
+
+
+def test_topk_opcheck_and_compile():
+    q, db = torch.randn(11, 8), torch.randn(30, 8)
+    args = (q, db, 4, True, False, None, None, None, None, None, 4, 8)
+    torch.library.opcheck(_topk_similar, args)
+    fn = torch.compile(lambda a, b: _topk_similar(a, b, 4, True, False, None, None, None, None, None, 4, 8),
+                       fullgraph=True)
+    s, i = fn(q, db)
+    rs, ri = se.topk_similar(q, db, 4, tile=(4, 8))
+    assert torch.equal(s, rs) and torch.equal(i, ri)
+
+
+# ---- hard_triplets ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("per_pair", [1, 3, 100])
+@pytest.mark.parametrize("use_pool", [False, True])
+def test_hard_triplets_equals_brute_force(device, per_pair, use_pool):
+    n, m = 7, 60
+    q, db = ints(n, 5, device=device), ints(m, 5, device=device)
+    g = torch.Generator().manual_seed(1)
+    relevant = [torch.randperm(m, generator=g)[: int(torch.randint(0, 6, (1,), generator=g))].tolist() for _ in range(n)]
+    query_ids = torch.randint(0, m, (n,), generator=g)
+    pool = torch.randperm(m, generator=g)[:45] if use_pool else None
+    margin = 2.0
+    got = se.hard_triplets(q, db, relevant, margin, per_pair, None if pool is None else pool.to(device),
+                           query_ids=query_ids.to(device), tile=(3, 11))
+    want = R.hard_triplets(q.cpu(), db.cpu(), relevant, margin, per_pair, pool, query_ids)
+    assert want.shape[0] > 0
+    assert torch.equal(got.cpu(), want)
+
+
+def test_hard_triplets_relevance_forms_and_empty():
+    q, db = ints(4, 3), ints(20, 3)
+    rel = [[1, 2], [], [5, 5, 6], [19]]
+    t1 = se.hard_triplets(q, db, rel, 1.0, 5)
+    padded = torch.tensor([[1, 2, -1], [-1, -1, -1], [5, 5, 6], [19, -1, -1]])
+    t2 = se.hard_triplets(q, db, padded, 1.0, 5)
+    dense = torch.zeros(4, 20, dtype=torch.bool)
+    for r, ids in enumerate(rel):
+        dense[r, ids] = True
+    t3 = se.hard_triplets(q, db, dense, 1.0, 5)
+    assert torch.equal(t1, t2) and torch.equal(t1, t3)
+    assert torch.equal(t1, R.hard_triplets(q, db, rel, 1.0, 5))
+    none = se.hard_triplets(q, db, [[], [], [], []], 1.0, 5)
+    assert none.shape == (0, 3) and none.dtype == torch.int64
+    # a huge negative margin: nothing violates
+    assert se.hard_triplets(q, db, rel, -1e6, 5).shape == (0, 3)
+
+
+def test_hard_triplets_bad_inputs():
+    q, db = torch.randn(3, 4), torch.randn(10, 4)
+    with pytest.raises(ValueError, match="relevant\\[1\\] holds id 10"):
+        se.hard_triplets(q, db, [[0], [10], []], 0.1)
+    with pytest.raises(ValueError, match="one list per query"):
+        se.hard_triplets(q, db, [[0]], 0.1)
+    with pytest.raises(ValueError, match="same dimension"):
+        se.hard_triplets(q, torch.randn(10, 5), [[0], [1], []], 0.1)
+    with pytest.raises(ValueError, match="pool holds ids outside"):
+        se.hard_triplets(q, db, [[0], [1], []], 0.1, pool=torch.tensor([0, 11]))
+    with pytest.raises(ValueError, match="duplicate"):
+        se.hard_triplets(q, db, [[0], [1], []], 0.1, pool=torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="margin must be finite"):
+        se.hard_triplets(q, db, [[0], [1], []], float("nan"))
+    bad = q.clone()
+    bad[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        se.hard_triplets(bad, db, [[0], [1], []], 0.1)
+
+
+# ---- relevance -------------------------------------------------------------------------------
+
+def test_relevance_dense_and_sparse():
+    N, V = 60, 40
+    t = torch.rand(N, V) * (torch.rand(N, V) < 0.15)
+    t[5] = 0  # an image without caption words
+    t = torch.nn.functional.normalize(t, dim=1)
+    idx, s = se.relevance(t, 8, return_scores=True)
+    rs, ri = R.topk_similar(t, t, 8, torch.eye(N, dtype=torch.bool))
+    torch.testing.assert_close(s, rs)
+    assert torch.equal(idx[5], torch.tensor([0, 1, 2, 3, 4, 6, 7, 8]))  # all zero: lowest ids
+    sidx, ss = se.relevance(t.to_sparse_csr(), 8, return_scores=True)
+    torch.testing.assert_close(ss, s, rtol=1e-6, atol=1e-6)
+    # continuous tf-idf values: equal up to the rare near-ties of different summation orders
+    assert (sidx == idx).float().mean() > 0.97
+    assert torch.equal(se.relevance(t.to_sparse_coo(), 8), sidx)
+    with pytest.raises(ValueError, match="k=60 exceeds"):
+        se.relevance(t, 60)
