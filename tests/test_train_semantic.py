@@ -10,16 +10,22 @@ from semvis.train import ConfigError, SemanticConfig, SemanticTrainer, build_dat
 from semvis.train.fallbacks import cirtorch_rmac_grid, torch_hard_triplets_fallback
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    n = torch.get_num_threads()  # configs with threads=1 call torch.set_num_threads
+    yield
+    torch.set_num_threads(n)
+
+
 def _brute_force_mining(q, db, relevant, margin, per_pair, query_ids):
-    """Spec 000.8 as a triple loop: for every (q, d+), the per_pair largest-loss d- (loss > 0),
+    """Spec 000.8 as a triple loop: for every listed (q, d+), the per_pair largest-loss d- (loss > 0, d- not
+    relevant and not the query),
     ties to the lowest index; ordered by query, positive id, decreasing loss."""
     out = []
     s = (q.double() @ db.double().T).float()  # float32 similarities, as the miners
     for i in range(len(q)):
         rel = set(relevant[i])
-        for p in sorted(rel):
-            if p == int(query_ids[i]):
-                continue
+        for p in sorted(rel):  # the query itself counts as a positive when it is listed
             cands = [(float(s[i, j]) - float(s[i, p]) + margin, j) for j in range(len(db))
                      if j not in rel and j != int(query_ids[i])]
             cands = [c for c in cands if c[0] > 0]
@@ -126,3 +132,33 @@ def test_missing_data_files(tmp_path):
     cfg = SemanticConfig(data="visual_genome", data_root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="region_descriptions.json"):
         build_data(cfg)
+
+
+def test_short_training_beats_the_untrained_model():
+    """A seeded 24-update run (64-px scenes, narrow ResNet-18 to conv4) raises held-out NDCG AUC
+    by > 2.5 points and PCC AUC over the untrained network (measured: 45.3 -> 49.6 and 4.9 -> 7.9)."""
+    cfg = SemanticConfig.synthetic_preset(n_images=700, image_size=64, split_sizes=(600, 100, 1), width=16, stages=3,
+                                          mine_queries=48, remine_every=12, batch_size=24, knn=16,
+                                          positives_per_query=6, eval_queries=100, r_max=50, steps=24, threads=1,
+                                          progress=False, seed=0)
+    tr = SemanticTrainer(cfg)
+    before = tr.evaluate("val")
+    tr.fit()
+    after = tr.evaluate("val")
+    assert after["ndcg_auc"] > before["ndcg_auc"] + 2.5, (before["ndcg_auc"], after["ndcg_auc"])
+    assert after["pcc_auc"] > before["pcc_auc"], (before["pcc_auc"], after["pcc_auc"])
+    assert tr.step == 24 and all(h["candidates"] > 0 for h in tr.history)
+
+
+def test_visual_genome_path_end_to_end(tmp_path):
+    """The VG reader feeds the trainer: synthetic scenes exported in the VG layout train 2 steps."""
+    from semvis.data import SyntheticScenes
+
+    SyntheticScenes(120, image_size=48, seed=4).to_visual_genome(tmp_path / "vg", write_images=True)
+    cfg = SemanticConfig.synthetic_preset(**{**TINY, "n_images": 120}, data="visual_genome",
+                                          data_root=str(tmp_path / "vg"), max_side=48, steps=2, progress=False)
+    data = build_data(cfg)
+    assert len(data) == 120 and len(data.train) == 76  # 100/30/30 scaled to 120 images: 76/22/22
+    tr = SemanticTrainer(cfg, data)
+    tr.fit()
+    assert tr.step == 2 and np.isfinite(tr.evaluate("val")["ndcg_auc"])

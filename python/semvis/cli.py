@@ -76,7 +76,58 @@ def _cmd_eval_semantic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search_semantic(args: argparse.Namespace) -> int:
+    """semvis search-semantic: top results of a test image (optionally with text modifiers) and
+    Grad-CAM heatmaps of each (query, result) pair."""
+    import os
+
+    import numpy as np
+
+    from semvis.models.grounding import compose_query, grad_cam_pair, heatmap_overlay, write_png
+    from semvis.train import SemanticTrainer
+
+    try:
+        tr = SemanticTrainer.resume(args.checkpoint, progress=False)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"semvis search-semantic: {e}", file=sys.stderr)
+        return 2
+    test = tr.data.split(args.split)
+    if not 0 <= args.query < len(test):
+        print(f"semvis search-semantic: --query must be in [0, {len(test)})", file=sys.stderr)
+        return 2
+    phi = tr.embed(test)
+    q = phi[args.query]
+    if args.plus or args.minus:
+        if tr.text is None:
+            print("semvis search-semantic: text modifiers need a joint (V+T) model", file=sys.stderr)
+            return 2
+        try:
+            q = compose_query(q, tr.text, tr.data.tfidf, args.plus or [], args.minus or [])
+        except ValueError as e:
+            print(f"semvis search-semantic: {e}", file=sys.stderr)
+            return 2
+    s = phi @ q
+    s[args.query] = -float("inf")
+    top = s.topk(args.top).indices.tolist()
+    os.makedirs(args.out, exist_ok=True)
+    imgs = tr.data.load([int(test[args.query])] + [int(test[j]) for j in top])
+    qimg = imgs[0].permute(1, 2, 0).numpy()
+    write_png(os.path.join(args.out, "query.png"), qimg)
+    results = []
+    for r, (j, im) in enumerate(zip(top, imgs[1:])):
+        ma, mb, dims = grad_cam_pair(tr.model, imgs[0], im)
+        rimg = im.permute(1, 2, 0).numpy()
+        write_png(os.path.join(args.out, f"result{r + 1}.png"),
+                  np.concatenate([heatmap_overlay(qimg, ma.numpy()), heatmap_overlay(rimg, mb.numpy())], 1))
+        results.append({"rank": r + 1, "image": int(test[j]), "score": float(s[j]), "dims": dims.tolist(),
+                        "captions": tr.data.captions[int(test[j])][:3]})
+    print(json.dumps({"query": int(test[args.query]), "captions": tr.data.captions[int(test[args.query])][:3],
+                      "results": results}, indent=1))
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    "search-semantic": _cmd_search_semantic,
     "info": _cmd_info,
     "train-semantic": _cmd_train_semantic,
     "eval-semantic": _cmd_eval_semantic,
@@ -105,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("--triplets", type=int, default=1000, help="simulated user-study triplets")
             sp.add_argument("--json", help="also write the rows to this JSON file")
+    sp = sub.add_parser("search-semantic", help="search with a trained model; Grad-CAM heatmaps of the pairs")
+    sp.add_argument("checkpoint", help="a checkpoint written by train-semantic")
+    sp.add_argument("--split", default="test", choices=("train", "val", "test"))
+    sp.add_argument("--query", type=int, default=0, help="position of the query image in the split")
+    sp.add_argument("--plus", nargs="*", help="words added to the query (joint models)")
+    sp.add_argument("--minus", nargs="*", help="words subtracted from the query (joint models)")
+    sp.add_argument("--top", type=int, default=5)
+    sp.add_argument("--out", default="semvis_search", help="folder for query.png and result<k>.png")
     return p
 
 

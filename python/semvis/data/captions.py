@@ -65,14 +65,14 @@ def _field(entry, key: str, path: PathLike, i: int, types=(int,)):
 
 def read_visual_genome(root: Optional[PathLike] = None, image_data: Optional[PathLike] = None,
                        region_descriptions: Optional[PathLike] = None, images_dir: Optional[PathLike] = None,
-                       drop_empty: bool = True) -> List[CaptionedImage]:
+                       drop_empty: bool = True, image_ext: str = ".jpg") -> List[CaptionedImage]:
     """Reads Visual Genome image metadata and region descriptions.
 
     Args:
         root (path, optional): folder holding ``image_data.json`` and ``region_descriptions.json``.
         image_data, region_descriptions (path, optional): explicit file paths (override ``root``).
-        images_dir (path, optional): where ``<image_id>.jpg`` live (default ``root/VG_100K``);
-            recorded in ``CaptionedImage.path``, not opened.
+        images_dir (path, optional): where ``<image_id><image_ext>`` live (default
+            ``root/VG_100K``); recorded in ``CaptionedImage.path``, not opened.
         drop_empty (bool): skip images without any region description.
 
     Returns:
@@ -99,7 +99,7 @@ def read_visual_genome(root: Optional[PathLike] = None, image_data: Optional[Pat
         h = _field(m, "height", image_data, i)
         if iid in images:
             raise ValueError(f"{image_data}: duplicate image id {iid} (entry {i})")
-        path = os.path.join(images_dir, f"{iid}.jpg") if images_dir is not None else None
+        path = os.path.join(images_dir, f"{iid}{image_ext}") if images_dir is not None else None
         images[iid] = CaptionedImage(iid, w, h, path)
     boxes: Dict[int, List[Tuple[int, int, int, int]]] = {}
     for i, e in enumerate(regs):

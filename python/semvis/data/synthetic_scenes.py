@@ -509,7 +509,8 @@ class SyntheticScenes:
     def to_visual_genome(self, directory: Union[str, os.PathLike], indices: Optional[Sequence[int]] = None,
                          write_images: bool = False) -> None:
         """Writes ``image_data.json`` and ``region_descriptions.json`` (Visual Genome v1.2
-        layout) for the given images; with ``write_images`` also ``images/<id>.npy``."""
+        layout) for the given images; with ``write_images`` also ``VG_100K/<id>.npy`` (the VG
+        image folder, numpy arrays instead of JPEGs)."""
         os.makedirs(directory, exist_ok=True)
         idx = range(self.n) if indices is None else indices
         img_data, regs = [], []
@@ -517,8 +518,8 @@ class SyntheticScenes:
             if write_images:
                 sc = self[i]
                 regions = sc.regions
-                os.makedirs(os.path.join(directory, "images"), exist_ok=True)
-                np.save(os.path.join(directory, "images", f"{i + 1}.npy"), sc.image)
+                os.makedirs(os.path.join(directory, "VG_100K"), exist_ok=True)
+                np.save(os.path.join(directory, "VG_100K", f"{i + 1}.npy"), sc.image)
             else:
                 regions = self.scene_graph(i)[1]
             img_data.append({"image_id": i + 1, "url": f"synthetic://{self.seed}/{i}", "width": self.width,

@@ -39,15 +39,24 @@ class SemanticRetrievalNet(nn.Module):
         freeze_bn (bool): BatchNorm in eval mode during training (the paper, with pretrained
             weights); False trains its statistics (from-scratch runs).
         weights (path or dict, optional): torchvision-format ResNet weights.
+        stages (int): 4 (conv5 output, stride 32: the paper) or 3 (conv4, stride 16: for the
+            64-px synthetic images, whose conv5 map would be 2 x 2).
     """
 
     def __init__(self, backbone: str = "resnet101", width: int = 64, levels: int = 2,
                  scales: Sequence[float] = (1.0,), pooling: str = "rmac", freeze_bn: bool = True,
-                 weights=None):
+                 weights=None, stages: int = 4):
         super().__init__()
         from ..train.registry import build_pooling
 
+        if stages not in (3, 4):
+            raise ValueError(f"stages must be 3 or 4, got {stages!r}")
         self.trunk = resnet(backbone, width=width, weights=weights)
+        self.stages = stages
+        if stages == 3:  # stop at conv4 (stride 16): small images keep a usable map
+            self.trunk.layer4 = nn.Identity()
+            blk = self.trunk.layer3[-1]
+            self.trunk.out_channels = (blk.conv3 if hasattr(blk, "conv3") else blk.conv2).out_channels
         self.dim = self.trunk.out_channels
         self.pool = build_pooling(pooling, self.dim, levels)
         self.scales = tuple(float(s) for s in scales)

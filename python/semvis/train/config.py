@@ -35,6 +35,7 @@ class SemanticConfig:
     ``split_sizes`` (train, val, test; scaled down proportionally when the set is smaller),
     ``max_side`` (real images are resized so that their largest side is this).
     Model: ``backbone``, ``width``, ``levels``, ``scales``, ``pooling``, ``freeze_bn``, ``weights``,
+    ``stages`` (4: conv5 as in the paper; 3: conv4, stride 16, for tiny images),
     ``init_whitening`` (PCA-whitening from training regions; False keeps the identity).
     Objective: ``objective`` (visual = L_v, joint = L_v + L_t1 + L_t2, wsabie = L_t1), ``margin``,
     ``knn`` (relevant neighbours under the tf-idf similarity).
@@ -58,6 +59,7 @@ class SemanticConfig:
     backbone: str = "resnet101"
     width: int = 64
     levels: int = 2
+    stages: int = 4
     scales: Tuple[float, ...] = (1.0,)
     pooling: str = "rmac"
     freeze_bn: bool = True
@@ -133,6 +135,8 @@ class SemanticConfig:
         self.scales = tuple(float(s) for s in sc)
         if not isinstance(self.freeze_bn, bool):
             fail("freeze_bn", "must be true or false")
+        if self.stages not in (3, 4):
+            fail("stages", "must be 3 (conv4, stride 16) or 4 (conv5, stride 32)")
         if not isinstance(self.init_whitening, bool):
             fail("init_whitening", "must be true or false")
         if not isinstance(self.progress, bool):
@@ -186,12 +190,12 @@ class SemanticConfig:
 
     @classmethod
     def synthetic_preset(cls, **kw) -> "SemanticConfig":
-        """The paper's recipe scaled to synthetic scenes on 2 CPU cores: a narrow ResNet-18
-        trained from scratch (no pretrained weights exist offline), BN statistics trained, lr
-        1e-3 (the paper's 1e-5 assumes ImageNet weights), 8 x smaller mining pools."""
+        """The paper's recipe scaled to synthetic scenes on 2 CPU cores: a narrow ResNet-18 cut
+        after conv4 (64-px images would leave a 2 x 2 conv5 map), trained from scratch (no pretrained weights exist offline), BN statistics trained, lr
+        3e-3 (the paper's 1e-5 assumes ImageNet weights), 8 x smaller mining pools."""
         base = dict(data="synthetic", n_images=1200, image_size=64, split_sizes=(800, 200, 200),
-                    backbone="resnet18", width=16, levels=2, freeze_bn=False, mine_queries=64,
-                    positives_per_query=9, per_pair=100, remine_every=16, batch_size=32, steps=120,
-                    lr=1e-3, text_lr=1e-2, eval_queries=200, r_max=100, knn=32)
+                    backbone="resnet18", width=16, levels=2, stages=3, freeze_bn=False, mine_queries=64,
+                    positives_per_query=9, per_pair=100, remine_every=16, batch_size=32, steps=200,
+                    lr=3e-3, text_lr=1e-2, eval_queries=200, r_max=100, knn=32)
         base.update(kw)
         return cls.from_dict(base)

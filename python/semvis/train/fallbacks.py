@@ -120,8 +120,8 @@ def torch_hard_triplets_fallback(q_emb: Tensor, db_emb: Tensor, relevant: Sequen
     neg = s.masked_fill(excl, -math.inf)
     k = min(per_pair, m)
     nv, ni = topk_lowest_index(neg, k)  # [n, k], -inf where fewer negatives exist
-    if query_ids is not None:
-        pos_mask[torch.arange(n), query_ids] = False
+    # a query listed among its own relevant items is a positive (as in semvis_ext.hard_triplets);
+    # the k-NN relevance of the trainer never lists it
     pi, pp = pos_mask.nonzero(as_tuple=True)  # (query, positive) pairs, by query then positive id
     loss = nv[pi] - s[pi, pp][:, None] + margin  # [pairs, k], decreasing along k
     pair, j = (loss > 0).nonzero(as_tuple=True)  # row-major: by pair, then decreasing loss

@@ -141,7 +141,10 @@ def build_data(cfg: SemanticConfig) -> SemanticData:
         return SemanticData(_SyntheticSource(ds), caps, tr, va, te, graphs=[g[0] for g in graphs], knn=cfg.knn,
                             workers=cfg.workers, cache_images=True)
     if cfg.data == "visual_genome":
-        ims = read_visual_genome(cfg.data_root)
+        # JPEGs as distributed; folders of .npy arrays (e.g. SyntheticScenes.to_visual_genome) also work
+        vg = os.path.join(cfg.data_root, "VG_100K")
+        npy = os.path.isdir(vg) and any(f.endswith(".npy") for f in os.listdir(vg))
+        ims = read_visual_genome(cfg.data_root, image_ext=".npy" if npy else ".jpg")
     else:
         ims = read_coco_captions(cfg.data_root, images_dir=os.path.dirname(cfg.data_root))
     if not ims:
@@ -182,7 +185,7 @@ class SemanticTrainer:
         self.data = data if data is not None else build_data(cfg)
         torch.manual_seed(cfg.seed)
         self.model = SemanticRetrievalNet(cfg.backbone, cfg.width, cfg.levels, cfg.scales, cfg.pooling,
-                                          cfg.freeze_bn, cfg.weights).to(self.device)
+                                          cfg.freeze_bn, cfg.weights, cfg.stages).to(self.device)
         self.uses_text = cfg.objective in ("joint", "wsabie")
         self.text = (registry.build_text_projection(len(self.data.tfidf.vocab), self.model.dim).to(self.device)
                      if self.uses_text else None)
