@@ -26,6 +26,9 @@ _LAZY: Dict[str, str] = {
     "LabelMask": "semvis_ext.ops.mining",
     "vse_hardest_triplet_loss": "semvis_ext.ops.triplet_losses",
     "triplet_margin_loss": "semvis_ext.ops.triplet_losses",
+    "rmac_regions": "semvis_ext.ops.rmac",
+    "region_pool": "semvis_ext.ops.rmac",
+    "RegionPoolResult": "semvis_ext.ops.rmac",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
 }

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from semvis.train import ConfigError, SemanticConfig, SemanticTrainer, build_data, build_miner
-from semvis.train.fallbacks import cirtorch_rmac_grid, torch_hard_triplets_fallback
 
 
 @pytest.fixture(autouse=True)
@@ -34,9 +33,8 @@ def _brute_force_mining(q, db, relevant, margin, per_pair, query_ids):
     return out
 
 
-@pytest.mark.parametrize("miner", ["registry", "fallback"])
 @pytest.mark.parametrize("per_pair", [1, 5, 100])
-def test_mining_equals_brute_force(miner, per_pair):
+def test_mining_equals_brute_force(per_pair):
     g = torch.Generator().manual_seed(per_pair)
     P, n, d = 60, 8, 16
     db = torch.nn.functional.normalize(torch.randn(P, d, generator=g), dim=1)
@@ -44,18 +42,11 @@ def test_mining_equals_brute_force(miner, per_pair):
     qids = torch.randperm(P, generator=g)[:n]
     q = db[qids]
     relevant = [sorted(set(torch.randint(P, (6,), generator=g).tolist()) | {int(qids[i])}) for i in range(n)]
-    fn = build_miner() if miner == "registry" else torch_hard_triplets_fallback
+    fn = build_miner()
     got = fn(q.contiguous(), db.contiguous(), relevant, 0.3, per_pair, query_ids=qids)
     want = _brute_force_mining(q, db, relevant, 0.3, per_pair, qids)
     assert len(want) > 0
     assert [tuple(r) for r in got.tolist()] == want
-
-
-def test_rmac_grid_matches_cirtorch_counts():
-    # cirtorch: a square map at L = 3 gives 1 + 1 + 4 + 9 regions; 2x2 map at L = 2: 1 + 1 + 4
-    assert len(cirtorch_rmac_grid(12, 12, 3)) == 15
-    assert cirtorch_rmac_grid(2, 2, 2) == [(0, 0, 2, 2), (0, 0, 2, 2), (0, 0, 1, 1), (0, 1, 1, 2), (1, 0, 2, 1),
-                                           (1, 1, 2, 2)]
 
 
 @pytest.mark.parametrize("kw, match", [

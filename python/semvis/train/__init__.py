@@ -1,6 +1,6 @@
-"""Training loops and runnable training examples of semvis: the semantic retrieval trainer (mined
-triplets, checkpoints), its config and registries; the cross-modal BEAN / DSVE-loc trainer; the
-listwise AP-loss example (``semvis.train.listwise``, ``semvis.train.ap_example``)."""
+"""Training: the semantic retrieval trainer (mined triplets, checkpoints), its config and registries,
+the cross-modal BEAN / DSVE-loc trainer and evaluation, the listwise (AP loss) helpers and runnable
+examples (``python -m semvis.train.ap_example``)."""
 from .config import ConfigError, SemanticConfig
 from .crossmodal import (CrossModalConfig, CrossModalTrainer, build_vocabulary, encode_captions, encode_images,
                          evaluate_crossmodal, load_crossmodal_checkpoint, prepare_images, tokenize_captions)
