@@ -203,11 +203,16 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "search-semantic": _cmd_search_semantic,
 }
 
+from . import cli_crossmodal as _cli_crossmodal  # noqa: E402  (cheap: imports torch lazily)
+
+COMMANDS.update(_cli_crossmodal.COMMANDS)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semvis", description="Semantic and multi-modal visual search.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("info", help="how semvis_ext was built (version, CUDA, threads)")
+    _cli_crossmodal.register(sub)
     for name, hlp in (("train-semantic", "train the caption-supervised R-MAC embedding (Gordo & Larlus)"),
                       ("eval-semantic", "Table-2 comparison: baseline, tf-idf oracle, (V,V), (V+T,V), (V+T,V+T)")):
         sp = sub.add_parser(name, help=hlp)

@@ -1,0 +1,130 @@
+"""The bidirectional hardest-negative triplet loss of VSE++ / BEAN / DSVE-loc (Eq. 7 of
+Engilberge et al. 2018, Eq. 3.11 of the thesis).
+
+It calls the fused op ``semvis_ext.vse_hardest_triplet_loss`` when the installed ``semvis_ext``
+has it and otherwise computes the same quantity in plain torch (a B x B score matrix, which is
+small next to the encoders at B = 160). Both paths have the same signature and semantics;
+``vse_loss_backend()`` says which one runs.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["HardestNegativeTripletLoss", "hardest_negative_triplet_loss", "vse_loss_backend"]
+
+_REDUCTIONS = ("sum", "mean")
+_NEGATIVES = ("hardest", "all")
+
+
+def _fused_op():
+    try:
+        import semvis_ext
+
+        return getattr(semvis_ext, "vse_hardest_triplet_loss")
+    except (ImportError, AttributeError):
+        return None
+
+
+def vse_loss_backend() -> str:
+    """``"semvis_ext"`` when the fused op is available, else ``"torch"`` (the reference formula)."""
+    return "semvis_ext" if _fused_op() is not None else "torch"
+
+
+def _reference_loss(img: Tensor, txt: Tensor, margin: float, reduction: str, both_directions: bool,
+                    negatives: str, k: int, labels: Optional[Tensor]) -> Tensor:
+    """Pure torch: VSE++ ``ContrastiveLoss`` (k = 1), DSVE-loc ``HardNegativeContrastiveLoss(nmax=k)``
+    without its ``-2 diag`` trick (the diagonal and same-label pairs are never negatives), or the sum
+    over all negatives (``negatives="all"``)."""
+    acc = torch.float64 if img.dtype == torch.float64 else torch.float32
+    S = img.to(acc) @ txt.to(acc).t()
+    B = S.shape[0]
+    bad = torch.eye(B, dtype=torch.bool, device=S.device)
+    if labels is not None:
+        bad = bad | (labels.view(-1, 1) == labels.view(1, -1))
+    diag = S.diagonal()
+    kk = B - 1 if negatives == "all" else min(int(k), B - 1)
+    total = S.new_zeros(()) + 0.0 * S.sum()  # keeps a graph even when nothing is selected
+    if kk > 0:
+        neg = S.masked_fill(bad, float("-inf"))
+        # row i: image query i against the captions j != i (caption retrieval)
+        top_r = neg.topk(kk, dim=1).values
+        cost_r = (margin + top_r - diag.view(-1, 1)).clamp(min=0)
+        total = total + torch.where(torch.isfinite(top_r), cost_r, torch.zeros_like(cost_r)).sum()
+        if both_directions:
+            top_c = neg.topk(kk, dim=0).values  # column j: caption query j against the images i != j
+            cost_c = (margin + top_c - diag.view(1, -1)).clamp(min=0)
+            total = total + torch.where(torch.isfinite(top_c), cost_c, torch.zeros_like(cost_c)).sum()
+    if reduction == "mean":
+        total = total / B
+    return total
+
+
+def hardest_negative_triplet_loss(img: Tensor, txt: Tensor, margin: float = 0.2, reduction: str = "sum",
+                                  both_directions: bool = True, *, negatives: str = "hardest", k: int = 1,
+                                  labels: Optional[Tensor] = None) -> Tensor:
+    """Bidirectional hinge triplet loss on the hardest in-batch negatives.
+
+    With ``S = img @ txt.T`` and matched pairs on the diagonal, image i (row) costs
+    ``sum over its k hardest captions j != i of [margin + S[i, j] - S[i, i]]_+`` and caption j
+    (column) ``sum over its k hardest images i != j of [margin + S[i, j] - S[j, j]]_+``.
+    ``k = 1`` with ``reduction="sum"`` is VSE++ ``ContrastiveLoss(margin=0.2, max_violation=True)``
+    (fartashf/vsepp); ``k > 1`` is DSVE-loc ``HardNegativeContrastiveLoss(nmax=k)``;
+    ``negatives="all"`` sums over every negative (VSE0, the usual warm-up against the early
+    collapse reported with the hardest negative).
+
+    Args:
+        img (Tensor[B, d]): image embeddings (ℓ2-normalized by the model, not here).
+        txt (Tensor[B, d]): caption embeddings, row i matched with ``img`` row i.
+        margin (float): hinge margin α (0.2 in VSE++ and the DSVE-loc code; the paper gives none).
+        reduction (str): ``"sum"`` (the public codes) or ``"mean"`` (divided by B, Eq. 7).
+        both_directions (bool): both terms (default) or the image-query term only.
+        negatives (str): ``"hardest"`` (k hardest per query) or ``"all"``.
+        k (int): negatives per query for ``"hardest"``, clamped to B - 1.
+        labels (Tensor[B] int64, optional): pairs with equal labels (two captions of one image)
+            are not negatives of each other.
+
+    Returns:
+        Tensor[] (0-dim): the loss (float32; float64 for float64 inputs).
+    """
+    for name, t in (("img", img), ("txt", txt)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"hardest_negative_triplet_loss: {name} must be a Tensor, got {type(t).__name__}")
+        if t.dim() != 2:
+            raise ValueError(f"hardest_negative_triplet_loss: {name} must be [B, d], got shape {tuple(t.shape)}")
+    if img.shape != txt.shape:
+        raise ValueError(f"hardest_negative_triplet_loss: img and txt must have the same shape, got "
+                         f"{tuple(img.shape)} and {tuple(txt.shape)}")
+    if img.shape[0] == 0:
+        raise ValueError("hardest_negative_triplet_loss: empty batch")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"hardest_negative_triplet_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if negatives not in _NEGATIVES:
+        raise ValueError(f"hardest_negative_triplet_loss: negatives must be one of {_NEGATIVES}, got {negatives!r}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"hardest_negative_triplet_loss: k must be an int >= 1, got {k!r}")
+    op = _fused_op()
+    if op is not None:
+        return op(img, txt, margin, reduction, both_directions, negatives=negatives, k=int(k), labels=labels)
+    return _reference_loss(img, txt, float(margin), reduction, both_directions, negatives, int(k), labels)
+
+
+class HardestNegativeTripletLoss(nn.Module):
+    """See :func:`hardest_negative_triplet_loss`. ``forward(img Tensor[B, d], txt Tensor[B, d],
+    labels=None) -> Tensor[]``; the knobs are public fields."""
+
+    def __init__(self, margin: float = 0.2, reduction: str = "sum", both_directions: bool = True,
+                 negatives: str = "hardest", k: int = 1):
+        super().__init__()
+        self.margin, self.reduction, self.both_directions = margin, reduction, both_directions
+        self.negatives, self.k = negatives, k
+
+    def forward(self, img: Tensor, txt: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        return hardest_negative_triplet_loss(img, txt, self.margin, self.reduction, self.both_directions,
+                                             negatives=self.negatives, k=self.k, labels=labels)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, reduction={self.reduction!r}, negatives={self.negatives!r}, k={self.k}"
