@@ -2,9 +2,7 @@
 the seed-000 objectives by name: ``build_loss("joint")``.
 
 Each loss takes a batch of embeddings (and labels or a relevance matrix) and runs the fused kernels
-of semvis_ext; these modules only hold parameters and wire the streams together. The VSE loss
-falls back to its pure-torch formula when the installed semvis_ext has no fused op
-(``vse_loss_backend()`` says which runs).
+of semvis_ext; these modules only hold parameters and wire the streams together.
 """
 from __future__ import annotations
 
@@ -14,11 +12,10 @@ from torch import nn
 
 from .ap import APLoss, FastAPLoss
 from .joint import OBJECTIVES, JointTripletLoss, TextProjection, TripletLoss, build_loss
-from .vse import HardestNegativeTripletLoss, hardest_negative_triplet_loss, vse_loss_backend
+from .vse import HardestNegativeTripletLoss, hardest_negative_triplet_loss
 
 __all__ = ["APLoss", "FastAPLoss", "HardestNegativeTripletLoss", "JointTripletLoss", "LOSSES", "OBJECTIVES",
-           "TextProjection", "TripletLoss", "build_loss", "get_loss", "hardest_negative_triplet_loss",
-           "vse_loss_backend"]
+           "TextProjection", "TripletLoss", "build_loss", "get_loss", "hardest_negative_triplet_loss"]
 
 LOSSES: Dict[str, Type[nn.Module]] = {
     "ap": APLoss,

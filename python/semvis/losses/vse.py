@@ -1,66 +1,22 @@
 """The bidirectional hardest-negative triplet loss of VSE++ / BEAN / DSVE-loc (Eq. 7 of
 Engilberge et al. 2018, Eq. 3.11 of the thesis).
 
-It calls the fused op ``semvis_ext.vse_hardest_triplet_loss`` when the installed ``semvis_ext``
-has it and otherwise computes the same quantity in plain torch (a B x B score matrix, which is
-small next to the encoders at B = 160). Both paths have the same signature and semantics;
-``vse_loss_backend()`` says which one runs.
+The computation is the fused op ``semvis_ext.vse_hardest_triplet_loss`` (CPU and CUDA, backward as
+an op); this module adds the checks of a training-facing API and the nn.Module.
 """
 from __future__ import annotations
 
 import numbers
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
-__all__ = ["HardestNegativeTripletLoss", "hardest_negative_triplet_loss", "vse_loss_backend"]
+import semvis_ext
+
+__all__ = ["HardestNegativeTripletLoss", "hardest_negative_triplet_loss"]
 
 _REDUCTIONS = ("sum", "mean")
 _NEGATIVES = ("hardest", "all")
-
-
-def _fused_op():
-    try:
-        import semvis_ext
-
-        return getattr(semvis_ext, "vse_hardest_triplet_loss")
-    except (ImportError, AttributeError):
-        return None
-
-
-def vse_loss_backend() -> str:
-    """``"semvis_ext"`` when the fused op is available, else ``"torch"`` (the reference formula)."""
-    return "semvis_ext" if _fused_op() is not None else "torch"
-
-
-def _reference_loss(img: Tensor, txt: Tensor, margin: float, reduction: str, both_directions: bool,
-                    negatives: str, k: int, labels: Optional[Tensor]) -> Tensor:
-    """Pure torch: VSE++ ``ContrastiveLoss`` (k = 1), DSVE-loc ``HardNegativeContrastiveLoss(nmax=k)``
-    without its ``-2 diag`` trick (the diagonal and same-label pairs are never negatives), or the sum
-    over all negatives (``negatives="all"``)."""
-    acc = torch.float64 if img.dtype == torch.float64 else torch.float32
-    S = img.to(acc) @ txt.to(acc).t()
-    B = S.shape[0]
-    bad = torch.eye(B, dtype=torch.bool, device=S.device)
-    if labels is not None:
-        bad = bad | (labels.view(-1, 1) == labels.view(1, -1))
-    diag = S.diagonal()
-    kk = B - 1 if negatives == "all" else min(int(k), B - 1)
-    total = S.new_zeros(()) + 0.0 * S.sum()  # keeps a graph even when nothing is selected
-    if kk > 0:
-        neg = S.masked_fill(bad, float("-inf"))
-        # row i: image query i against the captions j != i (caption retrieval)
-        top_r = neg.topk(kk, dim=1).values
-        cost_r = (margin + top_r - diag.view(-1, 1)).clamp(min=0)
-        total = total + torch.where(torch.isfinite(top_r), cost_r, torch.zeros_like(cost_r)).sum()
-        if both_directions:
-            top_c = neg.topk(kk, dim=0).values  # column j: caption query j against the images i != j
-            cost_c = (margin + top_c - diag.view(1, -1)).clamp(min=0)
-            total = total + torch.where(torch.isfinite(top_c), cost_c, torch.zeros_like(cost_c)).sum()
-    if reduction == "mean":
-        total = total / B
-    return total
 
 
 def hardest_negative_triplet_loss(img: Tensor, txt: Tensor, margin: float = 0.2, reduction: str = "sum",
@@ -106,10 +62,8 @@ def hardest_negative_triplet_loss(img: Tensor, txt: Tensor, margin: float = 0.2,
         raise ValueError(f"hardest_negative_triplet_loss: negatives must be one of {_NEGATIVES}, got {negatives!r}")
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"hardest_negative_triplet_loss: k must be an int >= 1, got {k!r}")
-    op = _fused_op()
-    if op is not None:
-        return op(img, txt, margin, reduction, both_directions, negatives=negatives, k=int(k), labels=labels)
-    return _reference_loss(img, txt, float(margin), reduction, both_directions, negatives, int(k), labels)
+    return semvis_ext.vse_hardest_triplet_loss(img, txt, margin, reduction, both_directions, negatives=negatives,
+                                               k=int(k), labels=labels)
 
 
 class HardestNegativeTripletLoss(nn.Module):
