@@ -3,7 +3,6 @@ import os
 import threading
 import time
 
-import pytest
 import torch
 
 LARGE = os.environ.get("SEMVIS_BENCH_SIZE", "default") == "large"

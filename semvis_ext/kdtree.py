@@ -9,7 +9,7 @@ import os
 import struct
 import sys
 import zlib
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Union
 
 import numpy as np
 

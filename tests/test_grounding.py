@@ -1,11 +1,9 @@
-import zlib
 
-import numpy as np
 import pytest
 import torch
 
 from semvis.data import SyntheticScenes
-from semvis.models.grounding import compose_query, grad_cam_pair, heatmap_overlay, write_png
+from semvis.models.grounding import compose_query, grad_cam_pair
 from semvis.models.semantic import SemanticRetrievalNet
 from semvis.text import TfidfModel
 from semvis.train.registry import build_text_projection
@@ -42,18 +40,3 @@ def test_compose_query():
     torch.testing.assert_close(compose_query(phi, proj, tf, ["dog"], ["circles"]), want)
     with pytest.raises(ValueError, match="'zebra'"):
         compose_query(phi, proj, tf, ["zebra"])
-
-
-def test_png_and_overlay(tmp_path):
-    img = (np.arange(4 * 5 * 3) % 256).astype(np.uint8).reshape(4, 5, 3)
-    write_png(tmp_path / "x.png", img)
-    data = (tmp_path / "x.png").read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
-    raw = zlib.decompress(idat)
-    rows = np.frombuffer(raw, np.uint8).reshape(4, 1 + 15)
-    np.testing.assert_array_equal(rows[:, 1:].reshape(4, 5, 3), img)
-    o = heatmap_overlay(img, np.ones((4, 5)), alpha=1.0)
-    assert (o[..., 0] == 255).all() and (o[..., 2] == 0).all()
-    with pytest.raises(ValueError):
-        write_png(tmp_path / "y.png", img.astype(np.float32))

@@ -6,7 +6,6 @@ import semvis_ext
 from semvis_ext import _C, reference
 from semvis_ext import hamming_distances, hamming_topk
 
-from conftest import devices
 
 
 def structured(n, nbytes, rng, protos=20, flip=0.1):

@@ -1,5 +1,4 @@
 """BinaryKDTree (semvis_ext.kdtree) against the transcriptions of Algorithms 1 and 2."""
-import os
 import threading
 
 import numpy as np

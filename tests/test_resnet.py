@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from semvis.models import RESNETS, load_torchvision_weights, resnet
+from semvis.models import load_torchvision_weights, resnet
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])

@@ -1,6 +1,4 @@
 import json
-import math
-import os
 
 import numpy as np
 import pytest

@@ -62,7 +62,7 @@ def test_end_to_end_shot_recall(corpus, features, queries):
 
 def test_exact_frame_when_the_query_is_the_frame(corpus, features):
     # The in-shot linear Hamming search must return the frame itself when nothing degrades it.
-    ex = OrbExtractor()
+    OrbExtractor()
     for kw in (dict(method="all"), dict(method="aggregation", frame_store="sketch", min_track_len=4)):
         idx = make_index(corpus, features, **kw)
         v = corpus.videos[1]

@@ -83,7 +83,8 @@ def _cmd_search_semantic(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from semvis.models.grounding import compose_query, grad_cam_pair, heatmap_overlay, write_png
+    from semvis.models.grounding import compose_query, grad_cam_pair
+    from semvis.viz import heatmap_overlay, write_png
     from semvis.train import SemanticTrainer
 
     try:

@@ -7,7 +7,7 @@ applies the exclusion mask, so its memory is O(n * k + tile) at any database siz
 from __future__ import annotations
 
 import numbers
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -70,7 +70,7 @@ def as_csr(op: str, name: str, lists, n: int, m: int, device) -> Tuple[Tensor, T
             if tuple(lists.shape) != (n, m):
                 raise ValueError(f"{op}: {name} as a bool mask must have shape [{n}, {m}], got {tuple(lists.shape)}")
             rows, cols = lists.to(device).nonzero(as_tuple=True)
-            counts = torch.bincount(rows, minlength=n)
+            torch.bincount(rows, minlength=n)
         else:
             if lists.dtype.is_floating_point or lists.dtype.is_complex:
                 raise TypeError(f"{op}: {name} must hold integer ids, got {lists.dtype}")

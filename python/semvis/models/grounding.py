@@ -7,18 +7,15 @@
 """
 from __future__ import annotations
 
-import struct
-import zlib
 from typing import Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .semantic import SemanticRetrievalNet, normalize_images
 
-__all__ = ["grad_cam_pair", "compose_query", "heatmap_overlay", "write_png"]
+__all__ = ["grad_cam_pair", "compose_query"]
 
 
 def _cam(acts: Tensor, target: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -77,26 +74,3 @@ def compose_query(phi_q: Tensor, text_projection, tfidf, plus: Sequence[str] = (
             with torch.no_grad():
                 q = q + sign * beta * text_projection(t.to_torch().to(q.device)).float()
     return F.normalize(q, dim=1)[0]
-
-
-def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blends a [0, 1] heatmap (blue -> red) over a uint8 [H, W, 3] image."""
-    h = np.clip(np.asarray(heat, np.float32), 0, 1)[..., None]
-    colour = np.concatenate([h, 1 - np.abs(2 * h - 1), 1 - h], axis=2) * 255
-    return (alpha * colour + (1 - alpha) * image.astype(np.float32)).round().clip(0, 255).astype(np.uint8)
-
-
-def write_png(path, image: np.ndarray) -> None:
-    """Writes a uint8 [H, W, 3] array as an 8-bit RGB PNG (zlib only)."""
-    a = np.ascontiguousarray(image)
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"image must be uint8 [H, W, 3], got {a.dtype} {a.shape}")
-    h, w, _ = a.shape
-    raw = b"".join(b"\x00" + a[i].tobytes() for i in range(h))
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))

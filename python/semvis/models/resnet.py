@@ -5,7 +5,7 @@ who have them pass a path or a state dict.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, List, Optional, Type, Union
+from typing import Dict, List, Optional, Type, Union
 
 import torch
 from torch import Tensor, nn

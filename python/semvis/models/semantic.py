@@ -2,8 +2,7 @@
 learnable PCA-whitening -> l2, multi-scale (sum over input scales, then l2)."""
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
 __all__ = ["SemanticConfig", "ConfigError"]

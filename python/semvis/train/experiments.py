@@ -4,9 +4,8 @@ AUCs on the validation queries and the user-agreement score on the test split (s
 synthetic scenes: their scene graphs play the annotators)."""
 from __future__ import annotations
 
-import json
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch

@@ -33,7 +33,7 @@ from ..data.captions import load_image, read_coco_captions, read_visual_genome, 
 from ..data.synthetic_scenes import SyntheticScenes
 from ..eval.semantic import auc, ndcg_curve, pcc_curve
 from ..models.semantic import SemanticRetrievalNet
-from ..text.tfidf import CSR, TfidfModel, knn_relevance, surrogate_similarity
+from ..text.tfidf import TfidfModel, knn_relevance, surrogate_similarity
 from . import registry
 from .config import SemanticConfig
 
