@@ -9,17 +9,6 @@
 #include "common/cuda_utils.h"
 #include "common/dispatch.h"
 
-#define SEMVIS_APLOSS_DISPATCH_LABEL(DT, ...)                                                      \
-  switch (DT) {                                                                                  \
-    case ::semvis::DType::kBool:                                                                 \
-    case ::semvis::DType::kUInt8: { using label_t = uint8_t; __VA_ARGS__; break; }               \
-    case ::semvis::DType::kFloat32: { using label_t = float; __VA_ARGS__; break; }               \
-    case ::semvis::DType::kFloat64: { using label_t = double; __VA_ARGS__; break; }              \
-    case ::semvis::DType::kFloat16: { using label_t = ::semvis::half_t; __VA_ARGS__; break; }    \
-    case ::semvis::DType::kBFloat16: { using label_t = ::semvis::bfloat16_t; __VA_ARGS__; break; } \
-    default: ::semvis::failf("quantized_ap: unsupported labels dtype ", ::semvis::dtype_name(DT)); \
-  }
-
 namespace semvis {
 namespace aploss {
 namespace {
