@@ -104,6 +104,14 @@ void check_shape(const TensorView& t, const char* op, const char* name, std::ini
   fail(os.str());
 }
 
+void check_output(const TensorView& t, const char* op, const char* name, DType dtype,
+                  std::initializer_list<int64_t> shape) {
+  check_dtype(t, op, name, {dtype});
+  check_shape(t, op, name, shape);
+  check_contiguous(t, op, name);
+  check_writable(t, op, name);
+}
+
 void check_same_device(const TensorView& a, const char* an, const TensorView& b, const char* bn, const char* op) {
   if (a.device != b.device || (a.device == Device::kCUDA && a.device_id != b.device_id))
     failf(op, ": ", an, " and ", bn, " must be on the same device, got ", a.describe(), " and ", b.describe());

@@ -68,6 +68,9 @@ void check_contiguous(const TensorView& t, const char* op, const char* name);
 void check_writable(const TensorView& t, const char* op, const char* name);
 // expected: -1 is a wildcard.
 void check_shape(const TensorView& t, const char* op, const char* name, std::initializer_list<int64_t> expected);
+// An output buffer: dtype, shape, contiguous, writable (in that order).
+void check_output(const TensorView& t, const char* op, const char* name, DType dtype,
+                  std::initializer_list<int64_t> shape);
 void check_same_device(const TensorView& a, const char* an, const TensorView& b, const char* bn, const char* op);
 void check_device_supported(const TensorView& t, const char* op, const char* name);
 

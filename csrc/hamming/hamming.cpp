@@ -23,10 +23,7 @@ void distances(const TensorView& a, const TensorView& b, const TensorView& out, 
   check_same_device(a, "a", b, "b", op);
   if (a.size(1) != b.size(1)) failf(op, ": a and b must have the same code width, got ", a.describe(), " and ", b.describe());
   check_same_device(a, "a", out, "out", op);
-  check_dtype(out, op, "out", {DType::kInt32});
-  check_shape(out, op, "out", {a.size(0), b.size(0)});
-  check_contiguous(out, op, "out");
-  check_writable(out, op, "out");
+  check_output(out, op, "out", DType::kInt32, {a.size(0), b.size(0)});
   if (a.size(0) == 0 || b.size(0) == 0) return;
   if (a.device == Device::kCPU) {
     distances_cpu(a.ptr<uint8_t>(), a.size(0), b.ptr<uint8_t>(), b.size(0), a.size(1), out.ptr<int32_t>());
@@ -51,14 +48,8 @@ void topk(const TensorView& queries, const TensorView& codes, int64_t k, const T
   const int64_t nq = queries.size(0);
   check_same_device(queries, "queries", dist, "distances", op);
   check_same_device(queries, "queries", idx, "indices", op);
-  check_dtype(dist, op, "distances", {DType::kInt32});
-  check_shape(dist, op, "distances", {nq, k});
-  check_contiguous(dist, op, "distances");
-  check_writable(dist, op, "distances");
-  check_dtype(idx, op, "indices", {DType::kInt64});
-  check_shape(idx, op, "indices", {nq, k});
-  check_contiguous(idx, op, "indices");
-  check_writable(idx, op, "indices");
+  check_output(dist, op, "distances", DType::kInt32, {nq, k});
+  check_output(idx, op, "indices", DType::kInt64, {nq, k});
   if (nq == 0) return;
   if (queries.device == Device::kCPU) {
     topk_cpu(queries.ptr<uint8_t>(), nq, codes.ptr<uint8_t>(), codes.size(0), codes.size(1), k, dist.ptr<int32_t>(),

@@ -106,15 +106,9 @@ void search(const TensorView& nodes, const TensorView& codes, const TensorView& 
   if (p.order != Order::kFifo && p.order != Order::kBestBin) failf(kSearch, ": unknown order");
   const int64_t nq = queries.size(0);
   check_cpu(dist, kSearch, "distances");
-  check_dtype(dist, kSearch, "distances", {DType::kInt32});
-  check_shape(dist, kSearch, "distances", {nq, p.k});
-  check_contiguous(dist, kSearch, "distances");
-  check_writable(dist, kSearch, "distances");
+  check_output(dist, kSearch, "distances", DType::kInt32, {nq, p.k});
   check_cpu(out_ids, kSearch, "ids");
-  check_dtype(out_ids, kSearch, "ids", {DType::kInt64});
-  check_shape(out_ids, kSearch, "ids", {nq, p.k});
-  check_contiguous(out_ids, kSearch, "ids");
-  check_writable(out_ids, kSearch, "ids");
+  check_output(out_ids, kSearch, "ids", DType::kInt64, {nq, p.k});
   if (counts) {
     check_ids(*counts, kSearch, "counts", nq);
     check_writable(*counts, kSearch, "counts");

@@ -87,14 +87,8 @@ void finalize(const TensorView& keys, bool largest, const TensorView& scores, co
   check_rank(keys, op, "state", 2);
   check_contiguous(keys, op, "state");
   const int64_t n = keys.size(0), k = keys.size(1);
-  check_dtype(scores, op, "scores", {DType::kFloat32});
-  check_shape(scores, op, "scores", {n, k});
-  check_contiguous(scores, op, "scores");
-  check_writable(scores, op, "scores");
-  check_dtype(idx, op, "indices", {DType::kInt64});
-  check_shape(idx, op, "indices", {n, k});
-  check_contiguous(idx, op, "indices");
-  check_writable(idx, op, "indices");
+  check_output(scores, op, "scores", DType::kFloat32, {n, k});
+  check_output(idx, op, "indices", DType::kInt64, {n, k});
   if (n == 0 || k == 0) return;
   const uint64_t* K = reinterpret_cast<const uint64_t*>(keys.ptr<const int64_t>());
   if (!on_cuda(keys)) {

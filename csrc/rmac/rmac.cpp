@@ -135,10 +135,7 @@ void forward(const TensorView& x, const Regions& reg, const Params& prm, const T
   if (R > 0) check_contiguous(y, kOp, "output");
   check_writable(y, kOp, "output");
   if (counts.device != Device::kCPU) failf(kOp, ": counts must be on cpu");
-  check_dtype(counts, kOp, "counts", {DType::kInt64});
-  check_shape(counts, kOp, "counts", {B});
-  check_contiguous(counts, kOp, "counts");
-  check_writable(counts, kOp, "counts");
+  check_output(counts, kOp, "counts", DType::kInt64, {B});
   for (int64_t b = 0; b < B; ++b) counts.ptr<int64_t>()[b] = off[b + 1] - off[b];
   if (R == 0) return;
   if (x.device == Device::kCPU) {
@@ -170,10 +167,7 @@ void backward(const TensorView& gy, const TensorView& x, const Regions& reg, con
   check_shape(gy, kOp, "grad_output", {B, R, C});
   if (R > 0) check_contiguous(gy, kOp, "grad_output");
   check_same_device(x, "input", gx, "grad_input", kOp);
-  check_dtype(gx, kOp, "grad_input", {x.dtype});
-  check_shape(gx, kOp, "grad_input", {B, C, H, W});
-  check_contiguous(gx, kOp, "grad_input");
-  check_writable(gx, kOp, "grad_input");
+  check_output(gx, kOp, "grad_input", x.dtype, {B, C, H, W});
   if (prm.gem) {
     if (!gp) failf(kOp, ": GeM backward needs the grad_p buffer");
     check_same_device(x, "input", *gp, "grad_p", kOp);

@@ -33,11 +33,10 @@ void check_cpu_input(const TensorView& t, const char* op, const char* name, DTyp
   check_dtype(t, op, name, {dt});
 }
 
-void check_output(const TensorView& t, const char* op, const char* name, DType dt, std::initializer_list<int64_t> shape) {
+void check_cpu_output(const TensorView& t, const char* op, const char* name, DType dt,
+                      std::initializer_list<int64_t> shape) {
   check_cpu_input(t, op, name, dt);
-  check_shape(t, op, name, shape);
-  check_contiguous(t, op, name);
-  check_writable(t, op, name);
+  check_output(t, op, name, dt, shape);
 }
 
 // descriptors uint8[N, nb] with nb a positive multiple of 8.
@@ -75,8 +74,8 @@ int64_t track(const TensorView& keypoints, const TensorView& descriptors, const 
   for (int64_t i = 0; i < 2 * N; ++i)
     if (!(std::fabs(static_cast<double>(k[i])) < limit))  // written as !(<) so that NaN fails too
       failf(kOp, ": keypoints must be finite, got keypoints[", i / 2, ", ", i % 2, "] = ", k[i]);
-  check_output(next, kOp, "next", DType::kInt64, {N});
-  check_output(track_id, kOp, "track", DType::kInt64, {N});
+  check_cpu_output(next, kOp, "next", DType::kInt64, {N});
+  check_cpu_output(track_id, kOp, "track", DType::kInt64, {N});
   if (N == 0) return 0;
 
   int64_t* nx = next.ptr<int64_t>();
@@ -101,7 +100,7 @@ int64_t split_shots(const TensorView& next, const TensorView& frame_offsets, con
   check_contiguous(next, kOp, "next");
   const int64_t N = next.size(0);
   const int64_t T = check_offsets(frame_offsets, kOp, N);
-  check_output(shot, kOp, "shot", DType::kInt64, {T});
+  check_cpu_output(shot, kOp, "shot", DType::kInt64, {T});
   const int64_t* o = frame_offsets.ptr<int64_t>();
   const int64_t* nx = next.ptr<int64_t>();
   // Validate every link first (a successor lies in the following frame), then split.
@@ -148,7 +147,7 @@ void majority_keys(const TensorView& descriptors, const TensorView& track_id, in
       failf(kOp, ": selected[", j, "] = ", sel[j], " must lie in [0, n_tracks = ", n_tracks, ")");
     if (j > 0 && sel[j] <= sel[j - 1]) failf(kOp, ": selected must be strictly increasing, got ", sel[j - 1], " then ", sel[j]);
   }
-  check_output(keys, kOp, "keys", DType::kUInt8, {K, nb});
+  check_cpu_output(keys, kOp, "keys", DType::kUInt8, {K, nb});
   if (K == 0) return;
   majority_keys_cpu(descriptors.ptr<uint8_t>(), nb, tr, N, n_tracks, sel, K, keys.ptr<uint8_t>());
 }

@@ -71,14 +71,8 @@ void forward(const TensorView& x, const TensorView* vhw_host, const TensorView* 
 
   check_same_device(x, "input", y, "output", kOp);
   check_same_device(x, "input", idx, "indices", kOp);
-  check_dtype(y, kOp, "output", {x.dtype});
-  check_shape(y, kOp, "output", {B, C});
-  check_contiguous(y, kOp, "output");
-  check_writable(y, kOp, "output");
-  check_dtype(idx, kOp, "indices", {DType::kInt64});
-  check_shape(idx, kOp, "indices", {B, C, KT + KB});
-  check_contiguous(idx, kOp, "indices");
-  check_writable(idx, kOp, "indices");
+  check_output(y, kOp, "output", x.dtype, {B, C});
+  check_output(idx, kOp, "indices", DType::kInt64, {B, C, KT + KB});
 
   if (x.device == Device::kCPU) {
     forward_cpu(x, vhw, p, KT, KB, y, idx);
