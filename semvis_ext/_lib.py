@@ -38,6 +38,19 @@ def check_tensor(op: str, name: str, t, *, dtypes=None, ndim: Optional[int] = No
         raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
 
 
+def check_matrix_pair(op: str, a_name: str, a, b_name: str, b, *, dtypes) -> None:
+    """Two [*, d] matrices that meet in a product: same dtype, same device, same d."""
+    check_tensor(op, a_name, a, dtypes=dtypes, ndim=2)
+    check_tensor(op, b_name, b, dtypes=dtypes, ndim=2)
+    if a.dtype != b.dtype:
+        raise TypeError(f"{op}: {a_name} and {b_name} must have the same dtype, got {a.dtype} and {b.dtype}")
+    if a.device != b.device:
+        raise ValueError(f"{op}: {a_name} and {b_name} must be on the same device, got {a.device} and {b.device}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{op}: {a_name} and {b_name} must have the same dimension d, got {a_name} "
+                         f"{tuple(a.shape)} and {b_name} {tuple(b.shape)}")
+
+
 def check_count_or_fraction(op: str, name: str, k):
     """An int count >= 0 -> (k, -1.0); a float fraction in (0, 1] -> (0, f)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Real):

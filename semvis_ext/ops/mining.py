@@ -12,7 +12,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._lib import _C, capsule, check_finite_scalar, check_tensor, stream_of
+from .._lib import _C, capsule, check_finite_scalar, check_matrix_pair, check_tensor, stream_of
 
 _OP = "topk_similar"
 MINING_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -46,14 +46,7 @@ def _check_finite(op: str, name: str, t: Tensor) -> None:
 
 
 def _check_embeddings(op: str, q, db, dtypes=MINING_DTYPES) -> None:
-    check_tensor(op, "q", q, dtypes=dtypes, ndim=2)
-    check_tensor(op, "db", db, dtypes=dtypes, ndim=2)
-    if q.dtype != db.dtype:
-        raise TypeError(f"{op}: q and db must have the same dtype, got {q.dtype} and {db.dtype}")
-    if q.device != db.device:
-        raise ValueError(f"{op}: q and db must be on the same device, got {q.device} and {db.device}")
-    if q.shape[1] != db.shape[1]:
-        raise ValueError(f"{op}: q and db must have the same dimension d, got q {tuple(q.shape)} and db {tuple(db.shape)}")
+    check_matrix_pair(op, "q", q, "db", db, dtypes=dtypes)
     if q.shape[1] == 0:
         raise ValueError(f"{op}: the embedding dimension must be >= 1, got {tuple(q.shape)}")
     _check_finite(op, "q", q)

@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._lib import FLOAT_DTYPES, _C, capsule, check_finite_scalar, check_tensor, stream_of
+from .._lib import FLOAT_DTYPES, _C, capsule, check_finite_scalar, check_matrix_pair, check_tensor, stream_of
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
@@ -232,15 +232,7 @@ def triplet_margin_loss(
         Tensor[] (0-dim): the loss.
     """
     op = "triplet_margin_loss"
-    check_tensor(op, "anchors", anchors, dtypes=FLOAT_DTYPES, ndim=2)
-    check_tensor(op, "candidates", candidates, dtypes=FLOAT_DTYPES, ndim=2)
-    if anchors.dtype != candidates.dtype:
-        raise TypeError(f"{op}: anchors and candidates must have the same dtype, got {anchors.dtype} and {candidates.dtype}")
-    if anchors.device != candidates.device:
-        raise ValueError(f"{op}: anchors and candidates must be on the same device")
-    if anchors.shape[1] != candidates.shape[1]:
-        raise ValueError(f"{op}: anchors and candidates must have the same dimension d, got {tuple(anchors.shape)} "
-                         f"and {tuple(candidates.shape)}")
+    check_matrix_pair(op, "anchors", anchors, "candidates", candidates, dtypes=FLOAT_DTYPES)
     check_tensor(op, "triplets", triplets, dtypes=(torch.int64,), ndim=2)
     if triplets.shape[1] != 3:
         raise ValueError(f"{op}: triplets must have shape [T, 3], got {tuple(triplets.shape)}")
