@@ -1,8 +1,13 @@
 """A synthetic image-to-video corpus made from real photographs (scikit-image's sample images).
 
-Each *shot* is a virtual camera moving over one photograph: a pan (the viewport's centre moves
-along a line), a zoom (its scale changes geometrically), a small roll and a lighting change (gain
-and gamma drift), plus mild sensor noise. A *video* is a sequence of shots joined by hard cuts.
+Each *shot* films its own *set*: a collage of photographs (a base photograph with crops of others
+pasted at random scales, rotations and places), so that no two shots show the same scene. A virtual
+camera moves over the set: a pan (the viewport's centre moves along a line), a zoom (its scale
+changes geometrically), a small roll and a lighting change (gain and gamma drift), plus mild sensor
+noise. One to three *actors* (textured crops of photographs) move across the frame on their own
+straight paths, as people and objects do in a film: they are what makes neighbouring frames of a shot
+distinguishable when the camera is static or slow. A *video* is a sequence of shots joined by hard
+cuts.
 Queries imitate a phone photo of a screen showing a frame: the frame in a dark bezel, a perspective
 warp, defocus blur, a colour cast, a moire grating, noise and JPEG compression.
 
@@ -10,9 +15,8 @@ The photographs are the ones that ship inside the scikit-image wheel (no downloa
 camera, coffee, chelsea, rocket, coins, hubble_deep_field, immunohistochemistry, moon, grass,
 gravel, brick, page and the two stereo_motorcycle views (retina, cell and clock are left out: most of
 their viewports are blank and give no ORB features at all). Low-texture photographs (chelsea, moon,
-brick) give few features, like the dark films of the paper. Shots draw a random
-image and a random region of it, so several shots show parts of the same photograph (as a film
-revisits a set). Everything is deterministic given the seed.
+brick) give few features, like the dark films of the paper. Everything is deterministic given the
+seed.
 
     corpus = make_corpus(n_videos=4, shots_per_video=(3, 5), frames_per_shot=(30, 80), seed=0)
     for v in corpus.videos: v.frames  # uint8[T, H, W, 3] BGR; v.cuts: first frame of each shot
@@ -23,12 +27,12 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["SyntheticVideo", "Corpus", "Query", "photographs", "make_shot", "make_video", "make_corpus",
-           "make_queries", "phone_photo", "write_video"]
+__all__ = ["SyntheticVideo", "Corpus", "Query", "photographs", "make_set", "make_shot", "make_video",
+           "make_corpus", "make_queries", "phone_photo", "write_video"]
 
 _PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "hubble_deep_field",
            "immunohistochemistry", "moon", "grass", "gravel", "brick", "page")
@@ -75,7 +79,7 @@ def photographs() -> Tuple[np.ndarray, ...]:
 @dataclass
 class SyntheticVideo:
     """frames uint8[T, H, W, 3] (BGR); cuts: first frame of every shot (cuts[0] = 0); photos: the
-    source photograph of every shot (an index into :func:`photographs`)."""
+    base photograph of every shot's set (an index into :func:`photographs`)."""
 
     video_id: str
     frames: np.ndarray
@@ -110,14 +114,65 @@ class Query:
     frame: int
 
 
+def _crop(rng: np.random.Generator, img: np.ndarray, w: int, h: int) -> np.ndarray:
+    H, W = img.shape[:2]
+    w, h = min(w, W), min(h, H)
+    y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    out = img[y:y + h, x:x + w]
+    return np.ascontiguousarray(out[:, ::-1] if rng.random() < 0.5 else out)
+
+
+def _textured_crop(rng: np.random.Generator, photos, w: int, h: int, tries: int = 8) -> np.ndarray:
+    """A crop of a random photograph with some texture: the first of ``tries`` random crops with
+    at least 25 FAST corners (else the one with the most). A flat actor would move unseen."""
+    cv2 = _cv2()
+    fast = cv2.FastFeatureDetector_create(threshold=20)
+    best, best_n = None, -1
+    for _ in range(tries):
+        c = _crop(rng, photos[int(rng.integers(len(photos)))], w, h)
+        n = len(fast.detect(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)))
+        if n > best_n:
+            best, best_n = c, n
+        if n >= 25:
+            break
+    return best
+
+
+def make_set(rng: np.random.Generator, size: Tuple[int, int] = (1800, 1200), n_pieces: Tuple[int, int] = (4, 8),
+             base: Optional[int] = None) -> np.ndarray:
+    """A set for one shot: uint8[H, W, 3] BGR, a region of a base photograph (``base``: its index
+    in :func:`photographs`, else random; mirrored half of the time) with ``n_pieces`` crops of
+    other photographs pasted at random scales (0.5-1.3), rotations (+-40 degrees) and places."""
+    cv2 = _cv2()
+    photos = photographs()
+    W, H = size
+    src = photos[int(rng.integers(len(photos))) if base is None else base]
+    scale = max(W / src.shape[1], H / src.shape[0], 1.0)
+    if scale > 1:
+        src = cv2.resize(src, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    canvas = _crop(rng, src, W, H).copy()
+    for _ in range(int(rng.integers(n_pieces[0], n_pieces[1] + 1))):
+        piece = _crop(rng, photos[int(rng.integers(len(photos)))], int(rng.integers(200, 600)),
+                      int(rng.integers(200, 600)))
+        ph, pw = piece.shape[:2]
+        M = cv2.getRotationMatrix2D((pw / 2, ph / 2), float(rng.uniform(-40, 40)), float(rng.uniform(0.5, 1.3)))
+        M[:, 2] += rng.uniform([0, 0], [W, H]) - np.array([pw / 2, ph / 2])
+        warped = cv2.warpAffine(piece, M, (W, H), flags=cv2.INTER_LINEAR)
+        mask = cv2.warpAffine(np.full((ph, pw), 255, np.uint8), M, (W, H), flags=cv2.INTER_NEAREST)
+        np.copyto(canvas, warped, where=mask[:, :, None] > 0)
+    return canvas
+
+
 def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (720, 405),
               photo: Optional[np.ndarray] = None, noise: float = 1.0, static_p: float = 0.25,
-              motion: float = 1.0) -> np.ndarray:
-    """One shot: uint8[n_frames, H, W, 3] from a camera panning/zooming over a photograph."""
+              motion: float = 1.0, actors: Tuple[int, int] = (1, 3)) -> np.ndarray:
+    """One shot: uint8[n_frames, H, W, 3] from a camera panning/zooming over ``photo`` (a set
+    from :func:`make_set` if None), with ``actors`` (a range: how many) moving crops of
+    photographs, each on a straight path across the frame at 1.5-6 px per frame."""
     cv2 = _cv2()
     W, H = size
     photos = photographs()
-    src = photo if photo is not None else photos[rng.integers(len(photos))]
+    src = photo if photo is not None else make_set(rng)
     sh, sw = src.shape[:2]
     # viewport scale: source pixels per output pixel; it has to fit in the source with room to move
     s_max = 0.9 * min(sw / W, sh / H)
@@ -141,6 +196,24 @@ def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (
     # lighting: a slow gain and gamma drift over the shot
     g0, g1 = rng.uniform(0.85, 1.15, 2)
     gam0, gam1 = rng.uniform(0.9, 1.1, 2)
+    # actors: a crop of a photograph (an ellipse or a rectangle), from p0 to p1 (its centre, in
+    # output pixels) at a constant speed of 1.5-6 px per frame, staying inside the frame
+    cast = []
+    for _ in range(int(rng.integers(actors[0], actors[1] + 1))) if actors[1] > 0 else ():
+        aw, ah = int(rng.integers(90, 200)), int(rng.integers(90, 200))
+        img = _textured_crop(rng, photos, aw, ah)
+        ah, aw = img.shape[:2]
+        mask = np.zeros((ah, aw), np.uint8)
+        if rng.random() < 0.5:
+            cv2.ellipse(mask, (aw // 2, ah // 2), (aw // 2 - 1, ah // 2 - 1), 0, 0, 360, 255, -1)
+        else:
+            mask[:] = 255
+        a_lo, a_hi = np.array([aw / 2 + 2, ah / 2 + 2]), np.array([W - aw / 2 - 2, H - ah / 2 - 2])
+        p0 = rng.uniform(a_lo, a_hi)
+        step = rng.uniform(1.5, 6.0) * max(motion, 0.0)
+        th = rng.uniform(0, 2 * np.pi)
+        p1 = np.clip(p0 + step * (n_frames - 1) * np.array([np.cos(th), np.sin(th)]), a_lo, a_hi)
+        cast.append((img, mask, p0, p1))
     if noise > 0:  # one noise field per shot, sampled at a random offset per frame (cheap, uncorrelated)
         pad = 64
         cv2.setRNGSeed(int(rng.integers(2**31)))
@@ -157,6 +230,12 @@ def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (
         M = np.hstack([R, (c - R @ np.array([W / 2, H / 2]))[:, None]])
         f = cv2.warpAffine(src, M, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_REFLECT)
+        for img, mask, p0, p1 in cast:  # sub-pixel placement: an affine translation of the crop
+            x, y = (1 - a) * p0 + a * p1 - np.array([img.shape[1], img.shape[0]]) / 2
+            T = np.array([[1.0, 0.0, x], [0.0, 1.0, y]])
+            warped = cv2.warpAffine(img, T, (W, H), flags=cv2.INTER_LINEAR)
+            m = cv2.warpAffine(mask, T, (W, H), flags=cv2.INTER_LINEAR)
+            np.copyto(f, warped, where=m[:, :, None] >= 128)
         g = (1 - a) * g0 + a * g1
         gam = (1 - a) * gam0 + a * gam1
         lut = np.clip(255 * g * (np.arange(256) / 255.0) ** gam, 0, 255).astype(np.uint8)
@@ -168,31 +247,19 @@ def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (
     return frames
 
 
-def _source_order(rng: np.random.Generator) -> Iterator[Tuple[int, bool]]:
-    """Endless sequence of (photo, mirrored) sources: every source once (in random order) before
-    any repeats. A mirror image has different ORB descriptors (ORB is rotation- but not
-    reflection-invariant), so each photograph gives two distinct sources."""
-    n = len(photographs())
-    while True:
-        for k in rng.permutation(2 * n):
-            yield int(k % n), bool(k >= n)
-
-
 def make_video(rng: np.random.Generator, video_id: str, n_shots: int, frames_per_shot: Tuple[int, int] = (30, 80),
-               size: Tuple[int, int] = (720, 405), sources: Optional[Iterator[Tuple[int, bool]]] = None,
-               **shot_kw) -> SyntheticVideo:
-    """Shots of random lengths in [lo, hi] joined by hard cuts; a cut always changes the source."""
+               size: Tuple[int, int] = (720, 405), **shot_kw) -> SyntheticVideo:
+    """Shots of random lengths in [lo, hi] joined by hard cuts; every shot films a new set
+    (:func:`make_set`), and consecutive sets never share their base photograph."""
     photos = photographs()
-    sources = sources if sources is not None else _source_order(rng)
     shots, cuts, used, t, prev = [], [], [], 0, None
     for _ in range(n_shots):
         n = int(rng.integers(frames_per_shot[0], frames_per_shot[1] + 1))
-        p, mirrored = next(sources)
-        if prev is not None and p == prev:
-            p, mirrored = next(sources)
-        src = photos[p][:, ::-1] if mirrored else photos[p]
+        p = int(rng.integers(len(photos)))
+        if p == prev:
+            p = (p + 1 + int(rng.integers(len(photos) - 1))) % len(photos)
         cuts.append(t)
-        shots.append(make_shot(rng, n, size, photo=np.ascontiguousarray(src), **shot_kw))
+        shots.append(make_shot(rng, n, size, photo=make_set(rng, base=p), **shot_kw))
         used.append(p)
         t += n
         prev = p
@@ -202,15 +269,12 @@ def make_video(rng: np.random.Generator, video_id: str, n_shots: int, frames_per
 def make_corpus(n_videos: int = 4, shots_per_video: Tuple[int, int] = (3, 5),
                 frames_per_shot: Tuple[int, int] = (30, 80), size: Tuple[int, int] = (720, 405),
                 seed: int = 0, **shot_kw) -> Corpus:
-    """``n_videos`` videos named ``video000``, ``video001``, ... Shots take their sources from one
-    corpus-wide sequence: up to 30 shots show distinct content (15 photographs and their mirror
-    images); beyond that, sources come back with other regions, as a film revisits a set."""
+    """``n_videos`` videos named ``video000``, ``video001``, ... (every shot on its own set)."""
     rng = np.random.default_rng(seed)
-    sources = _source_order(rng)
     vids = []
     for i in range(n_videos):
         n_shots = int(rng.integers(shots_per_video[0], shots_per_video[1] + 1))
-        vids.append(make_video(rng, f"video{i:03d}", n_shots, frames_per_shot, size, sources, **shot_kw))
+        vids.append(make_video(rng, f"video{i:03d}", n_shots, frames_per_shot, size, **shot_kw))
     return Corpus(vids, size)
 
 

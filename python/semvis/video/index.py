@@ -42,7 +42,8 @@ __all__ = ["VideoIndex", "VideoHit", "METHODS"]
 
 METHODS = ("aggregation", "all", "keyframes")
 _FORMAT = "semvis-video-index"
-_VERSION = 1
+_VERSION = 2
+_POS_SCALE = 4.0  # keypoint positions are stored as int16 in 1/4 px
 
 
 class VideoHit(NamedTuple):
@@ -75,6 +76,11 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data).hexdigest()
 
 
+def _pack_pos(xy: np.ndarray) -> np.ndarray:
+    """Keypoint positions (float, px) -> int16 in 1/4 px (frames up to 8191 px)."""
+    return np.clip(np.rint(np.asarray(xy, np.float64) * _POS_SCALE), -32768, 32767).astype(np.int16)
+
+
 def _concat_csr(parts: List[np.ndarray]) -> np.ndarray:
     """Concatenates per-video CSR offsets into one (each part shifted by the items before it)."""
     out = [np.zeros(1, np.int64)]
@@ -89,10 +95,10 @@ class _Video:
     """What add() commits for one video (all frame indices local to the video's sampled frames)."""
 
     __slots__ = ("video_id", "frame_numbers", "shot_start", "codes", "span", "item_offsets", "item_shot",
-                 "sketch", "sketch_offsets")
+                 "sketch", "sketch_offsets", "pos", "sketch_pos")
 
     def __init__(self, video_id, frame_numbers, shot_start, codes, span, item_offsets, item_shot, sketch=None,
-                 sketch_offsets=None):
+                 sketch_offsets=None, pos=None, sketch_pos=None):
         self.video_id = video_id
         self.frame_numbers = frame_numbers  # int32[T]: decoding-order number of each sampled frame
         self.shot_start = shot_start        # int64[S + 1]: first sampled frame of each shot, then T
@@ -102,6 +108,232 @@ class _Video:
         self.item_shot = item_shot          # int64[n]: shot of each item (non-decreasing)
         self.sketch = sketch                # frame_store="sketch": uint8[m, nb] per-frame descriptors
         self.sketch_offsets = sketch_offsets  # int64[T + 1] (CSR)
+        self.pos = pos                      # int16 keypoint positions in 1/4 px: aggregation [n, 4] (a straight
+        #                                     path fitted to the track: x, y in its first and last frame),
+        #                                     baselines [n, 2]
+        self.sketch_pos = sketch_pos        # int16[m, 2]
+
+
+class _ShotGeometry:
+    """The candidate matches between a query and one shot, with their positions: geometric
+    verification of the shot, and the geometric in-shot frame search of the key-feature index.
+
+    A candidate match pairs a query descriptor with an item at Hamming distance < ``match_threshold``.
+    Items are key features (aggregation, ``frame_store="tracks"``) or frame features (the other
+    stores). Verification fits a homography query -> frame by RANSAC in the (up to) two frames with
+    the most candidate matches; its score is the soft inlier count sum(1 - (e / inlier_px)^2) over
+    matches with reprojection error e < inlier_px, each query descriptor taking its nearest item
+    alive in that frame.
+
+    Frame search over key features (:meth:`frame`): a key stands for a track, which the index keeps
+    as a straight path (a least-squares fit of its positions, stored at its first and last frame).
+    Every query descriptor keeps its nearest key of the shot, and the key's position in frame f is
+    its path at f, extrapolated beyond the track's ends (a track ends where the detector loses it,
+    not where the scene point leaves the shot). Frame by frame, outwards from the verified frame,
+    the homography query -> frame is refitted by least squares on the matches within 3 inlier_px
+    of the previous frame's, and the frame scores its soft inliers. The background fits in every
+    frame; what moves on its own (actors, objects) fits only where the photo shows it, so the score
+    peaks at the photographed frame.
+    """
+
+    def __init__(self, index: "VideoIndex", q: np.ndarray, qkp: np.ndarray, s: int):
+        ext = _ext()
+        self.index = index
+        self.qkp = np.ascontiguousarray(qkp, np.float32)
+        self.px2 = index.inlier_px ** 2
+        self.s = s
+        self.a = a = int(index._shot_first[s])
+        self.F = F = int(index._shot_last[s]) - a + 1
+        tau = index.match_threshold
+        self.tracks = index.method == "aggregation" and index.frame_store == "tracks"
+        if self.tracks:
+            lo, hi = int(index._shot_offsets[s]), int(index._shot_offsets[s + 1])
+            if hi > lo:
+                D = np.asarray(ext.hamming_distances(q, index._codes[lo:hi]))
+                qi, ki = np.nonzero(D < tau)
+                d = D[qi, ki]
+            else:
+                qi = ki = d = np.zeros(0, np.int64)
+            span = index._span[lo:hi][ki].astype(np.int64) - a
+            f0, f1 = span[:, 0], span[:, 1]
+            pos = index._pos[lo:hi][ki].astype(np.float32) / _POS_SCALE
+            p0, p1 = pos[:, :2], pos[:, 2:]
+            order = np.lexsort((d, qi))  # by query descriptor, nearest first
+            self.qi, self.d = qi[order], d[order].astype(np.float64)
+            self.f0, self.f1 = f0[order], f1[order]
+            self.p0, self.p1 = p0[order], p1[order]
+        else:  # frame features: the Hamming frame scores pick the frames; matches only in those
+            sk = index.method == "aggregation"
+            self.codes, off, self.pos_all = ((index._sketch, index._sketch_offsets, index._sketch_pos) if sk
+                                             else (index._codes, index._item_offsets, index._pos))
+            g0 = int(index._frame_base[int(index._shot_video[s])]) + a
+            self.foff = off[g0:g0 + F + 1]
+            self.q = q
+            self.hscores = index.frame_scores(q, s)
+        self.tau = tau
+
+    # ---------------------------------------------------------------- verification
+    def pairs(self, f: int):
+        """(query points, frame points, distances) of frame f: each query descriptor with its
+        nearest alive item (positions interpolated along key tracks)."""
+        if not self.tracks:
+            o0, o1 = int(self.foff[f]), int(self.foff[f + 1])
+            if o1 == o0:
+                return None
+            D = np.asarray(_ext().hamming_distances(self.q, self.codes[o0:o1]))
+            j = D.argmin(1)
+            d = D[np.arange(len(D)), j].astype(np.float64)
+            ok = d < self.tau
+            dst = self.pos_all[o0:o1][j[ok]].astype(np.float32) / _POS_SCALE
+            return self.qkp[ok], np.ascontiguousarray(dst), d[ok]
+        sel = np.flatnonzero((self.f0 <= f) & (self.f1 >= f))
+        if sel.size == 0:
+            return None
+        qs = self.qi[sel]
+        sel = sel[np.r_[True, qs[1:] != qs[:-1]]]
+        dt = np.maximum(self.f1[sel] - self.f0[sel], 1).astype(np.float32)
+        w = ((f - self.f0[sel]) / dt)[:, None]
+        dst = self.p0[sel] + w * (self.p1[sel] - self.p0[sel])
+        return self.qkp[self.qi[sel]], np.ascontiguousarray(dst, np.float32), self.d[sel]
+
+    def _soft(self, e2: np.ndarray) -> np.ndarray:
+        return np.where(e2 < self.px2, 1.0 - e2 / self.px2, 0.0)
+
+    def _plausible(self, H) -> bool:
+        """A photo of a screen maps onto the frame by a proper homography: no mirror, no collapse
+        (area ratio in [1/50, 50], anisotropy <= 4) and no horizon across the query's keypoints.
+        Degenerate fits (everything sent to one spot) otherwise collect chance inliers."""
+        if H is None or not np.all(np.isfinite(H)) or abs(H[2, 2]) < 1e-12:
+            return False
+        H = H / H[2, 2]
+        A = H[:2, :2] - np.outer(H[:2, 2], H[2, :2])  # the affine part at the origin
+        sv = np.linalg.svd(A, compute_uv=False)
+        det = np.linalg.det(A)
+        if not (0.02 < det < 50.0) or sv[0] > 4.0 * sv[1]:
+            return False
+        w = self.qkp @ H[2, :2] + 1.0
+        return bool(w.min() > 0.2)
+
+    def _ransac(self, src, dst, d):
+        """(soft inliers, homography) by RANSAC on the matches at distance < 48."""
+        good = d < 48
+        if good.sum() < 8:  # too few good matches to verify anything
+            return 0.0, None
+        cv2 = _cv2()
+        H, _ = cv2.findHomography(src[good], dst[good], cv2.RANSAC, 2.0 * np.sqrt(self.px2), maxIters=300,
+                                  confidence=0.995)
+        if not self._plausible(H):
+            return 0.0, None
+        return float(self._soft(_err2(src, dst, H)).sum()), H
+
+    def seed(self) -> Tuple[float, int, Optional[np.ndarray]]:
+        """Verification: RANSAC in the (up to) two frames with the most candidate matches, far
+        apart; returns (best score, its frame, its homography query -> that frame)."""
+        F = self.F
+        if self.tracks:
+            if self.qi.size < 8:
+                return 0.0, 0, None
+            w = self.tau - self.d
+            cnt = np.zeros(F + 1)
+            np.add.at(cnt, self.f0, w)
+            np.add.at(cnt, self.f1 + 1, -w)
+            cnt = np.cumsum(cnt[:F])
+        else:
+            cnt = self.hscores
+            if cnt.max() <= 0:
+                return 0.0, 0, None
+        fa = int(np.argmax(cnt))
+        frames = [fa]
+        far = np.abs(np.arange(F) - fa) > F // 4
+        if far.any():
+            fb = int(np.flatnonzero(far)[np.argmax(cnt[far])])
+            if cnt[fb] > 0.5 * cnt[fa]:
+                frames.append(fb)
+        best = (0.0, fa, None)
+        for f in frames:
+            pr = self.pairs(f)
+            if pr is None:
+                continue
+            sc, H = self._ransac(*pr)
+            if sc > best[0]:
+                best = (sc, f, H)
+        return best
+
+    # ---------------------------------------------------------------- frame search (key features)
+    def _follow(self, src, dst, d, H):
+        """(homography, soft inliers) of a frame from the previous frame's homography: a least-squares
+        refit on the matches within 3 inlier_px of it; RANSAC when fewer than 8 remain."""
+        e2 = _err2(src, dst, H)
+        m = e2 < 9.0 * self.px2
+        if m.sum() < 8:
+            sc, H2 = self._ransac(src, dst, d)
+            return (H2 if H2 is not None else H), sc
+        H2, _ = _cv2().findHomography(src[m], dst[m], 0)
+        if self._plausible(H2):
+            H = H2
+            e2 = _err2(src, dst, H)
+        return H, float(self._soft(e2).sum())
+
+    def frame(self, f_seed: int, H_seed: np.ndarray) -> Tuple[int, np.ndarray]:
+        """(frame within the shot, scores of all its frames), see the class docstring; ties go to
+        the middle of the first run of best frames."""
+        first = np.flatnonzero(np.r_[True, self.qi[1:] != self.qi[:-1]])  # nearest key per query descriptor
+        src, d = self.qkp[self.qi[first]], self.d[first]
+        p0, p1, f0 = self.p0[first], self.p1[first], self.f0[first]
+        v = (p1 - p0) / np.maximum(self.f1[first] - f0, 1)[:, None].astype(np.float32)
+        score = np.zeros(self.F)
+        for step in (1, -1):
+            H, f = H_seed, (f_seed if step == 1 else f_seed - 1)
+            while 0 <= f < self.F:
+                dst = np.ascontiguousarray(p0 + (f - f0)[:, None] * v, np.float32)
+                H, score[f] = self._follow(src, dst, d, H)
+                f += step
+        best = score.max()
+        at = int(np.argmax(score))
+        end = at
+        while end + 1 < self.F and score[end + 1] == best:
+            end += 1
+        return (at + end) // 2, score
+
+
+def _apply(H: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Homography (or a stack of them, one per point) applied to points [n, 2]."""
+    ph = np.concatenate([p, np.ones(p.shape[:-1] + (1,), p.dtype)], axis=-1).astype(np.float64)
+    P = (ph @ H.T) if H.ndim == 2 else np.einsum("nij,nj->ni", H, ph)
+    z = P[..., 2:3]
+    z = np.where(np.abs(z) < 1e-12, 1e-12, z)
+    return (P[..., :2] / z).astype(np.float32)
+
+
+def _err2(src: np.ndarray, dst: np.ndarray, H: np.ndarray) -> np.ndarray:
+    return ((_apply(H, src) - dst) ** 2).sum(1)
+
+
+def _linear_paths(ref: np.ndarray, t: np.ndarray, track: np.ndarray, n_tracks: int, first: np.ndarray,
+                  last: np.ndarray) -> np.ndarray:
+    """float64[n_tracks, 4]: the least-squares straight path x(t) = x_mid + v (t - t_mid) of every
+    track (positions ``ref`` of its rows at frames ``t``), evaluated at its first and last frame."""
+    n = np.maximum(np.bincount(track, minlength=n_tracks), 1).astype(np.float64)
+    t = t.astype(np.float64)
+    tm = np.bincount(track, weights=t, minlength=n_tracks) / n
+    dt = t - tm[track]
+    stt = np.bincount(track, weights=dt * dt, minlength=n_tracks)
+    out = np.empty((n_tracks, 4), np.float64)
+    for c in (0, 1):
+        xm = np.bincount(track, weights=ref[:, c], minlength=n_tracks) / n
+        v = np.bincount(track, weights=dt * ref[:, c], minlength=n_tracks) / np.maximum(stt, 1e-9)
+        v[stt <= 0] = 0.0
+        out[:, c] = xm + v * (first - tm)
+        out[:, 2 + c] = xm + v * (last - tm)
+    return out
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:  # pragma: no cover
+        raise ImportError('semvis.video needs OpenCV: pip install "semvis[video]"') from e
+    return cv2
 
 
 class VideoIndex:
@@ -126,6 +358,10 @@ class VideoIndex:
         vote_max_distance (int, optional): shot voting: ignore nearest neighbours at this distance
             or more (None: every query descriptor votes, as in the paper).
         keyframe_overlap (float): ``"keyframes"`` only (see the module docstring).
+        verify (int): geometric verification (see the module docstring) of the ``verify`` most-voted
+            shots, which are re-ranked by their verified matches; their frames are found by the
+            geometric in-shot search. 0: the paper's procedure (votes only; frames by Hamming score).
+        inlier_px (float): verification: the reprojection error (px, at ``width``) of an inlier.
         progress (bool): tqdm progress bars while indexing.
         threads (int, optional): ORB extraction threads.
     """
@@ -134,8 +370,8 @@ class VideoIndex:
                  max_distance: float = 100.0, min_track_len: int = 8, leaf_size: int = 100, backtracks: int = 50,
                  order: str = "fifo", step: int = 1, match_threshold: int = 64, vote: str = "soft",
                  vote_max_distance: Optional[int] = None, keyframe_overlap: float = 0.5,
-                 frame_store: str = "tracks", frame_features: int = 32, progress: bool = True,
-                 threads: Optional[int] = None):
+                 frame_store: str = "tracks", frame_features: int = 32, verify: int = 5, inlier_px: float = 3.0,
+                 progress: bool = True, threads: Optional[int] = None):
         if method not in METHODS:
             raise ValueError(f"VideoIndex: unknown method {method!r}; expected one of {METHODS}")
         if vote not in ("soft", "count"):
@@ -146,9 +382,13 @@ class VideoIndex:
             raise ValueError(f"VideoIndex: order must be 'fifo' or 'best_bin', got {order!r}")
         for name, v, lo in (("max_hamming", max_hamming, 0), ("min_track_len", min_track_len, 1),
                             ("leaf_size", leaf_size, 1), ("backtracks", backtracks, 1), ("step", step, 1),
-                            ("match_threshold", match_threshold, 0), ("frame_features", frame_features, 1)):
+                            ("match_threshold", match_threshold, 0), ("frame_features", frame_features, 1),
+                            ("verify", verify, 0)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"VideoIndex: {name} must be an int >= {lo}, got {v!r}")
+        if isinstance(inlier_px, bool) or not isinstance(inlier_px, (int, float, np.integer, np.floating)) \
+                or not (0.0 < float(inlier_px) < 1e4):
+            raise ValueError(f"VideoIndex: inlier_px must be a positive number of pixels, got {inlier_px!r}")
         if not (0.0 < float(keyframe_overlap) < 1.0):
             raise ValueError(f"VideoIndex: keyframe_overlap must lie in (0, 1), got {keyframe_overlap!r}")
         self.method = method
@@ -166,6 +406,8 @@ class VideoIndex:
         self.keyframe_overlap = float(keyframe_overlap)
         self.frame_store = frame_store
         self.frame_features = int(frame_features)
+        self.verify = int(verify)
+        self.inlier_px = float(inlier_px)
         self.progress = progress
         self.batch_size = 64  # frames extracted per batch
         self._videos: List[_Video] = []
@@ -181,7 +423,8 @@ class VideoIndex:
                 "min_track_len": self.min_track_len, "leaf_size": self.leaf_size, "backtracks": self.backtracks,
                 "order": self.order, "step": self.step, "match_threshold": self.match_threshold,
                 "vote": self.vote, "vote_max_distance": self.vote_max_distance, "keyframe_overlap": self.keyframe_overlap,
-                "frame_store": self.frame_store, "frame_features": self.frame_features}
+                "frame_store": self.frame_store, "frame_features": self.frame_features, "verify": self.verify,
+                "inlier_px": self.inlier_px}
 
     @property
     def video_ids(self) -> List[str]:
@@ -288,14 +531,22 @@ class VideoIndex:
         frame_of_row = np.repeat(np.arange(T, dtype=np.int64), np.diff(off))
         has_pred = np.zeros(N, dtype=bool)
         has_pred[tr.next[tr.next >= 0]] = True
-        first = frame_of_row[np.flatnonzero(~has_pred)]  # tracks are numbered in order of their first row
+        first_row = np.flatnonzero(~has_pred)  # tracks are numbered in order of their first row
+        first = frame_of_row[first_row]
         length = np.bincount(tr.track, minlength=tr.n_tracks)
         last = first + length - 1
-        sketch = sketch_off = span = item_off = None
+        sketch = sketch_off = span = item_off = sketch_pos = None
+        kp = np.asarray(kp, np.float32).reshape(-1, 2)
         if self.method == "aggregation":
             keys, kt = ext.majority_keys(desc, tr.track, min_len=self.min_track_len, n_tracks=tr.n_tracks)
             codes = keys
             span = np.stack([first[kt], last[kt]], axis=1).astype(np.int32)
+            ends = np.flatnonzero(tr.next < 0)
+            last_row = np.empty(tr.n_tracks, np.int64)
+            last_row[tr.track[ends]] = ends
+            kt = np.asarray(kt, np.int64)
+            pos = _pack_pos(_linear_paths(kp, frame_of_row, np.asarray(tr.track, np.int64), tr.n_tracks, first,
+                                          last)[kt])
             item_shot = shot[first[kt]]
             if self.frame_store == "sketch":
                 # the frame_features strongest features (detector response) of every frame
@@ -304,6 +555,7 @@ class VideoIndex:
                 rank = np.arange(N) - off[frame_of_row[order]]
                 rows = np.sort(order[rank < self.frame_features])
                 sketch = np.ascontiguousarray(desc[rows])
+                sketch_pos = _pack_pos(kp[rows])
                 sketch_off = np.zeros(T + 1, np.int64)
                 np.cumsum(np.bincount(frame_of_row[rows], minlength=T), out=sketch_off[1:])
         else:
@@ -313,11 +565,12 @@ class VideoIndex:
                 kf = self._keyframes(shot_start, first, last, length)
                 rows = np.flatnonzero(np.isin(frame_of_row, kf))
             codes = np.ascontiguousarray(desc[rows])
+            pos = _pack_pos(kp[rows])
             item_off = np.zeros(T + 1, np.int64)
             np.cumsum(np.bincount(frame_of_row[rows], minlength=T), out=item_off[1:])
             item_shot = shot[frame_of_row[rows]]
         return _Video(video_id, numbers.astype(np.int32), shot_start, codes, span, item_off,
-                      item_shot.astype(np.int64), sketch, sketch_off)
+                      item_shot.astype(np.int64), sketch, sketch_off, pos, sketch_pos)
 
     def _keyframes(self, shot_start, first, last, length) -> np.ndarray:
         stable = length >= self.min_track_len
@@ -355,6 +608,10 @@ class VideoIndex:
         self._sketch = (np.ascontiguousarray(np.concatenate([v.sketch for v in vids])) if vids
                         else np.zeros((0, nb), np.uint8)) if sk else None
         self._sketch_offsets = _concat_csr([v.sketch_offsets for v in vids]) if sk else None
+        self._sketch_pos = (np.concatenate([v.sketch_pos for v in vids]) if vids
+                            else np.zeros((0, 2), np.int16)) if sk else None
+        self._pos = (np.concatenate([v.pos for v in vids]) if vids
+                     else np.zeros((0, 4 if agg else 2), np.int16))
         counts, shot_video, shot_local, shot_first, shot_last = [], [], [], [], []
         for vi, v in enumerate(vids):
             S = len(v.shot_start) - 1
@@ -375,6 +632,7 @@ class VideoIndex:
         for v in vids:  # the videos now share the concatenated arrays (no second copy)
             n = v.codes.shape[0]
             v.codes = self._codes[k:k + n]
+            v.pos = self._pos[k:k + n]
             if agg:
                 v.span = self._span[k:k + n]
             k += n
@@ -414,9 +672,13 @@ class VideoIndex:
                 from .io import read_image
 
                 image = read_image(os.fspath(image))
-            _, q = self.extractor(image)
+            qkp, q = self.extractor(image)
         else:
-            q = features[1]
+            if not isinstance(features, (tuple, list)) or len(features) != 2:
+                raise TypeError("search: features must be a (keypoints float32[n, 2], descriptors uint8[n, 32]) pair")
+            qkp, q = np.asarray(features[0], np.float32).reshape(-1, 2), features[1]
+            if len(qkp) != len(q):
+                raise ValueError(f"search: features has {len(qkp)} keypoints but {len(q)} descriptors")
         self._ensure_built()
         if q.shape[0] == 0 or self._codes.shape[0] == 0:
             return []
@@ -436,21 +698,42 @@ class VideoIndex:
             votes = np.bincount(shots, weights=w, minlength=S) / (len(q) * max(self.match_threshold, 1))
         else:
             votes = np.bincount(shots, minlength=S) / len(q)
-        order = np.lexsort((np.arange(S), -votes))[:top]  # most votes first, ties to the lowest shot
+        order = np.lexsort((np.arange(S), -votes))  # most votes first, ties to the lowest shot
+        order = order[votes[order] > 0]
+        if self.verify == 0:
+            return [self._hit(int(s), self._refine(q, int(s)), float(votes[s])) for s in order[:top]]
+        # geometric verification of the most-voted shots: re-ranked by their verified matches
+        cand = order[:max(self.verify, 1)]
+        geos = [_ShotGeometry(self, q, qkp, int(s)) for s in cand]
+        seeds = [g.seed() for g in geos]
+        rank = sorted(range(len(cand)), key=lambda j: (-seeds[j][0], j))
         hits = []
-        for s in order:
-            if votes[s] <= 0:
-                break
-            v = self._videos[int(self._shot_video[s])]
-            f = self._refine(q, int(s))
-            hits.append(VideoHit(v.video_id, int(self._shot_local[s]), int(v.frame_numbers[f]), float(votes[s])))
-        return hits
+        for j in rank[:top]:
+            score, f0, H0 = seeds[j]
+            if score <= 0:  # nothing verified: fall back on the votes and the Hamming frame search
+                s = int(cand[j])
+                hits.append(self._hit(s, self._refine(q, s), 0.0))
+                continue
+            s = int(cand[j])
+            if geos[j].tracks:
+                f = int(self._shot_first[s]) + geos[j].frame(f0, H0)[0]
+            else:
+                f = self._refine(q, s, geos[j].hscores)
+            hits.append(self._hit(s, f, score / len(q)))
+        # unverified shots follow the verified ones (in vote order), only when more are asked for
+        for s in order[len(cand):top - len(hits) + len(cand)] if len(hits) < top else ():
+            hits.append(self._hit(int(s), self._refine(q, int(s)), 0.0))
+        return hits[:top]
 
-    def _refine(self, q: np.ndarray, s: int) -> int:
+    def _hit(self, s: int, f: int, score: float) -> VideoHit:
+        v = self._videos[int(self._shot_video[s])]
+        return VideoHit(v.video_id, int(self._shot_local[s]), int(v.frame_numbers[f]), float(score))
+
+    def _refine(self, q: np.ndarray, s: int, scores: Optional[np.ndarray] = None) -> int:
         """Sampled-frame index (within its video) of the best frame of global shot s: linear
         Hamming search of the query's descriptors over the shot's frames."""
         a, b = int(self._shot_first[s]), int(self._shot_last[s])
-        scores = self.frame_scores(q, s)
+        scores = self.frame_scores(q, s) if scores is None else scores
         best = scores.max()
         if best <= 0:
             return (a + b) // 2
@@ -507,7 +790,7 @@ class VideoIndex:
     # ------------------------------------------------------------------ memory
     def _frame_store_arrays(self) -> Dict[str, np.ndarray]:
         out = {}
-        for k in ("_span", "_item_offsets", "_sketch", "_sketch_offsets"):
+        for k in ("_span", "_pos", "_item_offsets", "_sketch", "_sketch_offsets", "_sketch_pos"):
             a = getattr(self, k)
             if a is not None:
                 out[k[1:]] = a
@@ -617,10 +900,10 @@ class VideoIndex:
         except (TypeError, ValueError) as e:
             raise bad(f"invalid configuration in the header ({e})") from e
         agg = idx.method == "aggregation"
-        need = {"codes", "shot_offsets", "shot_video", "shot_local", "shot_first", "shot_last", "frame_base",
+        need = {"codes", "pos", "shot_offsets", "shot_video", "shot_local", "shot_first", "shot_last", "frame_base",
                 "frame_numbers", "video_shot_offsets"}
-        need |= ({"span"} | ({"sketch", "sketch_offsets"} if idx.frame_store == "sketch" else set())) if agg \
-            else {"item_offsets"}
+        need |= ({"span"} | ({"sketch", "sketch_offsets", "sketch_pos"} if idx.frame_store == "sketch" else set())) \
+            if agg else {"item_offsets"}
         if need - set(arrays):
             raise bad(f"missing arrays {sorted(need - set(arrays))}")
         vids = meta["videos"]
@@ -632,11 +915,13 @@ class VideoIndex:
               and fb[-1] == Tn and so[0] == 0 and so[-1] == S and off[0] == 0 and off[-1] == K
               and bool(np.all(np.diff(off) >= 0)) and bool(np.all(np.diff(fb) >= 0)))
         ok = ok and all(len(arrays[k]) == S for k in ("shot_video", "shot_local", "shot_first", "shot_last"))
+        ok = ok and arrays["pos"].shape == (K, 4 if agg else 2) and arrays["pos"].dtype == np.int16
         if agg:
             ok = ok and arrays["span"].shape == (K, 2)
             if idx.frame_store == "sketch":
                 so_ = arrays["sketch_offsets"]
                 ok = ok and so_.shape == (Tn + 1,) and so_[-1] == len(arrays["sketch"])
+                ok = ok and arrays["sketch_pos"].shape == (len(arrays["sketch"]), 2)
         else:
             io_ = arrays["item_offsets"]
             ok = ok and io_.shape == (Tn + 1,) and io_[-1] == K
@@ -655,10 +940,11 @@ class VideoIndex:
             rec = _Video(vid, arrays["frame_numbers"][f0:f1], shot_start, codes[k0:k1],
                          arrays["span"][k0:k1] if agg else None,
                          None if agg else arrays["item_offsets"][f0:f1 + 1] - arrays["item_offsets"][f0],
-                         item_shot)
+                         item_shot, pos=arrays["pos"][k0:k1])
             if agg and idx.frame_store == "sketch":
                 sko = arrays["sketch_offsets"]
                 rec.sketch = arrays["sketch"][sko[f0]:sko[f1]]
+                rec.sketch_pos = arrays["sketch_pos"][sko[f0]:sko[f1]]
                 rec.sketch_offsets = sko[f0:f1 + 1] - sko[f0]
             idx._videos.append(rec)
             idx._ids[vid] = vi
@@ -668,6 +954,8 @@ class VideoIndex:
         idx._item_offsets = None if agg else arrays["item_offsets"]
         idx._sketch = arrays.get("sketch") if agg and idx.frame_store == "sketch" else None
         idx._sketch_offsets = arrays.get("sketch_offsets") if agg and idx.frame_store == "sketch" else None
+        idx._sketch_pos = arrays.get("sketch_pos") if agg and idx.frame_store == "sketch" else None
+        idx._pos = arrays["pos"]
         idx._shot_offsets, idx._shot_video, idx._shot_local = off, arrays["shot_video"], arrays["shot_local"]
         idx._shot_first, idx._shot_last = arrays["shot_first"], arrays["shot_last"]
         idx._tree = None
