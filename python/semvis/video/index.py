@@ -268,7 +268,7 @@ class _ShotGeometry:
         if m.sum() < 8:
             sc, H2 = self._ransac(src, dst, d)
             return (H2 if H2 is not None else H), sc
-        H2, _ = _cv2().findHomography(src[m], dst[m], 0)
+        H2 = _dlt(src[m], dst[m])
         if self._plausible(H2):
             H = H2
             e2 = _err2(src, dst, H)
@@ -281,13 +281,24 @@ class _ShotGeometry:
         src, d = self.qkp[self.qi[first]], self.d[first]
         p0, p1, f0 = self.p0[first], self.p1[first], self.f0[first]
         v = (p1 - p0) / np.maximum(self.f1[first] - f0, 1)[:, None].astype(np.float32)
-        score = np.zeros(self.F)
-        for step in (1, -1):
-            H, f = H_seed, (f_seed if step == 1 else f_seed - 1)
-            while 0 <= f < self.F:
-                dst = np.ascontiguousarray(p0 + (f - f0)[:, None] * v, np.float32)
-                H, score[f] = self._follow(src, dst, d, H)
-                f += step
+        score = np.full(self.F, -np.inf)
+        Hs = {}
+
+        def sweep(start, lo, hi, stride, H0):
+            for step in (stride, -stride):
+                H, f = H0, (start if step > 0 else start - stride)
+                while lo <= f <= hi:
+                    dst = np.ascontiguousarray(p0 + (f - f0)[:, None] * v, np.float32)
+                    H, score[f] = self._follow(src, dst, d, H)
+                    Hs[f] = H
+                    f += step
+        # long shots: every stride-th frame first (at most ~48 fits), then every frame around the best
+        stride = max(1, self.F // 48)
+        sweep(f_seed, 0, self.F - 1, stride, H_seed)
+        if stride > 1:
+            fb = int(np.argmax(score))
+            sweep(fb, max(fb - stride + 1, 0), min(fb + stride - 1, self.F - 1), 1, Hs[fb])
+        score[~np.isfinite(score)] = 0.0
         best = score.max()
         at = int(np.argmax(score))
         end = at
@@ -303,6 +314,27 @@ def _apply(H: np.ndarray, p: np.ndarray) -> np.ndarray:
     z = P[..., 2:3]
     z = np.where(np.abs(z) < 1e-12, 1e-12, z)
     return (P[..., :2] / z).astype(np.float32)
+
+
+def _dlt(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
+    """Least-squares homography src -> dst: the normalised DLT (Hartley & Zisserman, Alg. 4.2)."""
+    def normaliser(p):
+        c = p.mean(0)
+        sc = np.sqrt(2.0) / max(float(np.sqrt(((p - c) ** 2).sum(1)).mean()), 1e-9)
+        return np.array([[sc, 0.0, -sc * c[0]], [0.0, sc, -sc * c[1]], [0.0, 0.0, 1.0]])
+
+    src, dst = src.astype(np.float64), dst.astype(np.float64)
+    Ts, Td = normaliser(src), normaliser(dst)
+    a = src @ Ts[:2, :2].T + Ts[:2, 2]
+    b = dst @ Td[:2, :2].T + Td[:2, 2]
+    A = np.zeros((2 * len(a), 9))
+    A[0::2, 0:2], A[0::2, 2] = a, 1.0
+    A[0::2, 6:8], A[0::2, 8] = -b[:, :1] * a, -b[:, 0]
+    A[1::2, 3:5], A[1::2, 5] = a, 1.0
+    A[1::2, 6:8], A[1::2, 8] = -b[:, 1:] * a, -b[:, 1]
+    _, _, vt = np.linalg.svd(A.T @ A)
+    H = np.linalg.inv(Td) @ vt[-1].reshape(3, 3) @ Ts
+    return H / H[2, 2] if abs(H[2, 2]) > 1e-12 else None
 
 
 def _err2(src: np.ndarray, dst: np.ndarray, H: np.ndarray) -> np.ndarray:
