@@ -234,6 +234,6 @@ def test_demo_smoke(tmp_path):
     res = run_demo(n_videos=1, n_queries=4, budgets=(10, 50), out_dir=str(tmp_path / "demo"), out=buf,
                    progress=False, frames_per_shot=(10, 14))
     text = buf.getvalue()
-    assert "Table 5.1" in text and "Bi-Aggregation-KdTree (ours, paper)" in text
-    assert os.path.isfile(res["report"]) and len(res["rows"]) == 5
+    assert "Table 5.1" in text and "Bi-Aggregation-KdTree (ours)" in text
+    assert os.path.isfile(res["report"]) and len(res["rows"]) == 6
     assert all(0.0 <= r["shot@50"] <= 1.0 for r in res["rows"])
