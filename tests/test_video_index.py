@@ -223,6 +223,10 @@ def test_cli_index_and_search_json(tmp_path, corpus, capsys):
     assert rec["results"][0]["video"] == "movie"
     assert set(rec["results"][0]) == {"video", "shot", "frame", "score"}
     assert main(["video", "search", str(tmp_path / "bad.mp4"), str(q)]) == 2
+    # the paper's votes-only procedure on the same index finds the same video
+    assert main(["video", "search", str(out), str(q), "--json", "--verify", "0"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[0])["results"][0]["video"] == "movie"
+    assert main(["video", "index", path, "-o", str(tmp_path / "x.svx"), "--verify", "-1", "--quiet"]) == 2
 
 
 def test_demo_smoke(tmp_path):

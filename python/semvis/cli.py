@@ -146,7 +146,12 @@ def _video_index(args: argparse.Namespace) -> int:
 
     from semvis.video import VideoIndex, VideoReadError
 
-    idx = VideoIndex(method=args.method, step=args.step, backtracks=args.backtracks, progress=not args.quiet)
+    try:
+        idx = VideoIndex(method=args.method, step=args.step, backtracks=args.backtracks, verify=args.verify,
+                         min_track_len=args.min_track_len, progress=not args.quiet)
+    except ValueError as e:
+        print(f"semvis video index: {e}", file=sys.stderr)
+        return 2
     failed = 0
     for path in args.paths:
         vid = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if args.id_from == "name" else path
@@ -177,6 +182,11 @@ def _video_search(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"semvis video search: {e}", file=sys.stderr)
         return 2
+    if args.verify is not None:
+        if args.verify < 0:
+            print(f"semvis video search: --verify must be >= 0, got {args.verify}", file=sys.stderr)
+            return 2
+        idx.verify = args.verify
     status = 0
     for path in args.images:
         try:
@@ -250,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     vi.add_argument("--method", default="aggregation", choices=["aggregation", "all", "keyframes"])
     vi.add_argument("--step", type=int, default=1, help="index one frame in STEP (default 1)")
     vi.add_argument("--backtracks", type=int, default=50, help="default kd-tree budget B stored in the index")
+    vi.add_argument("--verify", type=int, default=5,
+                    help="shots verified geometrically per query (default 5; 0: the paper's votes only)")
+    vi.add_argument("--min-track-len", type=int, default=8,
+                    help="tracks of at least this many frames give a key feature (default 8, the paper's)")
     vi.add_argument("--id-from", choices=["name", "path"], default="name",
                     help="video id: the file name without extension (default) or the path as given")
     vi.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -258,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     vq.add_argument("images", nargs="+", help="query images")
     vq.add_argument("--top", type=int, default=5)
     vq.add_argument("--backtracks", type=int, default=None, help="kd-tree budget B (default: the index's)")
+    vq.add_argument("--verify", type=int, default=None,
+                    help="shots verified geometrically per query (default: the index's; 0: votes only)")
     vq.add_argument("--json", action="store_true",
                     help='one JSON object per query: {"query": path, "results": [{"video", "shot", "frame", "score"}]}')
     return p
