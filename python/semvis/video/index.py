@@ -8,7 +8,8 @@ Query: ORB features of the photo -> kd-tree search per descriptor (FIFO backtrac
 
 Geometric verification (``verify=5``, the default; ``verify=0`` is the paper's procedure as
 published): the 5 most-voted shots are re-ranked by a RANSAC homography query -> frame (soft
-inlier count; mirrored, collapsed or horizon-crossing fits are rejected, they collect chance
+inlier count within ``verify_px`` = 64 px: coarse, because a key's position in a given frame is an
+extrapolation; mirrored, collapsed or horizon-crossing fits are rejected, they collect chance
 inliers otherwise). Votes alone confuse shots of repetitive texture (bricks, gravel, star fields)
 whose descriptors match anywhere; geometry does not.
 
@@ -130,9 +131,9 @@ class _ShotGeometry:
     A candidate match pairs a query descriptor with an item at Hamming distance < ``match_threshold``.
     Items are key features (aggregation, ``frame_store="tracks"``) or frame features (the other
     stores). Verification fits a homography query -> frame by RANSAC in the (up to) two frames with
-    the most candidate matches; its score is the soft inlier count sum(1 - (e / inlier_px)^2) over
-    matches with reprojection error e < inlier_px, each query descriptor taking its nearest item
-    alive in that frame.
+    the most candidate matches; its score is the soft inlier count sum(1 - (e / verify_px)^2) over
+    matches with reprojection error e < verify_px, each query descriptor taking its nearest key
+    (positioned on the key's path, see below) or its nearest feature of that frame.
 
     Frame search over key features (:meth:`frame`): a key stands for a track, which the index keeps
     as a straight path (a least-squares fit of its positions, stored at its first and last frame).
@@ -150,6 +151,7 @@ class _ShotGeometry:
         self.index = index
         self.qkp = np.ascontiguousarray(qkp, np.float32)
         self.px2 = index.inlier_px ** 2
+        self.verify_px = index.verify_px
         self.s = s
         self.a = a = int(index._shot_first[s])
         self.F = F = int(index._shot_last[s]) - a + 1
@@ -171,6 +173,11 @@ class _ShotGeometry:
             self.qi, self.d = qi[order], d[order].astype(np.float64)
             self.f0, self.f1 = f0[order], f1[order]
             self.p0, self.p1 = p0[order], p1[order]
+            # the nearest key of every query descriptor, moving along its track's straight path
+            first = np.flatnonzero(np.r_[True, self.qi[1:] != self.qi[:-1]]) if self.qi.size else self.qi
+            self.fsrc, self.fd = self.qkp[self.qi[first]], self.d[first]
+            self.fp0, self.ff0 = self.p0[first], self.f0[first]
+            self.fv = (self.p1[first] - self.fp0) / np.maximum(self.f1[first] - self.ff0, 1)[:, None].astype(np.float32)
         else:  # frame features: the Hamming frame scores pick the frames; matches only in those
             sk = index.method == "aggregation"
             self.codes, off, self.pos_all = ((index._sketch, index._sketch_offsets, index._sketch_pos) if sk
@@ -182,6 +189,13 @@ class _ShotGeometry:
         self.tau = tau
 
     # ---------------------------------------------------------------- verification
+    def fixed_pairs(self, f: int):
+        """Key features: (query points, positions in frame f, distances) of every query
+        descriptor's nearest key, extrapolated along its path beyond the track's ends (a track ends
+        where the detector loses it, not where the scene point leaves the shot)."""
+        dst = np.ascontiguousarray(self.fp0 + (f - self.ff0)[:, None] * self.fv, np.float32)
+        return self.fsrc, dst, self.fd
+
     def pairs(self, f: int):
         """(query points, frame points, distances) of frame f: each query descriptor with its
         nearest alive item (positions interpolated along key tracks)."""
@@ -223,17 +237,19 @@ class _ShotGeometry:
         w = self.qkp @ H[2, :2] + 1.0
         return bool(w.min() > 0.2)
 
-    def _ransac(self, src, dst, d):
-        """(soft inliers, homography) by RANSAC on the matches at distance < 48."""
+    def _ransac(self, src, dst, d, px: Optional[float] = None):
+        """(soft inliers within ``px`` (default inlier_px), homography) by RANSAC (at 2 px) on the
+        matches at distance < 48."""
         good = d < 48
         if good.sum() < 8:  # too few good matches to verify anything
             return 0.0, None
         cv2 = _cv2()
-        H, _ = cv2.findHomography(src[good], dst[good], cv2.RANSAC, 2.0 * np.sqrt(self.px2), maxIters=300,
-                                  confidence=0.995)
+        px = np.sqrt(self.px2) if px is None else float(px)
+        H, _ = cv2.findHomography(src[good], dst[good], cv2.RANSAC, 2.0 * px, maxIters=300, confidence=0.995)
         if not self._plausible(H):
             return 0.0, None
-        return float(self._soft(_err2(src, dst, H)).sum()), H
+        e2 = _err2(src, dst, H) * (self.px2 / px ** 2)  # soft inliers at radius px
+        return float(self._soft(e2).sum()), H
 
     def seed(self) -> Tuple[float, int, Optional[np.ndarray]]:
         """Verification: RANSAC in the (up to) two frames with the most candidate matches, far
@@ -260,10 +276,10 @@ class _ShotGeometry:
                 frames.append(fb)
         best = (0.0, fa, None)
         for f in frames:
-            pr = self.pairs(f)
+            pr = self.fixed_pairs(f) if self.tracks else self.pairs(f)
             if pr is None:
                 continue
-            sc, H = self._ransac(*pr)
+            sc, H = self._ransac(*pr, px=self.verify_px)
             if sc > best[0]:
                 best = (sc, f, H)
         return best
@@ -286,10 +302,7 @@ class _ShotGeometry:
     def frame(self, f_seed: int, H_seed: np.ndarray) -> Tuple[int, np.ndarray]:
         """(frame within the shot, scores of all its frames), see the class docstring; ties go to
         the middle of the first run of best frames."""
-        first = np.flatnonzero(np.r_[True, self.qi[1:] != self.qi[:-1]])  # nearest key per query descriptor
-        src, d = self.qkp[self.qi[first]], self.d[first]
-        p0, p1, f0 = self.p0[first], self.p1[first], self.f0[first]
-        v = (p1 - p0) / np.maximum(self.f1[first] - f0, 1)[:, None].astype(np.float32)
+        src, d, p0, f0, v = self.fsrc, self.fd, self.fp0, self.ff0, self.fv
         score = np.full(self.F, -np.inf)
         Hs = {}
 
@@ -406,7 +419,15 @@ class VideoIndex:
         verify (int): geometric verification (see the module docstring) of the ``verify`` most-voted
             shots, which are re-ranked by their verified matches; their frames are found by the
             geometric in-shot search. 0: the paper's procedure (votes only; frames by Hamming score).
-        inlier_px (float): verification: the reprojection error (px, at ``width``) of an inlier.
+        verify_px (float): verification tolerance (px, at ``width``): a shot scores its soft inliers
+            sum(1 - (e / verify_px)^2) over matches at reprojection error e < verify_px, the
+            homography fitted by RANSAC at 2 verify_px. Coarse on purpose: a key's position in a
+            given frame is its track's straight path extrapolated there, accurate to tens of pixels
+            over a long shot; what verification rejects is matches with no common geometry
+            (repetitive textures, a piece of a photograph that appears elsewhere). Shot R@1 on a
+            synthetic corpus of 40 videos (160 queries): 0.91 at 3 px, 0.95 at 12, 0.975 at 30,
+            0.988 at 48, 0.994 at 64 and 75 (votes only: 0.963; all features: 1.000).
+        inlier_px (float): the frame search's inlier error (px, at ``width``).
         progress (bool): tqdm progress bars while indexing.
         threads (int, optional): ORB extraction threads.
     """
@@ -415,8 +436,8 @@ class VideoIndex:
                  max_distance: float = 100.0, min_track_len: int = 8, leaf_size: int = 100, backtracks: int = 50,
                  order: str = "fifo", step: int = 1, match_threshold: int = 64, vote: str = "soft",
                  vote_max_distance: Optional[int] = None, keyframe_overlap: float = 0.5,
-                 frame_store: str = "tracks", frame_features: int = 32, verify: int = 5, inlier_px: float = 3.0,
-                 progress: bool = True, threads: Optional[int] = None):
+                 frame_store: str = "tracks", frame_features: int = 32, verify: int = 5, verify_px: float = 64.0,
+                 inlier_px: float = 3.0, progress: bool = True, threads: Optional[int] = None):
         if method not in METHODS:
             raise ValueError(f"VideoIndex: unknown method {method!r}; expected one of {METHODS}")
         if vote not in ("soft", "count"):
@@ -431,9 +452,9 @@ class VideoIndex:
                             ("verify", verify, 0)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"VideoIndex: {name} must be an int >= {lo}, got {v!r}")
-        if isinstance(inlier_px, bool) or not isinstance(inlier_px, (int, float, np.integer, np.floating)) \
-                or not (0.0 < float(inlier_px) < 1e4):
-            raise ValueError(f"VideoIndex: inlier_px must be a positive number of pixels, got {inlier_px!r}")
+        for name, v in (("inlier_px", inlier_px), ("verify_px", verify_px)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (0.0 < float(v) < 1e4):
+                raise ValueError(f"VideoIndex: {name} must be a positive number of pixels, got {v!r}")
         if not (0.0 < float(keyframe_overlap) < 1.0):
             raise ValueError(f"VideoIndex: keyframe_overlap must lie in (0, 1), got {keyframe_overlap!r}")
         self.method = method
@@ -453,6 +474,7 @@ class VideoIndex:
         self.frame_features = int(frame_features)
         self.verify = int(verify)
         self.inlier_px = float(inlier_px)
+        self.verify_px = float(verify_px)
         self.progress = progress
         self.batch_size = 64  # frames extracted per batch
         self._videos: List[_Video] = []
@@ -469,7 +491,7 @@ class VideoIndex:
                 "order": self.order, "step": self.step, "match_threshold": self.match_threshold,
                 "vote": self.vote, "vote_max_distance": self.vote_max_distance, "keyframe_overlap": self.keyframe_overlap,
                 "frame_store": self.frame_store, "frame_features": self.frame_features, "verify": self.verify,
-                "inlier_px": self.inlier_px}
+                "verify_px": self.verify_px, "inlier_px": self.inlier_px}
 
     @property
     def video_ids(self) -> List[str]:
