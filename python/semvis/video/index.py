@@ -303,6 +303,16 @@ class _ShotGeometry:
         """(frame within the shot, scores of all its frames), see the class docstring; ties go to
         the middle of the first run of best frames."""
         src, d, p0, f0, v = self.fsrc, self.fd, self.fp0, self.ff0, self.fv
+        # the verified homography is coarse (verify_px): tighten it on the seed frame first
+        dst = np.ascontiguousarray(p0 + (f_seed - f0)[:, None] * v, np.float32)
+        for r in (self.verify_px / 2, self.verify_px / 8, 3.0 * np.sqrt(self.px2)):
+            m = _err2(src, dst, H_seed) < r * r
+            if m.sum() < 8:
+                break
+            H2 = _dlt(src[m], dst[m])
+            if H2 is None or not self._plausible(H2):
+                break
+            H_seed = H2
         score = np.full(self.F, -np.inf)
         Hs = {}
 
