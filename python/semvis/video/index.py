@@ -148,12 +148,10 @@ class _ShotGeometry:
 
     def __init__(self, index: "VideoIndex", q: np.ndarray, qkp: np.ndarray, s: int):
         ext = _ext()
-        self.index = index
         self.qkp = np.ascontiguousarray(qkp, np.float32)
         self.px2 = index.inlier_px ** 2
         self.verify_px = index.verify_px
-        self.s = s
-        self.a = a = int(index._shot_first[s])
+        a = int(index._shot_first[s])
         self.F = F = int(index._shot_last[s]) - a + 1
         tau = index.match_threshold
         self.tracks = index.method == "aggregation" and index.frame_store == "tracks"
@@ -170,14 +168,14 @@ class _ShotGeometry:
             pos = index._pos[lo:hi][ki].astype(np.float32) / _POS_SCALE
             p0, p1 = pos[:, :2], pos[:, 2:]
             order = np.lexsort((d, qi))  # by query descriptor, nearest first
-            self.qi, self.d = qi[order], d[order].astype(np.float64)
-            self.f0, self.f1 = f0[order], f1[order]
-            self.p0, self.p1 = p0[order], p1[order]
+            qi, d, f0, f1, p0, p1 = qi[order], d[order].astype(np.float64), f0[order], f1[order], p0[order], p1[order]
+            # all candidate matches: how many keys of each frame's tracks the query matches (seed)
+            self.d, self.f0, self.f1 = d, f0, f1
             # the nearest key of every query descriptor, moving along its track's straight path
-            first = np.flatnonzero(np.r_[True, self.qi[1:] != self.qi[:-1]]) if self.qi.size else self.qi
-            self.fsrc, self.fd = self.qkp[self.qi[first]], self.d[first]
-            self.fp0, self.ff0 = self.p0[first], self.f0[first]
-            self.fv = (self.p1[first] - self.fp0) / np.maximum(self.f1[first] - self.ff0, 1)[:, None].astype(np.float32)
+            first = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1]]) if qi.size else qi
+            self.fsrc, self.fd = self.qkp[qi[first]], d[first]
+            self.fp0, self.ff0 = p0[first], f0[first]
+            self.fv = (p1[first] - self.fp0) / np.maximum(f1[first] - self.ff0, 1)[:, None].astype(np.float32)
         else:  # frame features: the Hamming frame scores pick the frames; matches only in those
             sk = index.method == "aggregation"
             self.codes, off, self.pos_all = ((index._sketch, index._sketch_offsets, index._sketch_pos) if sk
@@ -196,28 +194,18 @@ class _ShotGeometry:
         dst = np.ascontiguousarray(self.fp0 + (f - self.ff0)[:, None] * self.fv, np.float32)
         return self.fsrc, dst, self.fd
 
-    def pairs(self, f: int):
-        """(query points, frame points, distances) of frame f: each query descriptor with its
-        nearest alive item (positions interpolated along key tracks)."""
-        if not self.tracks:
-            o0, o1 = int(self.foff[f]), int(self.foff[f + 1])
-            if o1 == o0:
-                return None
-            D = np.asarray(_ext().hamming_distances(self.q, self.codes[o0:o1]))
-            j = D.argmin(1)
-            d = D[np.arange(len(D)), j].astype(np.float64)
-            ok = d < self.tau
-            dst = self.pos_all[o0:o1][j[ok]].astype(np.float32) / _POS_SCALE
-            return self.qkp[ok], np.ascontiguousarray(dst), d[ok]
-        sel = np.flatnonzero((self.f0 <= f) & (self.f1 >= f))
-        if sel.size == 0:
+    def frame_pairs(self, f: int):
+        """Frame features: (query points, frame points, distances) of frame f, each query
+        descriptor with its nearest feature of that frame (None for a frame without features)."""
+        o0, o1 = int(self.foff[f]), int(self.foff[f + 1])
+        if o1 == o0:
             return None
-        qs = self.qi[sel]
-        sel = sel[np.r_[True, qs[1:] != qs[:-1]]]
-        dt = np.maximum(self.f1[sel] - self.f0[sel], 1).astype(np.float32)
-        w = ((f - self.f0[sel]) / dt)[:, None]
-        dst = self.p0[sel] + w * (self.p1[sel] - self.p0[sel])
-        return self.qkp[self.qi[sel]], np.ascontiguousarray(dst, np.float32), self.d[sel]
+        D = np.asarray(_ext().hamming_distances(self.q, self.codes[o0:o1]))
+        j = D.argmin(1)
+        d = D[np.arange(len(D)), j].astype(np.float64)
+        ok = d < self.tau
+        dst = self.pos_all[o0:o1][j[ok]].astype(np.float32) / _POS_SCALE
+        return self.qkp[ok], np.ascontiguousarray(dst), d[ok]
 
     def _soft(self, e2: np.ndarray) -> np.ndarray:
         return np.where(e2 < self.px2, 1.0 - e2 / self.px2, 0.0)
@@ -256,7 +244,7 @@ class _ShotGeometry:
         apart; returns (best score, its frame, its homography query -> that frame)."""
         F = self.F
         if self.tracks:
-            if self.qi.size < 8:
+            if self.d.size < 8:
                 return 0.0, 0, None
             w = self.tau - self.d
             cnt = np.zeros(F + 1)
@@ -276,7 +264,7 @@ class _ShotGeometry:
                 frames.append(fb)
         best = (0.0, fa, None)
         for f in frames:
-            pr = self.fixed_pairs(f) if self.tracks else self.pairs(f)
+            pr = self.fixed_pairs(f) if self.tracks else self.frame_pairs(f)
             if pr is None:
                 continue
             sc, H = self._ransac(*pr, px=self.verify_px)
@@ -339,15 +327,6 @@ class _ShotGeometry:
         return (at + end) // 2, score
 
 
-def _apply(H: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Homography (or a stack of them, one per point) applied to points [n, 2]."""
-    ph = np.concatenate([p, np.ones(p.shape[:-1] + (1,), p.dtype)], axis=-1).astype(np.float64)
-    P = (ph @ H.T) if H.ndim == 2 else np.einsum("nij,nj->ni", H, ph)
-    z = P[..., 2:3]
-    z = np.where(np.abs(z) < 1e-12, 1e-12, z)
-    return (P[..., :2] / z).astype(np.float32)
-
-
 def _dlt(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
     """Least-squares homography src -> dst: the normalised DLT (Hartley & Zisserman, Alg. 4.2)."""
     def normaliser(p):
@@ -370,13 +349,16 @@ def _dlt(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
 
 
 def _err2(src: np.ndarray, dst: np.ndarray, H: np.ndarray) -> np.ndarray:
-    return ((_apply(H, src) - dst) ** 2).sum(1)
+    """Squared reprojection error |H(src) - dst|^2 of every match."""
+    P = np.hstack([src, np.ones((len(src), 1))]) @ H.T
+    z = np.where(np.abs(P[:, 2:3]) < 1e-12, 1e-12, P[:, 2:3])
+    return (((P[:, :2] / z).astype(np.float32) - dst) ** 2).sum(1)
 
 
-def _linear_paths(ref: np.ndarray, t: np.ndarray, track: np.ndarray, n_tracks: int, first: np.ndarray,
+def _linear_paths(xy: np.ndarray, t: np.ndarray, track: np.ndarray, n_tracks: int, first: np.ndarray,
                   last: np.ndarray) -> np.ndarray:
     """float64[n_tracks, 4]: the least-squares straight path x(t) = x_mid + v (t - t_mid) of every
-    track (positions ``ref`` of its rows at frames ``t``), evaluated at its first and last frame."""
+    track (positions ``xy`` of its rows at frames ``t``), evaluated at its first and last frame."""
     n = np.maximum(np.bincount(track, minlength=n_tracks), 1).astype(np.float64)
     t = t.astype(np.float64)
     tm = np.bincount(track, weights=t, minlength=n_tracks) / n
@@ -384,8 +366,8 @@ def _linear_paths(ref: np.ndarray, t: np.ndarray, track: np.ndarray, n_tracks: i
     stt = np.bincount(track, weights=dt * dt, minlength=n_tracks)
     out = np.empty((n_tracks, 4), np.float64)
     for c in (0, 1):
-        xm = np.bincount(track, weights=ref[:, c], minlength=n_tracks) / n
-        v = np.bincount(track, weights=dt * ref[:, c], minlength=n_tracks) / np.maximum(stt, 1e-9)
+        xm = np.bincount(track, weights=xy[:, c], minlength=n_tracks) / n
+        v = np.bincount(track, weights=dt * xy[:, c], minlength=n_tracks) / np.maximum(stt, 1e-9)
         v[stt <= 0] = 0.0
         out[:, c] = xm + v * (first - tm)
         out[:, 2 + c] = xm + v * (last - tm)
@@ -786,21 +768,17 @@ class VideoIndex:
         rank = sorted(range(len(cand)), key=lambda j: (-seeds[j][0], j))
         hits = []
         for j in rank[:top]:
-            score, f0, H0 = seeds[j]
-            if score <= 0:  # nothing verified: fall back on the votes and the Hamming frame search
-                s = int(cand[j])
-                hits.append(self._hit(s, self._refine(q, s), 0.0))
-                continue
-            s = int(cand[j])
-            if geos[j].tracks:
-                f = int(self._shot_first[s]) + geos[j].frame(f0, H0)[0]
-            else:
-                f = self._refine(q, s, geos[j].hscores)
+            s, g = int(cand[j]), geos[j]
+            score, f0, H0 = seeds[j]  # score 0: nothing verified
+            if score > 0 and g.tracks:
+                f = int(self._shot_first[s]) + g.frame(f0, H0)[0]
+            else:  # frame features, or nothing verified: the Hamming frame search
+                f = self._refine(q, s, None if g.tracks else g.hscores)
             hits.append(self._hit(s, f, score / len(q)))
-        # unverified shots follow the verified ones (in vote order), only when more are asked for
-        for s in order[len(cand):top - len(hits) + len(cand)] if len(hits) < top else ():
+        # shots beyond the verified ones follow them (in vote order), only when more are asked for
+        for s in order[len(cand):len(cand) + top - len(hits)]:
             hits.append(self._hit(int(s), self._refine(q, int(s)), 0.0))
-        return hits[:top]
+        return hits
 
     def _hit(self, s: int, f: int, score: float) -> VideoHit:
         v = self._videos[int(self._shot_video[s])]
