@@ -156,6 +156,18 @@ void vse_forward(const TensorView& S, const TensorView* labels, const VseParams&
 
 namespace {
 DType acc_dtype(DType dt) { return dt == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32; }
+
+// anchors [na, d] and candidates [nb, d]: same floating dtype, contiguous, same d.
+void check_anchors_candidates(const TensorView& A, const TensorView& Bt, const char* op) {
+  check_dtype(A, op, "anchors", {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat64});
+  check_dtype(Bt, op, "candidates", {A.dtype});
+  check_rank(A, op, "anchors", 2);
+  check_rank(Bt, op, "candidates", 2);
+  check_contiguous(A, op, "anchors");
+  check_contiguous(Bt, op, "candidates");
+  if (Bt.size(1) != A.size(1))
+    failf(op, ": anchors and candidates must have the same dimension, got ", A.describe(), " and ", Bt.describe());
+}
 }  // namespace
 
 void triplet_forward(const TensorView& A, const TensorView& Bt, const TensorView& trip, const TripletParams& p,
@@ -167,14 +179,7 @@ void triplet_forward(const TensorView& A, const TensorView& Bt, const TensorView
   check_same_device(A, "anchors", trip, "triplets", op);
   check_same_device(A, "anchors", loss, "loss", op);
   check_same_device(A, "anchors", ew, "entries", op);
-  check_dtype(A, op, "anchors", {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat64});
-  check_dtype(Bt, op, "candidates", {A.dtype});
-  check_rank(A, op, "anchors", 2);
-  check_rank(Bt, op, "candidates", 2);
-  check_contiguous(A, op, "anchors");
-  check_contiguous(Bt, op, "candidates");
-  if (Bt.size(1) != A.size(1))
-    failf(op, ": anchors and candidates must have the same dimension, got ", A.describe(), " and ", Bt.describe());
+  check_anchors_candidates(A, Bt, op);
   check_dtype(trip, op, "triplets", {DType::kInt64});
   check_shape(trip, op, "triplets", {-1, 3});
   check_contiguous(trip, op, "triplets");
@@ -219,13 +224,7 @@ void pair_backward(const TensorView& g, const TensorView& A, const TensorView& B
   check_same_device(A, "anchors", ei, "entries", op);
   check_same_device(A, "anchors", gA, "grad_anchors", op);
   check_same_device(A, "anchors", gB, "grad_candidates", op);
-  check_dtype(A, op, "anchors", {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat64});
-  check_dtype(Bt, op, "candidates", {A.dtype});
-  check_rank(A, op, "anchors", 2);
-  check_rank(Bt, op, "candidates", 2);
-  check_contiguous(A, op, "anchors");
-  check_contiguous(Bt, op, "candidates");
-  if (Bt.size(1) != A.size(1)) failf(op, ": anchors and candidates must have the same dimension");
+  check_anchors_candidates(A, Bt, op);
   const DType acc = acc_dtype(A.dtype);
   check_dtype(g, op, "grad_output", {acc});
   if (g.numel() != 1) failf(op, ": grad_output must hold one element, got ", g.describe());

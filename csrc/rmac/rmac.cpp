@@ -112,6 +112,16 @@ void check_p(const TensorView& x, const Params& prm, const TensorView* p) {
   if (p->numel() != 1) failf(kOp, ": p must have one element, got ", p->describe());
 }
 
+// What forward and backward both check first (input, parameters, p); returns R and fills the
+// regions of every image.
+int64_t checked_regions(const TensorView& x, const Regions& reg, const Params& prm, const TensorView* p,
+                        std::vector<Box>& boxes, std::vector<int64_t>& off) {
+  check_input(x, "input");
+  check_params(prm);
+  check_p(x, prm, p);
+  return resolve_regions(x, reg, prm, boxes, off);
+}
+
 }  // namespace
 
 int64_t grid_max_count(int64_t H, int64_t W, int64_t L, bool include_global) {
@@ -122,12 +132,9 @@ int64_t grid_max_count(int64_t H, int64_t W, int64_t L, bool include_global) {
 
 void forward(const TensorView& x, const Regions& reg, const Params& prm, const TensorView* p, const TensorView& y,
              const TensorView& counts, std::uintptr_t stream) {
-  check_input(x, "input");
-  check_params(prm);
-  check_p(x, prm, p);
   std::vector<Box> boxes;
   std::vector<int64_t> off;
-  const int64_t R = resolve_regions(x, reg, prm, boxes, off);
+  const int64_t R = checked_regions(x, reg, prm, p, boxes, off);
   const int64_t B = x.size(0), C = x.size(1);
   check_same_device(x, "input", y, "output", kOp);
   check_dtype(y, kOp, "output", {x.dtype});
@@ -155,12 +162,9 @@ void forward(const TensorView& x, const Regions& reg, const Params& prm, const T
 
 void backward(const TensorView& gy, const TensorView& x, const Regions& reg, const Params& prm, const TensorView* p,
               const TensorView& gx, const TensorView* gp, std::uintptr_t stream) {
-  check_input(x, "input");
-  check_params(prm);
-  check_p(x, prm, p);
   std::vector<Box> boxes;
   std::vector<int64_t> off;
-  const int64_t R = resolve_regions(x, reg, prm, boxes, off);
+  const int64_t R = checked_regions(x, reg, prm, p, boxes, off);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   check_same_device(x, "input", gy, "grad_output", kOp);
   check_dtype(gy, kOp, "grad_output", {x.dtype});

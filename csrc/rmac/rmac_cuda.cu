@@ -225,13 +225,17 @@ __global__ void backward_kernel(const T* __restrict__ G, const T* __restrict__ X
   if (prm.gem && lane == 0) GP[row] = dp;
 }
 
+// Sizes and strides of the input x [B, C, H, W] with R regions per image.
+Geometry geometry_of(const TensorView& x, int64_t R) {
+  return Geometry{x.size(0), x.size(1), x.size(2), x.size(3), R, x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+}
+
 }  // namespace
 
 void forward_cuda(const TensorView& x, const DevRegions& reg, const Params& prm, const TensorView* p,
                   const TensorView& y, std::uintptr_t stream) {
   DeviceGuard guard(x.device_id);
-  const Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), y.size(1), x.stride(0), x.stride(1), x.stride(2),
-                   x.stride(3)};
+  const Geometry g = geometry_of(x, y.size(1));
   const int64_t rows = g.B * g.C;
   const dim3 block(32 * kWarpsPerBlock);
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kWarpsPerBlock)));
@@ -246,8 +250,7 @@ void forward_cuda(const TensorView& x, const DevRegions& reg, const Params& prm,
 void backward_cuda(const TensorView& gy, const TensorView& x, const DevRegions& reg, const Params& prm,
                    const TensorView* p, const TensorView& gx, const TensorView* gp, std::uintptr_t stream) {
   DeviceGuard guard(x.device_id);
-  const Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), gy.size(1), x.stride(0), x.stride(1), x.stride(2),
-                   x.stride(3)};
+  const Geometry g = geometry_of(x, gy.size(1));
   const int64_t rows = g.B * g.C;
   const dim3 block(32 * kWarpsPerBlock);
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kWarpsPerBlock)));
