@@ -77,12 +77,19 @@ def ndcg_curve(scores, rel, r_max: int = 1000, gain: str = "linear") -> CurveRes
     idcg = torch.cumsum(torch.sort(g, dim=1, descending=True).values[:, :r] * disc, 1)
     ok = idcg > 0
     ratio = torch.where(ok, dcg / torch.where(ok, idcg, torch.ones_like(idcg)), torch.zeros_like(dcg))
+    return _mean_curve(ratio, ok, r_max)
+
+
+def _mean_curve(values, ok, r_max: int) -> CurveResult:
+    """The mean over queries of values [Q, r] at each R, over the queries where ok [Q, r] holds
+    (NaN where none does), padded to r_max; skipped = Q minus those queries."""
+    Q, r = values.shape
     cnt = ok.sum(0)
-    curve = torch.where(cnt > 0, ratio.sum(0) / cnt.clamp(min=1), torch.full_like(ratio[0], float("nan")))
+    curve = torch.where(cnt > 0, values.sum(0) / cnt.clamp(min=1), torch.full_like(values[0], float("nan")))
     out = np.full(r_max, np.nan)
     out[:r] = curve.numpy()
-    sk = np.full(r_max, scores.shape[0])
-    sk[:r] = (scores.shape[0] - cnt).numpy()
+    sk = np.full(r_max, Q)
+    sk[:r] = (Q - cnt).numpy()
     return CurveResult(out, sk)
 
 
@@ -112,13 +119,7 @@ def pcc_curve(scores, rel, r_max: int = 1000, eps: float = 1e-12) -> CurveResult
     ok = (va > eps) & (vb > eps)
     ok[:, 0] = False
     pcc = torch.where(ok, cov / torch.sqrt(torch.where(ok, va * vb, torch.ones_like(va))), torch.zeros_like(va))
-    cnt = ok.sum(0)
-    curve = torch.where(cnt > 0, pcc.sum(0) / cnt.clamp(min=1), torch.full_like(pcc[0], float("nan")))
-    out = np.full(r_max, np.nan)
-    out[:r] = curve.numpy()
-    sk = np.full(r_max, scores.shape[0])
-    sk[:r] = (scores.shape[0] - cnt).numpy()
-    return CurveResult(out, sk)
+    return _mean_curve(pcc, ok, r_max)
 
 
 def auc(curve) -> float:
