@@ -38,6 +38,17 @@ def _(grad, a, b, ei, ej, ew):
     return torch.empty_like(a, memory_format=torch.contiguous_format), torch.empty_like(b, memory_format=torch.contiguous_format)
 
 
+def _entries_setup(n_rest: int):
+    """setup_context of an op (x, y, *rest) -> (loss, ei, ej, ew): saves x, y and the entries for
+    :func:`_entries_backward`, which returns no gradient for the ``n_rest`` other inputs."""
+    def setup(ctx, inputs, output):
+        _, ei, ej, ew = output
+        ctx.mark_non_differentiable(ei, ej, ew)
+        ctx.save_for_backward(inputs[0], inputs[1], ei, ej, ew)
+        ctx.n_rest = n_rest
+    return setup
+
+
 def _entries_backward(ctx, g_loss, g_ei, g_ej, g_ew):
     a, b, ei, ej, ew = ctx.saved_tensors
     ga, gb = _pair_backward(g_loss, a, b, ei, ej, ew)
@@ -77,15 +88,8 @@ def _(img, txt, labels, margin, k, both, scale):
             img.new_empty((E,), dtype=torch.int64), img.new_empty((E,), dtype=acc))
 
 
-def _vse_setup(ctx, inputs, output):
-    img, txt = inputs[0], inputs[1]
-    _, ei, ej, ew = output
-    ctx.mark_non_differentiable(ei, ej, ew)
-    ctx.save_for_backward(img, txt, ei, ej, ew)
-    ctx.n_rest = 5
-
-
-torch.library.register_autograd("semvis::vse_hardest_triplet_loss", _entries_backward, setup_context=_vse_setup)
+torch.library.register_autograd("semvis::vse_hardest_triplet_loss", _entries_backward,
+                                setup_context=_entries_setup(n_rest=5))
 
 _REDUCTIONS = ("sum", "mean")
 _NEGATIVES = ("hardest", "all")
@@ -191,15 +195,8 @@ def _(anchors, candidates, triplets, margin, scale, mean):
             anchors.new_empty((2 * T,), dtype=torch.int64), anchors.new_empty((2 * T,), dtype=acc))
 
 
-def _triplet_setup(ctx, inputs, output):
-    a, b = inputs[0], inputs[1]
-    _, ei, ej, ew = output
-    ctx.mark_non_differentiable(ei, ej, ew)
-    ctx.save_for_backward(a, b, ei, ej, ew)
-    ctx.n_rest = 4
-
-
-torch.library.register_autograd("semvis::triplet_margin_loss", _entries_backward, setup_context=_triplet_setup)
+torch.library.register_autograd("semvis::triplet_margin_loss", _entries_backward,
+                                setup_context=_entries_setup(n_rest=4))
 
 
 def triplet_margin_loss(
