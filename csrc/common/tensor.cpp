@@ -112,6 +112,14 @@ void check_output(const TensorView& t, const char* op, const char* name, DType d
   check_writable(t, op, name);
 }
 
+void check_binary_codes(const TensorView& t, const char* op, const char* name) {
+  check_dtype(t, op, name, {DType::kUInt8});
+  check_rank(t, op, name, 2);
+  check_contiguous(t, op, name);
+  if (t.size(1) == 0 || t.size(1) % 8 != 0)
+    failf(op, ": ", name, " rows must have a positive multiple of 8 bytes (64 bits), got ", t.describe());
+}
+
 void check_same_device(const TensorView& a, const char* an, const TensorView& b, const char* bn, const char* op) {
   if (a.device != b.device || (a.device == Device::kCUDA && a.device_id != b.device_id))
     failf(op, ": ", an, " and ", bn, " must be on the same device, got ", a.describe(), " and ", b.describe());

@@ -72,6 +72,8 @@ void check_shape(const TensorView& t, const char* op, const char* name, std::ini
 void check_output(const TensorView& t, const char* op, const char* name, DType dtype,
                   std::initializer_list<int64_t> shape);
 void check_same_device(const TensorView& a, const char* an, const TensorView& b, const char* bn, const char* op);
+// Packed binary codes: uint8 [n, nbytes], contiguous, nbytes a positive multiple of 8 (64-bit words).
+void check_binary_codes(const TensorView& t, const char* op, const char* name);
 void check_device_supported(const TensorView& t, const char* op, const char* name);
 
 bool cuda_available_at_build();

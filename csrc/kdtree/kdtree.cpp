@@ -17,11 +17,7 @@ void check_cpu(const TensorView& t, const char* op, const char* name) {
 
 void check_codes(const TensorView& t, const char* op, const char* name) {
   check_cpu(t, op, name);
-  check_dtype(t, op, name, {DType::kUInt8});
-  check_rank(t, op, name, 2);
-  check_contiguous(t, op, name);
-  if (t.size(1) == 0 || t.size(1) % 8 != 0)
-    failf(op, ": ", name, " rows must have a positive multiple of 8 bytes (64 bits), got ", t.describe());
+  check_binary_codes(t, op, name);
 }
 
 void check_ids(const TensorView& t, const char* op, const char* name, int64_t n) {
