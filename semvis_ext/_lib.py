@@ -51,6 +51,19 @@ def check_matrix_pair(op: str, a_name: str, a, b_name: str, b, *, dtypes) -> Non
                          f"{tuple(a.shape)} and {b_name} {tuple(b.shape)}")
 
 
+def as_int64(op: str, name: str, t, device, expected: str) -> torch.Tensor:
+    """An integer Tensor or nested lists of ints -> an int64 Tensor on ``device``; TypeError naming
+    ``name`` (as ``expected``) for what does not convert, and for float, complex or bool tensors."""
+    if not isinstance(t, torch.Tensor):
+        try:
+            t = torch.as_tensor(t, dtype=torch.int64)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"{op}: {name} must be {expected}: {e}") from None
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{op}: {name} must hold integers, got {str(t.dtype).replace('torch.', '')}")
+    return t.to(device=device, dtype=torch.int64)
+
+
 def check_count_or_fraction(op: str, name: str, k):
     """An int count >= 0 -> (k, -1.0); a float fraction in (0, 1] -> (0, f)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Real):

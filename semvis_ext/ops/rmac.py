@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .._lib import FLOAT_DTYPES, _C, capsule, check_tensor, stream_of
+from .._lib import FLOAT_DTYPES, _C, as_int64, capsule, check_tensor, stream_of
 
 _OP = "region_pool"
 
@@ -252,14 +252,7 @@ def region_pool(
 
 
 def _as_index_tensor(t, name: str, device) -> Tensor:
-    if not isinstance(t, Tensor):
-        try:
-            t = torch.as_tensor(t, dtype=torch.int64)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(f"{_OP}: {name} must be an integer Tensor or nested lists of ints: {e}") from None
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-        raise TypeError(f"{_OP}: {name} must hold integers, got {str(t.dtype).replace('torch.', '')}")
-    return t.to(device=device, dtype=torch.int64)
+    return as_int64(_OP, name, t, device, "an integer Tensor or nested lists of ints")
 
 
 def _as_boxes(regions, B: int, device) -> Tuple[Tensor, Tensor]:

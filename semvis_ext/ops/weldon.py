@@ -10,6 +10,7 @@ from torch import Tensor
 from .._lib import (
     FLOAT_DTYPES,
     _C,
+    as_int64,
     capsule,
     check_count_or_fraction,
     check_finite_scalar,
@@ -208,13 +209,7 @@ def _split(k):
 
 
 def _as_valid_hw(valid_hw, x: Tensor) -> Tensor:
-    if not isinstance(valid_hw, Tensor):
-        try:
-            valid_hw = torch.as_tensor(valid_hw, dtype=torch.int64)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(f"{_OP}: valid_hw must be a Tensor[B, 2] or a list of (h, w) pairs: {e}") from None
-    if valid_hw.dtype.is_floating_point or valid_hw.dtype.is_complex or valid_hw.dtype == torch.bool:
-        raise TypeError(f"{_OP}: valid_hw must hold integers, got {str(valid_hw.dtype).replace('torch.', '')}")
+    valid_hw = as_int64(_OP, "valid_hw", valid_hw, x.device, "a Tensor[B, 2] or a list of (h, w) pairs")
     if valid_hw.dim() != 2 or valid_hw.shape[1] != 2 or valid_hw.shape[0] != x.shape[0]:
         raise ValueError(f"{_OP}: valid_hw must have shape [{x.shape[0]}, 2], got {tuple(valid_hw.shape)}")
-    return valid_hw.to(device=x.device, dtype=torch.int64)
+    return valid_hw
