@@ -1,4 +1,4 @@
-"""Hamming distances and top-k (semvis_ext.hamming) against np.unpackbits references."""
+"""Hamming distances and top-k (semvis_ext.ops.hamming) against np.unpackbits references."""
 import numpy as np
 import pytest
 

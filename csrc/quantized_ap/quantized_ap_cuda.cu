@@ -5,12 +5,12 @@
 // pair and writes the gradient. No [Q, N, M] tensor, no global scratch beyond an error word.
 #include <climits>
 
-#include "aploss.h"
+#include "quantized_ap.h"
 #include "common/cuda_utils.h"
 #include "common/dispatch.h"
 
 namespace semvis {
-namespace aploss {
+namespace quantized_ap {
 namespace {
 
 constexpr int kThreads = 256;
@@ -170,5 +170,5 @@ void backward_cuda(const TensorView& grad_ap, const TensorView& scores, const Te
   SEMVIS_CUDA_LAUNCH_CHECK();
 }
 
-}  // namespace aploss
+}  // namespace quantized_ap
 }  // namespace semvis

@@ -13,13 +13,13 @@ from typing import Tuple
 
 import numpy as np
 
-from ._numpy import capsule, check_codes, check_int, is_torch
+from .._numpy import capsule, check_codes, check_int, is_torch
 
 __all__ = ["hamming_distances", "hamming_topk"]
 
 
 def _C():
-    from . import _C
+    from .. import _C
 
     return _C
 

@@ -5,12 +5,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "aploss.h"
+#include "quantized_ap.h"
 #include "common/dispatch.h"
 #include "common/parallel.h"
 
 namespace semvis {
-namespace aploss {
+namespace quantized_ap {
 namespace {
 
 // Consecutive items often land in the same bin; spreading them over a few histogram copies
@@ -142,5 +142,5 @@ void backward_cpu(const TensorView& grad_ap, const TensorView& scores, const Ten
   }));
 }
 
-}  // namespace aploss
+}  // namespace quantized_ap
 }  // namespace semvis

@@ -41,7 +41,7 @@
   }
 
 namespace semvis {
-namespace aploss {
+namespace quantized_ap {
 
 constexpr int64_t kMaxBins = 4096;
 constexpr double kEps = 1e-16;  // dirtorch's guard in the precision denominator
@@ -137,5 +137,5 @@ void backward_cuda(const TensorView& grad_ap, const TensorView& scores, const Te
                    const TensorView& hist, const Params& p, const TensorView& grad_scores, std::uintptr_t stream);
 #endif
 
-}  // namespace aploss
+}  // namespace quantized_ap
 }  // namespace semvis
