@@ -29,7 +29,7 @@
 #include "common/tensor.h"
 
 // Runs __VA_ARGS__ with label_t bound to the storage type of a label dtype.
-#define SEMVIS_APLOSS_DISPATCH_LABEL(DT, ...)                                                      \
+#define SEMVIS_QUANTIZED_AP_DISPATCH_LABEL(DT, ...)                                                      \
   switch (DT) {                                                                                  \
     case ::semvis::DType::kBool:                                                                 \
     case ::semvis::DType::kUInt8: { using label_t = uint8_t; __VA_ARGS__; break; }               \
