@@ -74,7 +74,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 over[k] = v
         model_over = json.loads(args.model) if args.model else {}
         synthetic = not args.karpathy_json
-        base = dict(epochs=args.epochs, batch_size=args.batch_size, checkpoint_dir=args.out, seed=args.seed)
+        base = dict(epochs=args.epochs, batch_size=args.batch_size, out_dir=args.out, seed=args.seed)
         if synthetic:  # the 2-core recipe of RESULTS.md
             base.update(crop_size=args.image_size, crop_scale=(0.8, 1.0), test_size=None, lr=2e-3, lr_decay_epochs=0,
                         warmup_epochs=args.epochs)
@@ -84,14 +84,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if synthetic and not model_over:
             model_over = dict(stages=2, dim=128, feature_dim=256)
         model = BEAN.from_preset(args.preset, len(vocab), **model_over)
-        trainer = CrossModalTrainer(model, vocab, train, cfg)
-        if args.resume:
-            trainer.resume(args.resume)
+        trainer = (CrossModalTrainer.resume(args.resume, train, **base) if args.resume
+                   else CrossModalTrainer(model, vocab, train, cfg))
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"semvis train-crossmodal: {e}", file=sys.stderr)
         return 2
-    for rec in iter(lambda: trainer.train_epoch() if trainer.epoch < cfg.epochs else None, None):
-        print(json.dumps(rec))
+    trainer.fit(log=lambda rec: print(json.dumps(rec)))
     if args.out:
         trainer.save(os.path.join(args.out, "last.pt"))
     if not args.no_eval:
