@@ -132,3 +132,50 @@ def test_difficult_pairs_against_brute_force():
     want = {(int(a), int(b), bool(c)) for a, b, c in want}
     got = {(int(a), int(b), bool(c)) for a, b, c in zip(i, j, m)}
     assert got == want and len(got) > 0
+
+
+def test_mine_pairs_equals_the_definition_on_its_candidates():
+    import semvis_ext
+    torch.manual_seed(5)
+    net = SimNet(6, hidden=(8,))
+    with torch.no_grad():
+        net.out.bias.fill_(0.3)  # scores near 0.3: both kinds of difficult pairs exist
+    x = torch.randn(20, 6)
+    labels = torch.tensor([0, 1, 2, 3] * 5)
+    from semvis.models.simnet import mine_pairs
+    i, j, m = mine_pairs(net, x, labels, k=3)
+    got = {(int(a), int(b), bool(c)) for a, b, c in zip(i, j, m)}
+    xn = torch.nn.functional.normalize(x, dim=1)
+    C = xn @ xn.t()
+    S = _dense_scores(net, x, x)
+    want = set()
+    for a in range(20):
+        negs = [b for b in range(20) if labels[b] != labels[a]]
+        negs = sorted(negs, key=lambda b: (-float(C[a, b]), b))[:3]
+        for b in negs:
+            if S[a, b] > C[a, b]:
+                want.add((a, b, False))
+        for b in range(20):
+            if b != a and labels[b] == labels[a] and S[a, b] < C[a, b]:
+                want.add((a, b, True))
+    assert got == want and any(c for _, _, c in got) and any(not c for _, _, c in got)
+
+
+def test_simnet_trainer_learns_and_resumes(tmp_path):
+    from semvis.train.simnet import SimNetConfig, SimNetTrainer
+    cfg = SimNetConfig.preset("synthetic", steps=240, warmup_steps=40, hidden=[64, 64], synthetic_classes=12,
+                              synthetic_per_class=8, dim=16, progress=False, threads=1, mine_at=0.5,
+                              out_dir=str(tmp_path / "a"))
+    tr = SimNetTrainer(cfg)
+    tr.fit()
+    ev = tr.evaluate()
+    assert tr.hard is not None and ev["queries"] == 48
+    assert 0 < ev["map_cosine"] <= 1 and 0 < ev["map_simnet"] <= 1
+    # resume from the middle equals the straight run
+    t2 = SimNetTrainer(cfg.replace(out_dir=str(tmp_path / "b")))
+    t2.fit(until=160)  # stopped after the mining round
+    t3 = SimNetTrainer.resume(str(tmp_path / "b" / "checkpoint.pt"))
+    assert t3.step == 160 and t3.hard is not None
+    t3.fit()
+    for p, q in zip(tr.model.parameters(), t3.model.parameters()):
+        torch.testing.assert_close(p, q)

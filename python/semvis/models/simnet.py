@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SimNet", "simnet_loss", "random_pairs", "difficult_pairs"]
+__all__ = ["SimNet", "simnet_loss", "random_pairs", "difficult_pairs", "mine_pairs"]
 
 
 def _check_matrix(op: str, name: str, x, dim: Optional[int] = None) -> None:
@@ -235,3 +235,52 @@ def difficult_pairs(net: SimNet, x: Tensor, labels: Tensor, per_query: int = 10,
         out_j.append(idx[keep])
         out_m.append(torch.full((int(keep.sum()),), m, dtype=torch.bool))
     return torch.cat(out_i), torch.cat(out_j), torch.cat(out_m)
+
+
+@torch.no_grad()
+def mine_pairs(net: SimNet, x: Tensor, labels: Tensor, k: int = 10, batch: int = 65536) -> Tuple[Tensor, Tensor, Tensor]:
+    """Difficult pairs among mined candidates, in O(N·k) memory: each item's ``k`` most
+    cosine-similar non-matching items (``semvis_ext.topk_similar`` with a label mask; the hard
+    negatives of the cosine ranking) and every matching pair (the hard positives are among them);
+    kept where the network is worse than the metric (``s < cos`` for a match, ``s > cos`` for a
+    non-match), as in :func:`difficult_pairs`.
+
+    Returns:
+        (i, j, match) of the kept pairs (i != j).
+    """
+    import semvis_ext
+
+    _check_matrix("mine_pairs", "x", x, net.dim)
+    n = x.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"mine_pairs: labels must be Tensor[{n}], got {tuple(labels.shape)}")
+    labels = labels.to(torch.int64)
+    xn = F.normalize(x.float(), dim=1)
+    kk = min(k, n)
+    cand_i, cand_j = [], []
+    if n > 1:
+        _, nb = semvis_ext.topk_similar(xn, xn, kk, exclude=semvis_ext.LabelMask(labels, labels))
+        rows = torch.arange(n, device=x.device)[:, None].expand_as(nb)
+        ok = nb >= 0  # rows with fewer than k non-matching items are padded with -1
+        cand_i.append(rows[ok])
+        cand_j.append(nb[ok])
+    order = torch.argsort(labels, stable=True)
+    sl = labels[order]
+    starts = torch.searchsorted(sl, sl, right=False)
+    ends = torch.searchsorted(sl, sl, right=True)
+    # every matching pair, without a loop: sorted position a pairs with its class's run of positions
+    cnt = ends - starts
+    base = starts.repeat_interleave(cnt)
+    within = torch.arange(int(cnt.sum()), device=x.device) - (torch.cumsum(cnt, 0) - cnt).repeat_interleave(cnt)
+    cand_i.append(order.repeat_interleave(cnt))
+    cand_j.append(order[base + within])
+    i = torch.cat(cand_i) if cand_i else torch.empty(0, dtype=torch.int64)
+    j = torch.cat(cand_j) if cand_j else torch.empty(0, dtype=torch.int64)
+    keep = i != j
+    i, j = i[keep], j[keep]
+    match = labels[i] == labels[j]
+    s = torch.cat([net.score(x[i[b:b + batch]], x[j[b:b + batch]]) for b in range(0, i.numel(), batch)]) \
+        if i.numel() else torch.empty(0, dtype=x.dtype)
+    cos = (xn[i] * xn[j]).sum(1)
+    bad = torch.where(match, s < cos, s > cos)
+    return i[bad], j[bad], match[bad]
