@@ -573,12 +573,14 @@ def test_crossmodal_config_file_and_presets(tmp_path):
 
 
 def test_cli_parser_has_crossmodal_commands():
-    from semvis.cli import COMMANDS, build_parser
+    from semvis.cli import build_parser
 
-    for c in ("train-crossmodal", "eval-crossmodal", "search-crossmodal"):
-        assert c in COMMANDS
-    a = build_parser().parse_args(["search-crossmodal", "--checkpoint", "x.pt", "--text", "a red circle", "--rerank"])
-    assert a.text == ["a red circle"] and a.rerank
+    a = build_parser().parse_args(["crossmodal", "search", "x.pt", "--text", "a red circle", "--rerank"])
+    assert a.text == ["a red circle"] and a.rerank and a.checkpoint == "x.pt" and a.command == "crossmodal search"
+    for old in ("train-crossmodal", "eval-crossmodal", "search-crossmodal"):  # hidden aliases
+        assert build_parser().parse_args([old, "x.pt"] if old != "train-crossmodal" else [old]).command.startswith(
+            "crossmodal ")
+    assert "train-crossmodal" not in build_parser().format_help()
 
 
 def test_loss_runs_the_fused_op(monkeypatch):
@@ -631,20 +633,36 @@ def test_cli_train_eval_search_end_to_end(tmp_path, capsys, one_thread):
     from semvis.cli import main
     from semvis.viz import read_png
 
-    common = ["--synthetic", "12", "--synthetic-test", "6", "--image-size", "48"]
-    assert main(["train-crossmodal", *common, "--epochs", "1", "--batch-size", "6", "--set", "progress=false",
-                 "--out", str(tmp_path)]) == 0
+    data = ["--set", "n_train=12", "--set", "n_test=6", "--set", "image_size=48"]
+    assert main(["crossmodal", "train", *data, "--set", "epochs=1", "--set", "batch_size=6", "--quiet", "--json",
+                 "-o", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    rec, res = json.loads(lines[0]), json.loads(lines[-1])
+    cfg, rec, res = json.loads(lines[0]), json.loads(lines[1]), json.loads(lines[-1])
+    assert cfg["config"]["model"] == "tiny" and cfg["config"]["n_train"] == 12
     assert rec["epoch"] == 1 and rec["loss_backend"] == "semvis_ext"
     assert set(res) == {"retrieval", "retrieval_rerank", "pointing"}
-    ck = str(tmp_path / "last.pt")
-    assert main(["eval-crossmodal", "--checkpoint", ck, *common, "--json", str(tmp_path / "m.json")]) == 0
-    assert json.loads((tmp_path / "m.json").read_text())["retrieval"]["i2t"]["r10"] >= 0
-    capsys.readouterr()
-    assert main(["search-crossmodal", "--checkpoint", ck, *common, "--text", "a red circle", "--image", "0",
-                 "--top", "3", "--rerank", "--heatmap-dir", str(tmp_path / "maps")]) == 0
+    ck = str(tmp_path / "checkpoint.pt")
+    # the checkpoint remembers its data: eval and search need only the checkpoint
+    assert main(["crossmodal", "eval", ck, "--json", "-o", str(tmp_path / "m.json")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads((tmp_path / "m.json").read_text()) == out and out["retrieval"]["i2t"]["r10"] >= 0
+    assert out == res  # the same model on the same test split
+    assert main(["crossmodal", "search", ck, "--text", "a red circle", "--image", "0", "--top", "3", "--rerank",
+                 "-o", str(tmp_path / "maps"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["text_to_image"][0]["images"]) == 3 and len(out["image_to_text"][0]["captions"]) == 3
     assert read_png(out["text_to_image"][0]["heatmap"]).shape == (48, 48, 3)
-    assert main(["eval-crossmodal", "--checkpoint", str(tmp_path / "missing.pt"), *common]) == 2
+    # the old spellings still run (hidden aliases), --checkpoint included
+    assert main(["search-crossmodal", "--checkpoint", ck, "--text", "a blue square", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["text_to_image"][0]["images"]) == 5
+    # resume: one more epoch from the checkpoint
+    assert main(["crossmodal", "train", "--resume", ck, "--set", "epochs=2", "--no-eval", "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epoch"] == 2
+    # user errors: one line, status 2
+    for argv, msg in ((["crossmodal", "eval", str(tmp_path / "missing.pt")], "no such file"),
+                      (["crossmodal", "search", ck, "--text", "!!!"], "caption 0 is empty"),
+                      (["crossmodal", "search", ck, "--image", "99"], "--image 99"),
+                      (["crossmodal", "train", "--set", "model=huge"], "config.model")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("semvis crossmodal ") and msg in err and "\n" not in err, err
