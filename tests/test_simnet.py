@@ -179,3 +179,27 @@ def test_simnet_trainer_learns_and_resumes(tmp_path):
     t3.fit()
     for p, q in zip(tr.model.parameters(), t3.model.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_cli_train_eval_search(tmp_path, capsys):
+    import json
+    from semvis.cli import main
+
+    run = tmp_path / "run"
+    common = ["--set", "steps=60", "--set", "warmup_steps=20", "--set", "hidden=[32]", "--set", "synthetic_classes=6",
+              "--set", "synthetic_per_class=6", "--set", "dim=8"]
+    assert main(["simnet", "train", *common, "-o", str(run), "--quiet", "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["steps"] == 60 and 0 < last["map_cosine"] <= 1
+    ck = str(run / "checkpoint.pt")
+    assert main(["simnet", "eval", ck, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["map_simnet"] == last["map_simnet"]
+    assert main(["simnet", "search", ck, "--query", "0", "-k", "4", "--json"]) == 0
+    hits = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert len(hits) == 4 and hits[0]["score"] >= hits[-1]["score"]
+    assert main(["simnet", "search", ck, "--query", "999"]) == 2
+    assert "--query must be a test descriptor index" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not a zip")
+    assert main(["simnet", "train", "--set", f"data={bad}"]) == 2
+    assert "not a readable .npz" in capsys.readouterr().err

@@ -125,3 +125,31 @@ def test_config_errors():
     with pytest.raises(ValueError, match="config.data_root: is not a directory"):
         Text2ArtConfig(data_root="/nonexistent/semart")
     assert Text2ArtConfig.preset("paper").backbone == "resnet50"
+
+
+def test_cli_train_eval_search(semart, tmp_path, capsys):
+    import json
+    from semvis.cli import main
+
+    root, _ = semart
+    run = tmp_path / "run"
+    assert main(["text2art", "train", "--set", f"data_root={root}", "--set", "epochs=1", "--set", "width=4",
+                 "--set", "batch_size=8", "--set", "image_size=32", "-o", str(run), "--quiet", "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last["t2i"]) == {"r1", "r5", "r10", "medr"}
+    ck = str(run / "checkpoint.pt")
+    assert main(["text2art", "eval", ck, "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["t2i"] == last["t2i"]  # the checkpoint evaluates as the run ended
+    assert main(["text2art", "search", ck, "--text", "a blue star", "-k", "3", "--json"]) == 0
+    hits = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    img = read_semart(semart_split_path(root, "test"))[0].path
+    assert main(["text2art", "search", ck, "--image", img, "-k", "2"]) == 0
+    capsys.readouterr()
+    assert main(["text2art", "search", ck]) == 2
+    assert "exactly one of --text or --image" in capsys.readouterr().err
+    assert main(["text2art", "eval", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["text2art", "train", "--set", "attribute=COLOUR"]) == 2
+    assert "config.attribute" in capsys.readouterr().err
