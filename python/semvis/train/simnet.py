@@ -48,7 +48,7 @@ class SimNetConfig(TrainConfig):
     PRESETS = {
         "paper": {"hidden": [4096, 4096], "delta": 0.8, "batch_size": 100, "lr": 1e-3, "steps": 20000,
                   "warmup_steps": 5000},
-        "synthetic": {"hidden": [512, 512], "delta": 0.4, "steps": 1500, "warmup_steps": 300, "lr": 1e-2},
+        "synthetic": {"hidden": [512, 512], "delta": 0.8, "steps": 3000, "warmup_steps": 300, "lr": 3e-2},
     }
 
     data: str = "synthetic"
@@ -56,11 +56,11 @@ class SimNetConfig(TrainConfig):
     synthetic_per_class: int = 12
     dim: int = 64
     hidden: Tuple[int, ...] = (512, 512)
-    delta: float = 0.4
-    steps: int = 1500
+    delta: float = 0.8
+    steps: int = 3000
     warmup_steps: int = 300
     batch_size: int = 100
-    lr: float = 1e-2
+    lr: float = 3e-2
     momentum: float = 0.9
     weight_decay: float = 5e-4
     mine_at: float = 0.5
