@@ -399,3 +399,16 @@ def test_cuda_matches_cpu():
         yc.backward(gy)
         yg.backward(gy.cuda())
         assert torch.allclose(xg.grad.cpu(), xc.grad, rtol=1e-4, atol=1e-6), kw
+
+
+def test_any_int_levels_is_the_grid_up_to_the_last_nonempty_level():
+    # levels past 2 * min(H, W) - 1 add no region: huge values (up to and past int64) neither hang nor overflow
+    for H, W in ((5, 7), (1, 1), (12, 4)):
+        full = se.rmac_regions(H, W, 2 * min(H, W))
+        for levels in (2 * min(H, W) + 1, 10**6, 2**63 - 1, 2**63, 2**100):
+            assert torch.equal(se.rmac_regions(H, W, levels), full)
+        assert torch.equal(full, ref.rmac_regions_cirtorch(H, W, 2 * min(H, W) + 3))
+    x = torch.randn(2, 3, 5, 7)
+    assert torch.equal(se.region_pool(x, levels=2**63), se.region_pool(x, levels=10))
+    with pytest.raises(ValueError, match=r"rmac_regions: H must be <= 2147483647"):
+        se.rmac_regions(2**31, 5)

@@ -57,6 +57,13 @@ SEMVIS_HD int64_t grid_side(int64_t H, int64_t W, int64_t l) {
   return (2 * w) / (l + 1);
 }
 
+// Levels past 2 * min(H, W) - 1 have side 0 and add no region: loops stop there, so any L
+// (up to INT64_MAX) costs O(min(H, W)).
+SEMVIS_HD int64_t grid_last_level(int64_t H, int64_t W, int64_t L) {
+  const int64_t m2 = 2 * (H < W ? H : W);
+  return L < m2 ? L : m2;
+}
+
 // Regions of level l along one axis of length `len`, with `extra` = overplus on that axis.
 SEMVIS_HD int64_t grid_positions(int64_t l, int extra) { return l + extra; }
 
@@ -76,7 +83,7 @@ SEMVIS_HD int64_t grid_count(int64_t H, int64_t W, int64_t L, bool include_globa
   const int over = grid_overplus(H, W);
   const int Wd = H < W ? over : 0, Hd = H > W ? over : 0;
   int64_t n = include_global ? 1 : 0;
-  for (int64_t l = 1; l <= L; ++l) {
+  for (int64_t l = 1, last = grid_last_level(H, W, L); l <= last; ++l) {
     if (grid_side(H, W, l) == 0) continue;
     n += grid_positions(l, Hd) * grid_positions(l, Wd);
   }
@@ -92,7 +99,7 @@ SEMVIS_HD Box grid_box(int64_t H, int64_t W, int64_t L, bool include_global, int
   }
   const int over = grid_overplus(H, W);
   const int Wd = H < W ? over : 0, Hd = H > W ? over : 0;
-  for (int64_t l = 1; l <= L; ++l) {
+  for (int64_t l = 1, last = grid_last_level(H, W, L); l <= last; ++l) {
     const int64_t wl = grid_side(H, W, l);
     if (wl == 0) continue;
     const int64_t nh = grid_positions(l, Hd), nw = grid_positions(l, Wd);

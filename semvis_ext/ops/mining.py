@@ -330,7 +330,8 @@ def hard_triplets(
         tile: as in :func:`topk_similar`.
 
     Similarities are float32 (``s(q, d-)`` from the tiled GEMM, ``s(q, d+)`` from a dot product);
-    ties in loss go to the lowest pool position.
+    ties in loss go to the lowest pool position. Non-finite embeddings (NaN, ±inf) raise
+    ``ValueError``, as in :func:`topk_similar`: a ranking of NaN means nothing.
 
     Returns:
         Tensor[T, 3] int64 of (query row, positive db_emb row, negative db_emb row), ordered by

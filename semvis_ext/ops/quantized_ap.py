@@ -169,6 +169,9 @@ def ap_loss(
     and are left out of the count of ``"mean"`` (dirtorch would return NaN). If no query has a
     relevant item the loss is 0 and its gradient is 0.
 
+    NaN scores raise ``ValueError`` (as in :func:`quantized_ap`: a rank among NaN is undefined,
+    so the loss refuses rather than propagates); ±inf scores fall in the end bins.
+
     Args:
         scores (Tensor[Q, N]): see :func:`quantized_ap`.
         labels (Tensor[Q, N]): see :func:`quantized_ap`.
@@ -208,6 +211,8 @@ def fast_ap_loss(
     the end bins (FastAP gives them no weight; for unit vectors there are none), the query itself
     must be left out of the inputs by the caller (FastAP drops the diagonal of its in-batch
     matrix), and queries without a relevant item follow :func:`ap_loss`.
+
+    NaN distances raise ``ValueError`` (as in :func:`ap_loss`); ±inf fall in the end bins.
 
     Args:
         sq_dists (Tensor[Q, N]): squared distances (smaller = more similar); dtypes as scores in

@@ -13,11 +13,13 @@ from .._lib import FLOAT_DTYPES, _C, as_int64, capsule, check_tensor, stream_of
 _OP = "region_pool"
 
 
-def _check_int(op: str, name: str, v, minimum: int) -> int:
+def _check_int(op: str, name: str, v, minimum: int, maximum: Optional[int] = 2**63 - 1) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
     if v < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{op}: {name} must be <= {maximum}, got {v}")
     return int(v)
 
 
@@ -48,12 +50,17 @@ def rmac_regions(H: int, W: int, levels: int = 3, include_global: bool = True) -
         Tensor[R, 4] int64 on the cpu: rows (y, x, height, width) in feature-map cells, the full
         map first, then level 1, 2, ... each in row-major order (H outer, W inner).
     """
-    H = _check_int("rmac_regions", "H", H, 1)
-    W = _check_int("rmac_regions", "W", W, 1)
-    levels = _check_int("rmac_regions", "levels", levels, 1)
+    H = _check_int("rmac_regions", "H", H, 1, 2**31 - 1)  # boxes hold int32 coordinates
+    W = _check_int("rmac_regions", "W", W, 1, 2**31 - 1)
+    levels = _check_int("rmac_regions", "levels", levels, 1, None)
     if not isinstance(include_global, bool):
         raise TypeError(f"rmac_regions: include_global must be a bool, got {type(include_global).__name__}")
-    return _grid(H, W, levels, include_global).clone()
+    return _grid(H, W, _last_level(H, W, levels), include_global).clone()
+
+
+def _last_level(H: int, W: int, levels: int) -> int:
+    """Levels past 2 * min(H, W) - 1 hold no region (side 0): any int levels is the same grid as this."""
+    return min(levels, 2 * max(1, min(H, W)))
 
 
 def _num_regions(x: Tensor, boxes: Optional[Tensor], valid_hw: Optional[Tensor], levels: int, include_global: bool):
@@ -219,7 +226,8 @@ def region_pool(
         return_mask (bool): also return the validity mask (see :class:`RegionPoolResult`).
 
     Max ties go to the lowest row-major position (the whole gradient goes there); NaN ranks above
-    +inf. The backward pass recomputes the arg-max from ``x`` instead of storing indices, so the
+    +inf. NaN propagates as the definition does: a NaN in a region makes that region's MAC / GeM
+    output NaN (and its gradient goes to the NaN's position); other regions are unaffected. The backward pass recomputes the arg-max from ``x`` instead of storing indices, so the
     op keeps nothing but its output: extra memory is ``B * R * C`` values (+ ``B * C`` floats in
     GeM's backward). Explicit boxes and ``valid_hw`` on a GPU are copied to the host once per call
     for validation (a sync).
@@ -230,7 +238,7 @@ def region_pool(
     check_tensor(_OP, "input", x, dtypes=FLOAT_DTYPES, ndim=4)
     if min(x.shape) == 0:
         raise ValueError(f"{_OP}: input must be non-empty in every dimension, got shape {tuple(x.shape)}")
-    levels = _check_int(_OP, "levels", levels, 1)
+    levels = _last_level(int(x.shape[2]), int(x.shape[3]), _check_int(_OP, "levels", levels, 1, None))
     if not isinstance(include_global, bool):
         raise TypeError(f"{_OP}: include_global must be a bool, got {type(include_global).__name__}")
     if not isinstance(return_mask, bool):

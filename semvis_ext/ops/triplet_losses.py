@@ -191,7 +191,7 @@ def vse_hardest_triplet_loss(
                              f"{tuple(labels.shape)} on {labels.device}")
         labels = labels.contiguous()
     B = img.shape[0]
-    kk = max(B - 1, 1) if negatives == "all" else int(k)
+    kk = max(B - 1, 1) if negatives == "all" else min(int(k), max(B - 1, 1))  # clamped: any int k works
     scale = 1.0 / B if reduction == "mean" else 1.0
     loss, _, _, _ = _vse_loss(img, txt, labels, margin, kk, both_directions, scale)
     return loss

@@ -78,7 +78,8 @@ def track(keypoints: np.ndarray, descriptors: np.ndarray, frame_offsets: np.ndar
     ``max_distance``-sized cells (not all pairs). Multithreaded over frame pairs, GIL released.
 
     Args:
-        keypoints (ndarray float32[N, 2]): (x, y) of every feature, in pixels; finite.
+        keypoints (ndarray float32[N, 2]): (x, y) of every feature, in pixels. Any finite values
+            work with any ``max_distance`` (the grid saturates); NaN or ±inf raise ``ValueError``.
         descriptors (ndarray uint8[N, nb]): binary descriptors; nb a multiple of 8 (32 for ORB).
         frame_offsets (ndarray int64[T + 1]): 0, then non-decreasing, ending at N.
         max_hamming (int): strict Hamming threshold (paper: 20).
