@@ -86,3 +86,90 @@ def test_config_object():
     with pytest.raises(ValueError, match="verify"):
         idx.verify = -1
     assert idx.verify == 0
+
+
+def _fuzz(kind, tmp_path, flips, seed):
+    import subprocess
+    import sys
+
+    out = tmp_path / f"fuzz_{kind}.json"
+    r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "video_index_fuzz.py"),
+                        os.path.join(FIX, f"v2_{kind}.svx"), os.path.join(FIX, "v2_queries.npz"), str(out), str(flips),
+                        str(seed)], capture_output=True, text=True, timeout=600)
+    assert r.returncode in (0, 1), (r.returncode, r.stderr[-3000:])  # not a crash (a signal: negative)
+    summary = json.loads(out.read_text())
+    assert not summary["bad"], summary["bad"][:5]
+    assert r.returncode == 0
+    assert summary["cases"] > 300 and summary["refused"] > 0.9 * summary["cases"], summary
+    return summary
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_file_fuzzer(kind, tmp_path):
+    """Truncation at every section boundary, random byte flips, junk before/after, foreign files and
+    crafted files with recomputed checksums: ValueError with our message, or an index that
+    searches as the original; never a crash, another exception or a pickle hint."""
+    _fuzz(kind, tmp_path, flips=150, seed=1234)
+
+
+def test_load_messages(tmp_path):
+    text = tmp_path / "notes.svx"
+    text.write_text("a text file, not an index\n" * 20)
+    with pytest.raises(ValueError, match="not a semvis video index") as e:
+        VideoIndex.load(text)
+    assert "pickle" not in str(e.value)
+    with pytest.raises(ValueError, match="directory"):
+        VideoIndex.load(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        VideoIndex.load(tmp_path / "missing.svx")
+    np.savez(tmp_path / "obj.npz", meta=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match="Python objects") as e:
+        VideoIndex.load(tmp_path / "obj.npz")
+    assert "allow_pickle" not in str(e.value)
+    good = open(os.path.join(FIX, "v2_tracks.svx"), "rb").read()
+    (tmp_path / "junk.svx").write_bytes(good + b"\x00trailing junk")
+    with pytest.raises(ValueError, match="after the end"):
+        VideoIndex.load(tmp_path / "junk.svx")
+    for bad in ("no", 1, None):
+        with pytest.raises(TypeError, match="progress"):
+            VideoIndex.load(os.path.join(FIX, "v2_tracks.svx"), progress=bad)
+
+
+def test_crafted_files_are_range_checked(tmp_path):
+    """Each crafted file has a recomputed checksum: only the range checks refuse it."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import video_index_fuzz as F
+
+    meta, arrays = F.read_members(os.path.join(FIX, "v2_keyframes.svx"))
+    want = {"span beyond the video": None, "shot offsets not monotone": "shot_offsets",
+            "shot of a video not in the table": "shot_video", "shot beyond the video": "shots",
+            "item_offsets not monotone": "item_offsets", "item_offsets shifted": "item_offsets",
+            "frame numbers not increasing": "frame_numbers", "tree ids beyond the items": "kd-tree's ids",
+            "tree keys not the index's": "kd-tree's keys", "invalid config": "config.verify"}
+    seen = 0
+    for label, m, a in F.crafted(meta, arrays):
+        p = tmp_path / "c.svx"
+        F.write_members(p, m, a)
+        with pytest.raises(ValueError, match="VideoIndex.load") as e:
+            VideoIndex.load(p)
+        if want.get(label):
+            assert want[label] in str(e.value), (label, str(e.value))
+            seen += 1
+    assert seen == 9
+    # the store's own file, the frame ids shifted past the shot: refused
+    meta, arrays = F.read_members(os.path.join(FIX, "v2_tracks.svx"))
+    span = arrays["span"].copy()
+    span[:, 1] += 1_000_000_000 - span[:, 1].max()
+    F.write_members(tmp_path / "t.svx", meta, {**arrays, "span": span})
+    with pytest.raises(ValueError, match="frame ids outside their shot"):
+        VideoIndex.load(tmp_path / "t.svx")
+
+
+def test_search_with_a_directory_as_the_photo(tmp_path):
+    from semvis.video import VideoReadError
+
+    idx = VideoIndex.load(os.path.join(FIX, "v2_tracks.svx"), progress=False)
+    with pytest.raises(VideoReadError, match="is a directory"):
+        idx.search(str(tmp_path))

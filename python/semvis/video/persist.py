@@ -76,7 +76,7 @@ def _read_zip(path: str, bad) -> Dict[str, np.ndarray]:
                 if i.compress_type != zipfile.ZIP_STORED or i.file_size > size:
                     raise bad(f"member {i.filename!r} is not stored as written")
                 with zf.open(i) as m:
-                    out[i.filename[:-4]] = _read_npy(m, i.file_size, bad, i.filename)
+                    out[i.filename[:-4]] = _read_npy(m, i.file_size, bad, i.filename[:-4])
             return out
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, NotImplementedError,
             RuntimeError, struct.error) as e:
@@ -94,7 +94,7 @@ def _read_npy(m, limit: int, bad, name: str) -> np.ndarray:
             shape, fortran, dtype = fmt.read_array_header_2_0(m)
         else:
             raise ValueError(f"npy version {version}")
-    except (ValueError, SyntaxError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - numpy parses the header with tokenize/ast: any failure is corruption
         raise bad(f"corrupt array {name!r} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if dtype.hasobject or dtype.itemsize == 0:
         raise bad(f"array {name!r} holds Python objects or no data (not a semvis video index)")
@@ -105,7 +105,7 @@ def _read_npy(m, limit: int, bad, name: str) -> np.ndarray:
     if m.readinto(buf) != n or m.read(1):  # reading to the end checks the zip CRC
         raise bad(f"array {name!r} is truncated or has trailing bytes")
     a = np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-    return np.ascontiguousarray(a)
+    return a if a.flags.c_contiguous else a.copy(order="C")
 
 
 def read(path: Union[str, os.PathLike]) -> Tuple[VideoIndexConfig, Block, object, dict]:

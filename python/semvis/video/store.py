@@ -146,7 +146,7 @@ class Block:
                  f"{name} must rise monotonically from 0 to {total}")
 
         V = len(self.video_ids)
-        need(len(set(self.video_ids)) == V and all(isinstance(v, str) and v for v in self.video_ids),
+        need(all(isinstance(v, str) and v for v in self.video_ids) and len(set(self.video_ids)) == V,
              "video ids must be distinct non-empty strings")
         c = self.codes
         need(c.dtype == np.uint8 and c.ndim == 2 and c.shape[1] > 0 and c.shape[1] % 8 == 0,
