@@ -101,7 +101,7 @@ def test_exact_mode_equals_brute_force(order):
         np.testing.assert_array_equal(D, Db)
         np.testing.assert_array_equal(I, Ib)
     # custom ids: the payload comes back, ties by the lowest id
-    ids = np.random.default_rng(0).permutation(3000).astype(np.int64) * 7 - 100
+    ids = np.random.default_rng(0).permutation(3000).astype(np.int64) * 7 + 5
     tree = BinaryKDTree(codes, ids=ids)
     D, I = tree.search(q, k=10, backtracks=None, order=order)
     Dr, Ir = reference.hamming_topk(q, codes, 10, ids=ids)
@@ -207,74 +207,129 @@ def _saved(tmp_path):
     return tree, path, path.read_bytes()
 
 
+# format version 2: 256-byte header, 8 sections (offset, length) at byte 72, their crc32 at 200,
+# the header's crc32 at 252
+H2, SEC2, CRC2 = 256, 72, 200
+
+
+def sections(blob):
+    import struct
+
+    v = struct.unpack_from("<QQQQQQQQQQQQQQQQ", blob, SEC2)
+    return [(v[2 * i], v[2 * i + 1]) for i in range(8)]
+
+
+def forge(blob, edit):
+    """blob after edit(bytearray), with the header checksum recomputed."""
+    import struct
+    import zlib
+
+    data = bytearray(blob)
+    edit(data)
+    data[H2 - 4:H2] = struct.pack("<I", zlib.crc32(bytes(data[:H2 - 4])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def put_section(data, s, arr):
+    """Writes arr over section s and fixes that section's checksum (a crafted, consistent file)."""
+    import struct
+    import zlib
+
+    off, length = sections(bytes(data))[s]
+    raw = np.ascontiguousarray(arr).tobytes()
+    assert len(raw) == length
+    data[off:off + length] = raw
+    data[CRC2 + 4 * s:CRC2 + 4 * s + 4] = struct.pack("<I", zlib.crc32(raw) & 0xFFFFFFFF)
+
+
 def test_corrupt_truncated_and_foreign_files(tmp_path):
     tree, path, blob = _saved(tmp_path)
     q = structured(10, seed=21)
     bad = tmp_path / "bad"
     rng = np.random.default_rng(0)
-    cases = [blob[:n] for n in (0, 7, 8, 100, 191, 192, 500, len(blob) - 1)]
+    cases = [blob[:n] for n in (0, 7, 8, 100, 191, 192, 255, 256, 500, len(blob) - 1)]
     cases += [blob + b"\0", b"PNG\x89" + bytes(300), bytes(rng.integers(0, 256, 5000, dtype=np.uint8))]
     for data in cases:
         bad.write_bytes(data)
         with pytest.raises(ValueError, match="BinaryKDTree.load"):
             BinaryKDTree.load(bad)
-    # every single-byte flip of the header and of the tree is detected; flips in the keys are
-    # detected with verify=True and harmless (no crash) without it
-    nodes_end = 192 + tree.nodes.nbytes
-    positions = list(range(0, 192)) + list(rng.integers(192, nodes_end, 200)) + \
-        list(rng.integers(nodes_end, len(blob), 200))
+    # every single-byte flip of the header, the tree and the ids is detected by default; flips in
+    # the keys too (verify=True, the default), and are harmless (no crash) with verify=False
+    sec = sections(blob)
+    keys = [(sec[s][0], sec[s][0] + sec[s][1]) for s in (1, 3)]  # codes and buffer codes
+    positions = list(range(0, H2)) + list(rng.integers(H2, len(blob), 400))
     for pos in positions:
         data = bytearray(blob)
         data[pos] ^= 1 << int(rng.integers(0, 8))
         bad.write_bytes(bytes(data))
-        if pos < nodes_end:
-            with pytest.raises(ValueError, match="BinaryKDTree.load"):
-                BinaryKDTree.load(bad)
-        else:
-            with pytest.raises(ValueError, match="checksum"):
-                BinaryKDTree.load(bad, verify=True)
-            t = BinaryKDTree.load(bad)
+        with pytest.raises(ValueError, match="BinaryKDTree.load"):
+            BinaryKDTree.load(bad)
+        if any(lo <= pos < hi for lo, hi in keys):
+            t = BinaryKDTree.load(bad, verify=False)
             t.search(q, 3, backtracks=None)
+        else:
+            with pytest.raises(ValueError, match="BinaryKDTree.load"):
+                BinaryKDTree.load(bad, verify=False)
 
 
 def test_wrong_version_and_forged_tree_rejected(tmp_path):
     import struct
-    import zlib
 
     tree, path, blob = _saved(tmp_path)
-
-    def forge(edit):
-        data = bytearray(blob)
-        edit(data)
-        data[188:192] = struct.pack("<I", zlib.crc32(bytes(data[:188])) & 0xFFFFFFFF)
-        return bytes(data)
-
     bad = tmp_path / "bad"
-    bad.write_bytes(forge(lambda d: d.__setitem__(slice(8, 12), struct.pack("<I", 2))))
-    with pytest.raises(ValueError, match="version 2"):
+    bad.write_bytes(forge(blob, lambda d: d.__setitem__(slice(8, 12), struct.pack("<I", 3))))
+    with pytest.raises(ValueError, match="version 3"):
         BinaryKDTree.load(bad)
-    # a tree whose child points back to the root, with a valid checksum: rejected by validation
+    # a tree whose child points back to the root, with valid checksums: rejected by validation
     nodes = tree.nodes.copy()
     nodes[0, 1] = 0
-    crc = zlib.crc32(nodes.tobytes()) & 0xFFFFFFFF
-
-    def cyc(d):
-        d[192:192 + nodes.nbytes] = nodes.tobytes()
-        d[_crc_off():_crc_off() + 4] = struct.pack("<I", crc)
-
-    bad.write_bytes(forge(cyc))
+    bad.write_bytes(forge(blob, lambda d: put_section(d, 0, nodes)))
     with pytest.raises(ValueError, match="corrupt tree"):
         BinaryKDTree.load(bad)
+    # a negative id (-1 is the padding of results), with valid checksums: rejected
+    ids = tree.ids.copy()
+    ids[3] = -1
+    for verify in (True, False):
+        bad.write_bytes(forge(blob, lambda d: put_section(d, 2, ids)))
+        with pytest.raises(ValueError, match="negative ids"):
+            BinaryKDTree.load(bad, verify=verify)
 
 
-def _crc_off():
-    return struct_size() + 80
+def test_negative_ids_refused():
+    codes = structured(50, seed=3)
+    with pytest.raises(ValueError, match="ids must be >= 0"):
+        BinaryKDTree(codes, ids=np.arange(50, dtype=np.int64) - 1)
+    tree = BinaryKDTree(codes, ids=np.arange(50, dtype=np.int64))
+    with pytest.raises(ValueError, match="ids must be >= 0"):
+        tree.add(structured(2, seed=4), ids=np.array([7, -5], dtype=np.int64))
+    assert len(tree) == 50
 
 
-def struct_size():
-    import struct
+def test_version_1_file_still_loads():
+    # tests/fixtures/kdtree_v1.svkd was written by the version-1 writer (semvis before forests) from
+    # these codes and ids, leaf_size 20, plus 5 buffered keys
+    import os
 
-    return struct.calcsize("<8sIIIIqqqq")
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    ids = np.arange(1000, 1300, dtype=np.int64)[::-1].copy()
+    buf = rng.integers(0, 256, (5, 32), dtype=np.uint8)
+    q = rng.integers(0, 256, (10, 32), dtype=np.uint8)
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "kdtree_v1.svkd")
+    assert open(path, "rb").read(12)[8:12] == b"\x01\0\0\0"
+    old = BinaryKDTree.load(path)
+    fresh = BinaryKDTree(codes, ids=ids, leaf_size=20)
+    fresh.add(buf, ids=np.arange(5000, 5005, dtype=np.int64))
+    assert old.trees == 1 and old.leaf_size == 20 and len(old) == 305
+    np.testing.assert_array_equal(old.nodes, fresh.nodes)
+    for b in (1, 5, None):
+        for order in ("fifo", "best_bin"):
+            for x, y in zip(old.search(q, 3, b, order), fresh.search(q, 3, b, order)):
+                np.testing.assert_array_equal(x, y)
+    # the values the version-1 code returned when it wrote the fixture (T = 1 is unchanged)
+    D, I = old.search(q, 3, 5)
+    assert D[0].tolist() == [109, 110, 111] and I[0].tolist() == [1095, 1282, 1219]
+    assert I[9].tolist() == [1295, 1020, 1037]
 
 
 def test_progress_and_copy_false():
