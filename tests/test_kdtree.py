@@ -411,3 +411,254 @@ def test_progress_bar_and_no_torch_needed(capsys):
             "t.search(np.zeros((1, 32), np.uint8)); s.hamming_topk(np.zeros((1, 32), np.uint8), "
             "np.zeros((3, 32), np.uint8), 1); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------- forests (issue 22)
+def forest_search_ref(tree, q, k, backtracks, order):
+    """Transcription of the forest search: one shared queue over the T trees, a budget of
+    `backtracks` leaves in all, every key scored once. Returns (D, I, counts)."""
+    import heapq
+    from collections import deque
+
+    trees = [tree.tree(t) for t in range(tree.trees)]
+    codes, ids = tree.codes, tree.ids
+    qbits = np.unpackbits(q, axis=1)
+    D = np.full((len(q), k), -1, np.int32)
+    I = np.full((len(q), k), -1, np.int64)
+    counts = np.zeros(len(q), np.int64)
+    for i in range(len(q)):
+        seen, order_seen = set(), []
+        leaves = 0
+
+        def visit(t, node):
+            N, perm = trees[t]
+            b, e = N[node, 3], N[node, 4]
+            for pos in (range(b, e) if perm is None else perm[b:e]):
+                if int(pos) not in seen:
+                    seen.add(int(pos))
+                    order_seen.append(int(pos))
+
+        if order == "fifo":
+            queue = deque((t, 0) for t in range(tree.trees))
+            while leaves < backtracks and queue:
+                t, node = queue.popleft()
+                N = trees[t][0]
+                while N[node, 0] >= 0:
+                    dim, left, right = N[node, :3]
+                    if qbits[i, dim]:
+                        queue.append((t, right))
+                        node = left
+                    else:
+                        queue.append((t, left))
+                        node = right
+                visit(t, node)
+                leaves += 1
+        else:
+            heap = [(0, 0, t, t, 0) for t in range(tree.trees)]
+            seq = tree.trees
+            while leaves < backtracks and heap:
+                miss, negd, _, t, node = heapq.heappop(heap)
+                N = trees[t][0]
+                depth = -negd
+                while N[node, 0] >= 0:
+                    dim, left, right = N[node, :3]
+                    depth += 1
+                    other, node = (right, left) if qbits[i, dim] else (left, right)
+                    heapq.heappush(heap, (miss + 1, -depth, seq, t, other))
+                    seq += 1
+                visit(t, node)
+                leaves += 1
+        pos = np.array(order_seen, np.int64)
+        d = np.unpackbits(codes[pos] ^ q[i], axis=1).sum(1)
+        best = sorted(zip(d.tolist(), ids[pos].tolist()))[:k]
+        for j, (dd, ii) in enumerate(best):
+            D[i, j], I[i, j] = dd, ii
+        counts[i] = len(pos)
+    return D, I, counts
+
+
+def check_forest_tree(tree, t, original):
+    N, perm = tree.tree(t)
+    codes = tree.codes
+    n = len(codes)
+    assert perm.dtype == np.int32 and sorted(perm.tolist()) == list(range(n))
+    bits = np.unpackbits(codes, axis=1)
+    covered = np.zeros(n, np.int64)
+    for dim, left, right, b, e in N:
+        rows = perm[b:e]
+        if dim < 0:
+            covered[rows] += 1
+            if e - b >= tree.leaf_size:
+                assert (codes[rows] == codes[rows[0]]).all()
+            continue
+        assert (bits[perm[N[left, 3]:N[left, 4]], dim] == 1).all()
+        assert (bits[perm[N[right, 3]:N[right, 4]], dim] == 0).all()
+        assert N[left, 3] == b and N[right, 4] == e and N[left, 4] == N[right, 3]
+        assert N[left, 4] > b and N[right, 3] < e
+    assert (covered == 1).all()
+    if original is not None:
+        np.testing.assert_array_equal(codes, original[tree.ids])
+
+
+def test_forest_trees_valid_deterministic_and_tree0_is_algorithm_1():
+    codes = structured(2500, seed=30)
+    f = BinaryKDTree(codes, leaf_size=25, trees=4, seed=9)
+    single = BinaryKDTree(codes, leaf_size=25)
+    assert f.trees == 4 and f.stats()["trees"] == 4
+    np.testing.assert_array_equal(f.nodes, single.nodes)
+    np.testing.assert_array_equal(f.codes, single.codes)
+    assert f.tree(0)[1] is None
+    for t in range(1, 4):
+        check_forest_tree(f, t, codes)
+    again = BinaryKDTree(codes, leaf_size=25, trees=4, seed=9)
+    other = BinaryKDTree(codes, leaf_size=25, trees=4, seed=10)
+    for t in range(1, 4):
+        np.testing.assert_array_equal(again.tree(t)[0], f.tree(t)[0])
+        np.testing.assert_array_equal(again.tree(t)[1], f.tree(t)[1])
+    assert any(not np.array_equal(other.tree(t)[0], f.tree(t)[0]) for t in range(1, 4))
+    assert not np.array_equal(f.tree(1)[0], f.tree(2)[0])  # the trees differ from each other
+    # split_choices=1 always takes the most balanced non-constant bit: tree t then equals tree 0's shape
+    one = BinaryKDTree(codes, leaf_size=25, trees=2, split_choices=1)
+    np.testing.assert_array_equal(one.tree(1)[0][:, [0, 3, 4]], one.nodes[:, [0, 3, 4]])
+    with pytest.raises(ValueError, match="t must be < trees"):
+        f.tree(4)
+    mem = codes.nbytes + 8 * 2500 + sum(f.tree(t)[0].nbytes for t in range(4)) + 3 * 4 * 2500
+    assert f.memory_bytes() == mem
+
+
+@pytest.mark.parametrize("order", ["fifo", "best_bin"])
+@pytest.mark.parametrize("trees,backtracks,k", [(2, 1, 1), (2, 7, 5), (3, 3, 2), (4, 12, 10), (5, 40, 3)])
+def test_forest_search_is_the_shared_queue_search(order, trees, backtracks, k):
+    codes = structured(1800, seed=31)
+    q = structured(25, seed=32, flip=0.12)
+    f = BinaryKDTree(codes, ids=np.arange(1800, dtype=np.int64)[::-1] * 2, leaf_size=20, trees=trees, seed=3)
+    D, I, cnt = f.search(q, k, backtracks, order, return_counts=True)
+    Dr, Ir, cr = forest_search_ref(f, q, k, backtracks, order)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(cnt, cr)
+    for row in I:  # each key at most once in a result
+        got = row[row >= 0]
+        assert len(set(got.tolist())) == len(got)
+
+
+def test_forest_with_one_tree_is_the_tree():
+    codes = structured(3000, seed=33)
+    q = structured(40, seed=34, flip=0.1)
+    a, b = BinaryKDTree(codes), BinaryKDTree(codes, trees=1, seed=123, split_choices=3)
+    for order in ("fifo", "best_bin"):
+        for bt in (1, 9, None):
+            for x, y in zip(a.search(q, 4, bt, order, return_counts=True),
+                            b.search(q, 4, bt, order, return_counts=True)):
+                np.testing.assert_array_equal(x, y)
+            D, I = a.search(q, 4, bt, order)
+            for r in range(0, 40, 7):
+                Dr, Ir, _ = reference.kdtree_search(a.nodes, a.codes, a.ids, q[r], 4, bt, order)
+                np.testing.assert_array_equal(I[r], Ir)
+                np.testing.assert_array_equal(D[r], Dr)
+
+
+@pytest.mark.parametrize("order", ["fifo", "best_bin"])
+@pytest.mark.parametrize("trees", [2, 4])
+def test_forest_exact_mode_equals_brute_force(order, trees):
+    codes = structured(3000, seed=35)
+    q = structured(40, seed=36, flip=0.15)
+    f = BinaryKDTree(codes, ids=np.arange(3000, dtype=np.int64) * 5 + 1, trees=trees)
+    f.add(structured(30, seed=37), ids=np.arange(30, dtype=np.int64) + 10 ** 9)
+    allc = np.concatenate([codes, structured(30, seed=37)])
+    allids = np.concatenate([np.arange(3000, dtype=np.int64) * 5 + 1, np.arange(30, dtype=np.int64) + 10 ** 9])
+    for k in (1, 10):
+        D, I, cnt = f.search(q, k, None, order, return_counts=True)
+        Dr, Ir = reference.hamming_topk(q, allc, k, ids=allids)
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)
+        assert (cnt == 3030).all()
+
+
+def test_forest_beats_single_tree_at_equal_leaves():
+    rng = np.random.default_rng(38)
+    codes = structured(20000, seed=38, protos=400, flip=0.1)
+    bits = np.unpackbits(codes[rng.integers(0, 20000, 300)], axis=1)
+    bits ^= (rng.random(bits.shape) < 0.04).astype(np.uint8)
+    q = np.packbits(bits, axis=1)
+    exact = hamming_topk(q, codes, 1)[0][:, 0]
+    one = BinaryKDTree(codes, leaf_size=50)
+    four = BinaryKDTree(codes, leaf_size=50, trees=4)
+    r1 = (one.search(q, 1, 8)[0][:, 0] == exact).mean()
+    r4 = (four.search(q, 1, 8)[0][:, 0] == exact).mean()
+    assert r4 > r1 + 0.03, (r1, r4)
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_forest_save_load_and_bytes_round_trip(tmp_path, mmap):
+    codes = structured(2000, seed=39)
+    q = structured(30, seed=40, flip=0.1)
+    f = BinaryKDTree(codes, ids=np.arange(2000, dtype=np.int64) * 3, leaf_size=30, trees=3, seed=5,
+                     split_choices=4)
+    f.add(structured(7, seed=41), ids=np.arange(7, dtype=np.int64) + 10 ** 10)
+    path = tmp_path / "forest.svkd"
+    f.save(path)
+    blob = f.to_bytes()
+    assert blob == path.read_bytes()
+    for back in (BinaryKDTree.load(path, mmap=mmap), BinaryKDTree.from_bytes(blob),
+                 BinaryKDTree.from_bytes(bytearray(blob), verify=False)):
+        assert back.trees == 3 and back.stats() == f.stats() and len(back) == len(f)
+        for t in range(1, 3):
+            np.testing.assert_array_equal(back.tree(t)[0], f.tree(t)[0])
+            np.testing.assert_array_equal(back.tree(t)[1], f.tree(t)[1])
+        for order in ("fifo", "best_bin"):
+            for b in (2, 11, None):
+                for x, y in zip(f.search(q, 3, b, order, return_counts=True),
+                                back.search(q, 3, b, order, return_counts=True)):
+                    np.testing.assert_array_equal(x, y)
+        back.add(structured(2, seed=42), ids=np.array([5, 6], dtype=np.int64))
+        back.rebuild()
+        assert back.trees == 3 and len(back) == 2009
+        check_forest_tree(back, 2, None)
+    with pytest.raises(TypeError, match="bytes-like"):
+        BinaryKDTree.from_bytes(12)
+
+
+def test_forest_forged_permutation_and_nodes_rejected(tmp_path):
+    f = BinaryKDTree(structured(400, seed=43), leaf_size=20, trees=3)
+    blob = f.to_bytes()
+    perms = np.stack([f.tree(1)[1], f.tree(2)[1]]).copy()
+    perms[1, 5] = perms[1, 6]  # not a permutation any more
+    with pytest.raises(ValueError, match="corrupt forest"):
+        BinaryKDTree.from_bytes(forge(blob, lambda d: put_section(d, 7, perms)))
+    perms = np.stack([f.tree(1)[1], f.tree(2)[1]]).copy()
+    perms[0, 0] = 400  # out of range
+    with pytest.raises(ValueError, match="corrupt forest"):
+        BinaryKDTree.from_bytes(forge(blob, lambda d: put_section(d, 7, perms)))
+    nodes = np.concatenate([f.tree(1)[0], f.tree(2)[0]]).copy()
+    nodes[0, 0] = 999  # splits on a bit that does not exist
+    with pytest.raises(ValueError, match="corrupt tree"):
+        BinaryKDTree.from_bytes(forge(blob, lambda d: put_section(d, 6, nodes)))
+    sizes = np.array([f.tree(1)[0].shape[0] + 1, f.tree(2)[0].shape[0] - 1], np.int64)
+    with pytest.raises(ValueError, match="corrupt tree"):
+        BinaryKDTree.from_bytes(forge(blob, lambda d: put_section(d, 5, sizes)))
+
+
+def test_forest_bad_arguments():
+    codes = structured(100, seed=44)
+    with pytest.raises(ValueError, match="trees must be >= 1"):
+        BinaryKDTree(codes, trees=0)
+    with pytest.raises(TypeError, match="trees must be an int"):
+        BinaryKDTree(codes, trees=2.0)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        BinaryKDTree(codes, trees=2, seed=-1)
+    with pytest.raises(ValueError, match="seed must be < 2"):
+        BinaryKDTree(codes, trees=2, seed=1 << 64)
+    with pytest.raises(ValueError, match="split_choices must be >= 1"):
+        BinaryKDTree(codes, trees=2, split_choices=0)
+    # degenerate inputs: empty, one key, identical keys
+    for c in (np.zeros((0, 32), np.uint8), codes[:1].copy(), np.repeat(codes[:1], 300, axis=0)):
+        f = BinaryKDTree(c, leaf_size=10, trees=3)
+        D, I = f.search(codes[:4].copy(), 2, 5)
+        if len(c) == 0:
+            assert (I == -1).all() and (D == -1).all()
+            continue
+        kk = min(2, len(c))
+        Dr, Ir = hamming_topk(codes[:4].copy(), c, kk)
+        np.testing.assert_array_equal(D[:, :kk], Dr)
+        np.testing.assert_array_equal(I[:, :kk], Ir)
