@@ -662,3 +662,118 @@ def test_forest_bad_arguments():
         Dr, Ir = hamming_topk(codes[:4].copy(), c, kk)
         np.testing.assert_array_equal(D[:, :kk], Dr)
         np.testing.assert_array_equal(I[:, :kk], Ir)
+
+
+_FUZZ = r'''
+import struct, sys, tempfile, os, zlib
+import numpy as np
+from semvis_ext import BinaryKDTree
+
+H, SEC, CRC = 256, 72, 200
+rng = np.random.default_rng(int(sys.argv[1]))
+codes = rng.integers(0, 256, (150, 32), dtype=np.uint8)
+codes[100:130] = codes[0]  # some identical keys
+tree = BinaryKDTree(codes, ids=rng.permutation(150).astype(np.int64) * 3, leaf_size=8, trees=2)
+tree.add(rng.integers(0, 256, (3, 32), dtype=np.uint8), ids=np.array([7, 8, 9], np.int64) + 10 ** 6)
+blob = tree.to_bytes()
+q = rng.integers(0, 256, (4, 32), dtype=np.uint8)
+secs = struct.unpack_from("<16Q", blob, SEC)
+valid_ids = set(tree.ids.tolist()) | {10 ** 6 + 7, 10 ** 6 + 8, 10 ** 6 + 9, -1}
+
+
+def fix_header(d):
+    d[H - 4:H] = struct.pack("<I", zlib.crc32(bytes(d[:H - 4])) & 0xFFFFFFFF)
+
+
+def fix_section(d, s):
+    off, n = secs[2 * s], secs[2 * s + 1]
+    d[CRC + 4 * s:CRC + 4 * s + 4] = struct.pack("<I", zlib.crc32(bytes(d[off:off + n])) & 0xFFFFFFFF)
+
+
+cases = []
+bounds = {0, 8, 12, H - 4, H, len(blob)} | {secs[2 * i] for i in range(8)} | {secs[2 * i] + secs[2 * i + 1] for i in range(8)}
+for b in sorted(bounds):
+    for delta in (-1, 0, 1):
+        if 0 <= b + delta < len(blob):
+            cases.append(("truncate", blob[:b + delta]))
+for _ in range(150):
+    d = bytearray(blob)
+    for _ in range(int(rng.integers(1, 4))):
+        d[int(rng.integers(0, len(d)))] ^= 1 << int(rng.integers(0, 8))
+    cases.append(("flip", bytes(d)))
+fields = {"version": (8, "I"), "hsize": (12, "I"), "nbytes": (16, "I"), "flags": (20, "I"), "n": (24, "q"),
+          "nodes": (32, "q"), "nbuf": (40, "q"), "leaf_size": (48, "q"), "trees": (56, "I"),
+          "choices": (60, "I"), "seed": (64, "Q")}
+for i in range(16):
+    fields[f"sec{i}"] = (SEC + 8 * i, "Q")
+special = [0, 1, 2, 7, 8, 31, 32, 255, 256, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 62, 2 ** 63 - 1]
+for _ in range(150):
+    name = list(fields)[int(rng.integers(0, len(fields)))]
+    off, fmt = fields[name]
+    old = struct.unpack_from("<" + fmt, blob, off)[0]
+    choice = [old - 1, old + 1, old * 2, old + 64, old - 64] + special
+    v = int(choice[int(rng.integers(0, len(choice)))])
+    lo, hi = {"I": (0, 2 ** 32 - 1), "q": (-2 ** 63, 2 ** 63 - 1), "Q": (0, 2 ** 64 - 1)}[fmt]
+    v = min(max(v, lo), hi)
+    d = bytearray(blob)
+    struct.pack_into("<" + fmt, d, off, v)
+    fix_header(d)
+    cases.append(("header " + name, bytes(d)))
+for _ in range(120):  # consistent checksums, corrupt content: only validation can catch it
+    s = int(rng.choice([0, 2, 4, 5, 6, 7]))
+    off, n = secs[2 * s], secs[2 * s + 1]
+    if n == 0:
+        continue
+    d = bytearray(blob)
+    itemsize = 4 if s == 7 else 8
+    k = int(rng.integers(0, n // itemsize)) * itemsize
+    v = int(rng.choice([-1, 0, 1, 2, 5, 149, 150, 151, 255, 256, 2 ** 31 - 1, -2 ** 31, int(rng.integers(0, 300))]))
+    if itemsize == 4:
+        struct.pack_into("<i", d, off + k, v)
+    else:
+        struct.pack_into("<q", d, off + k, v)
+    fix_section(d, s)
+    fix_header(d)
+    cases.append(("content %d" % s, bytes(d)))
+
+stats = {"refused": 0, "loaded": 0}
+tmp = tempfile.mkdtemp()
+for i, (kind, data) in enumerate(cases):
+    for via in ("bytes", "file") if i % 4 == 0 else ("bytes",):
+        try:
+            if via == "bytes":
+                t = BinaryKDTree.from_bytes(data, verify=bool(i % 2))
+            else:
+                p = os.path.join(tmp, "f.svkd")
+                with open(p, "wb") as f:
+                    f.write(data)
+                t = BinaryKDTree.load(p, mmap=bool(i % 3), verify=bool(i % 2))
+        except ValueError as e:
+            assert "BinaryKDTree" in str(e), (kind, str(e))
+            stats["refused"] += 1
+            continue
+        stats["loaded"] += 1
+        for b in (1, 5, None):
+            for order in ("fifo", "best_bin"):
+                D, I = t.search(q, 3, b, order)
+                if not kind.startswith("content"):  # crafted content may carry other valid ids
+                    assert set(I.ravel().tolist()) <= valid_ids, (kind, I)
+                assert (I >= -1).all() and ((I == -1) == (D == -1)).all(), (kind, D, I)
+                assert ((D >= -1) & (D <= 256)).all()
+print("fuzz ok", len(cases), stats)
+'''
+
+
+def test_file_fuzzer_in_subprocess(tmp_path):
+    """Hundreds of truncated, bit-flipped and crafted (checksums recomputed) .svkd files: each is
+    refused with a ValueError or loads into an index whose searches return valid ids; run in a
+    subprocess so that a crash fails the test instead of killing pytest."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fuzz_svkd.py"
+    script.write_text(_FUZZ)
+    for seed in (0, 1):
+        r = subprocess.run([sys.executable, str(script), str(seed)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"fuzzer seed {seed} exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+        assert "fuzz ok" in r.stdout
