@@ -83,10 +83,13 @@ class Run:
         self.exact = D[:, 0].copy()
         self.add("exact (ours, brute force)", "exact", None, t, c, D, 0.0, self.codes.nbytes, self.n)
 
-    def run_tree(self, trees, bs, orders=("fifo", "best_bin"), rounds=3):
+    def run_tree(self, trees, bs, orders=("fifo", "best_bin"), rounds=3, load_cost=False):
         t0 = time.perf_counter()
         tree = BinaryKDTree(self.codes, leaf_size=100, trees=trees)
         build = time.perf_counter() - t0
+        self.notes.append(f"T={trees}: build {build:.1f} s, index {tree.memory_bytes() / 2**20:.0f} MiB")
+        if load_cost:
+            self.load_cost(tree)
         for order in orders:
             for b in bs:
                 t, c, (D, _, cnt) = timed(tree.search, self.q, 1, b, order, return_counts=True, rounds=rounds)
@@ -94,6 +97,24 @@ class Run:
                 fam = f"kd-tree T=1 {order}" if trees == 1 else f"forest T={trees} {order}"
                 self.add(name, fam, b, t, c, D, build, tree.memory_bytes(), float(cnt.mean()))
         del tree
+
+    def load_cost(self, tree):
+        """save, then load: memory-mapped with verify=True (default) / False, and mmap=False."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=os.environ.get("SEMVIS_BENCH_TMP")) as d:
+            path = os.path.join(d, "t.svkd")
+            t0 = time.perf_counter()
+            tree.save(path)
+            save_s = time.perf_counter() - t0
+            out = [f"T={tree.trees}: save {save_s:.2f} s ({os.path.getsize(path) / 2**20:.0f} MiB)"]
+            for kw in (dict(verify=True), dict(verify=False), dict(verify=True), dict(mmap=False)):
+                t0 = time.perf_counter()
+                back = BinaryKDTree.load(path, **kw)
+                out.append(f"load({', '.join(f'{k}={v}' for k, v in kw.items())}) {time.perf_counter() - t0:.2f} s")
+                del back
+        self.notes.append("; ".join(out) + " (file in the page cache; the first verify=True load also warms it)")
+        print("  " + self.notes[-1], flush=True)
 
     def run_mih(self, ms=(None,), rounds=3):
         for m in ms:
@@ -233,14 +254,21 @@ if __name__ == "__main__":
     ap.add_argument("--no-faiss", action="store_true")
     ap.add_argument("--faiss-flat-only", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--load-cost", action="store_true", help="also time save/load of the T=1 and T=4 files")
+    ap.add_argument("--forests", default="2,4,8")
+    ap.add_argument("--only-exact-mih", action="store_true", help="exact search and MIH only")
     a = ap.parse_args()
     run = Run(a.n, a.nq)
     print(f"n = {a.n:,}, {a.nq:,} queries, threads {get_num_threads()}", flush=True)
     run.run_exact()
     run.run_mih()
-    run.run_tree(1, SINGLE_B)
-    for t in FORESTS:
-        run.run_tree(t, [b for b in FOREST_B if b >= t])
+    if a.only_exact_mih:
+        run.run_mih(ms=(16,))
+        print("\n" + run.table())
+        sys.exit(0)
+    run.run_tree(1, SINGLE_B, load_cost=a.load_cost)
+    for t in [int(v) for v in a.forests.split(",") if v]:
+        run.run_tree(t, [b for b in FOREST_B if b >= t], load_cost=a.load_cost and t == 4)
     if not a.no_faiss:
         if a.faiss_flat_only:
             run.run_faiss(ivf=False, hnsw=False)

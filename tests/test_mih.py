@@ -34,7 +34,7 @@ def assert_same(index, q, codes, k, ids=None):
     assert D.dtype == np.int32 and I.dtype == np.int64 and D.shape == I.shape == (len(q), k)
 
 
-@pytest.mark.parametrize("nbytes,m", [(32, None), (32, 11), (32, 16), (32, 32), (8, 4), (16, 6), (8, 64)])
+@pytest.mark.parametrize("nbytes,m", [(32, None), (32, 14), (32, 16), (32, 32), (8, 4), (16, 6), (8, 64)])
 def test_equals_brute_force_random_and_clustered(nbytes, m):
     for seed, codes in ((0, np.random.default_rng(1).integers(0, 256, (3000, nbytes), dtype=np.uint8)),
                         (1, clustered(4000, nbytes, seed=2))):
@@ -102,12 +102,18 @@ def test_adversarial_far_queries_and_big_tables():
     # linear scan finishes the search, still exact
     codes = clustered(5000, seed=9)
     far = np.ascontiguousarray(255 - codes[:10])
-    index = MultiIndexHash(codes, m=11)  # 24-bit substrings, the largest tables allowed
-    assert index.substring_bits[:3] == [24, 24, 24] and sum(index.substring_bits) == 256
+    index = MultiIndexHash(codes, m=14)
+    assert index.substring_bits[:3] == [19, 19, 19] and sum(index.substring_bits) == 256
     for k in (1, 10):
         assert_same(index, far, codes, k)
     D, I, cnt = index.search(far, 1, return_counts=True)
     assert (cnt == 5000).all()
+    # 64-bit codes in 3 substrings of 22, 21, 21 bits (large tables, few keys per bucket)
+    c64 = clustered(3000, nbytes=8, seed=10)
+    index = MultiIndexHash(c64, m=3)
+    assert index.substring_bits == [22, 21, 21]
+    for q in (np.ascontiguousarray(255 - c64[:5]), near(c64, 20, seed=11)):
+        assert_same(index, q, c64, 3)
 
 
 def test_threads_agree_and_gil_released():

@@ -37,6 +37,7 @@ struct Layout {
 };
 
 constexpr int64_t kChunk = 256;
+constexpr int kGroup = 16;
 
 struct Scratch {
   std::vector<uint64_t> visited;
@@ -130,22 +131,36 @@ int64_t search_one(const IndexRef& x, const Layout& L, const uint8_t* q, int64_t
       const int32_t* O = x.offsets + L.offset[j];
       const int32_t* P = x.positions + j * x.n;
       const uint32_t qv = s.qv[j];
-      // every mask of sb bits with exactly r ones (Gosper's hack), in increasing order
+      // every mask of sb bits with exactly r ones (Gosper's hack), in increasing order; the
+      // buckets are looked up in groups whose offsets are prefetched first (each is a cache miss)
       uint64_t mask = (uint64_t{1} << r) - 1;
       const uint64_t limit = uint64_t{1} << sb;
-      while (mask < limit) {
-        const uint32_t v = qv ^ static_cast<uint32_t>(mask);
-        for (int32_t i = O[v], e = O[v + 1]; i < e; ++i) {
-          const int64_t pos = P[i];
-          if (test_and_set(s.visited, pos)) continue;
-          s.touched.push_back(pos);
-          s.pending.push_back(pos);
-          __builtin_prefetch(x.codes + pos * x.nbytes);
-          if (static_cast<int64_t>(s.pending.size()) >= kChunk) flush(x, q, range, s);
+      bool more = true;
+      while (more) {
+        uint32_t group[kGroup];
+        int g = 0;
+        for (; g < kGroup && more; ++g) {
+          group[g] = qv ^ static_cast<uint32_t>(mask);
+          __builtin_prefetch(O + group[g]);
+          if (r == 0) {
+            more = false;
+          } else {
+            const uint64_t c = mask & (~mask + 1), rr = mask + c;
+            mask = (((rr ^ mask) >> 2) / c) | rr;
+            more = mask < limit;
+          }
         }
-        if (r == 0) break;
-        const uint64_t c = mask & (~mask + 1), rr = mask + c;
-        mask = (((rr ^ mask) >> 2) / c) | rr;
+        for (int gi = 0; gi < g; ++gi) {
+          const uint32_t v = group[gi];
+          for (int32_t i = O[v], e = O[v + 1]; i < e; ++i) {
+            const int64_t pos = P[i];
+            if (test_and_set(s.visited, pos)) continue;
+            s.touched.push_back(pos);
+            s.pending.push_back(pos);
+            __builtin_prefetch(x.codes + pos * x.nbytes);
+            if (static_cast<int64_t>(s.pending.size()) >= kChunk) flush(x, q, range, s);
+          }
+        }
       }
       flush(x, q, range, s);
       const int64_t bound = m * r + j + 1;  // every unseen key is at least this far
