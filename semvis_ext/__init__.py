@@ -20,6 +20,7 @@ _LAZY: Dict[str, str] = {
     "hamming_distances": "semvis_ext.ops.hamming",
     "hamming_topk": "semvis_ext.ops.hamming",
     "BinaryKDTree": "semvis_ext.kdtree",
+    "MultiIndexHash": "semvis_ext.mih",
     "topk_similar": "semvis_ext.ops.mining",
     "hard_triplets": "semvis_ext.ops.mining",
     "relevance": "semvis_ext.ops.mining",
