@@ -33,6 +33,8 @@ _LAZY: Dict[str, str] = {
     "Tracks": "semvis_ext.video",
     "split_shots": "semvis_ext.video",
     "majority_keys": "semvis_ext.video",
+    "region_attention": "semvis_ext.ops.region_attention",
+    "soft_rank": "semvis_ext.ops.soft_rank",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
 }
@@ -46,7 +48,8 @@ def __getattr__(name: str) -> Any:
     except KeyError:
         raise AttributeError(f"module 'semvis_ext' has no attribute {name!r}") from None
     mod = importlib.import_module(module)
-    value = mod if module.endswith("." + name) else getattr(mod, name)
+    # an op module named like its function (ops/region_attention.py) yields the function
+    value = getattr(mod, name) if hasattr(mod, name) else mod
     globals()[name] = value
     return value
 
