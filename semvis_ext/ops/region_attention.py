@@ -144,6 +144,11 @@ def region_attention(G: Tensor, logits: Optional[Tensor] = None, lengths=None, m
     elif logits is not None:
         raise ValueError(f"{_OP}: mode {mode!r} takes no logits")
     if lengths is not None:
+        if not isinstance(lengths, torch.Tensor):
+            try:  # infer the dtype first so that 1.5 is refused rather than truncated
+                lengths = torch.as_tensor(lengths)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise TypeError(f"{_OP}: lengths must be a Tensor[B] or a list of ints: {e}") from None
         lengths = as_int64(_OP, "lengths", lengths, G.device, "a Tensor[B] or a list of ints")
         if lengths.dim() != 1 or lengths.shape[0] != B:
             raise ValueError(f"{_OP}: lengths must have shape [{B}], got {tuple(lengths.shape)}")
