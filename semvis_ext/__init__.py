@@ -34,6 +34,8 @@ _LAZY: Dict[str, str] = {
     "Tracks": "semvis_ext.ops.video",
     "split_shots": "semvis_ext.ops.video",
     "majority_keys": "semvis_ext.ops.video",
+    "region_attention": "semvis_ext.ops.region_attention",
+    "soft_rank": "semvis_ext.ops.soft_rank",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
 }
