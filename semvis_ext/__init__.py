@@ -35,6 +35,8 @@ _LAZY: Dict[str, str] = {
     "majority_keys": "semvis_ext.video",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
+    "landmarks_positions": "semvis_ext.ops.landmarks",
+    "landmarks_ap": "semvis_ext.ops.landmarks",
 }
 
 __all__ = ["info", "get_num_threads", "set_num_threads", *sorted(_LAZY)]
