@@ -121,5 +121,24 @@ def main(repeats=3):
               f"(x{w_ts / w_ours:.1f} wall)", flush=True)
 
 
+def table(root="/tmp/semvis_landmarks"):
+    """The mAP table of benchmarks/RESULTS.md: the synthetic landmark set (8 landmarks x 24 views
+    + 60 distractors, 16 queries) and a disjoint synthetic training set for the learned whitening
+    (30 landmarks x 12 views), random-weight ResNet-18 (width 32, conv4) + R-MAC (L = 3)."""
+    from semvis.data.landmarks import write_synthetic_landmarks
+    from semvis.eval.landmarks import results_table, run_pipeline
+
+    d = write_synthetic_landmarks(root, "rsynth", n_landmarks=8, views=24, queries=2, distractors=60, seed=0)
+    w = write_synthetic_landmarks(root, "rsynth_train", n_landmarks=30, views=12, queries=1, distractors=0, seed=1)
+    for k in (50, 10):
+        r = run_pipeline(d, whiten_dataset=w, diffusion_k=k)
+        if k != 50:
+            r = {f"+diffusion (k = {k})": r["+diffusion"]}
+        print(results_table(r), flush=True)
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    if len(sys.argv) > 1 and sys.argv[1] == "table":
+        table()
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)

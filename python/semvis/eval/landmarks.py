@@ -22,7 +22,8 @@ import numpy as np
 
 import semvis_ext
 
-__all__ = ["MapResult", "PROTOCOLS", "compute_map", "evaluate", "format_results", "protocol_gnd"]
+__all__ = ["MapResult", "PROTOCOLS", "compute_map", "embed_images", "evaluate", "format_results", "protocol_gnd",
+           "results_table", "run_pipeline"]
 
 # protocol -> (keys whose ids are positives, keys whose ids are junk)
 PROTOCOLS: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
@@ -254,3 +255,125 @@ def format_results(results: Mapping[str, MapResult], dataset: str = "dataset", k
     return (f">> {dataset}: mAP E: {r(f['easy'].map)}, M: {r(f['medium'].map)}, H: {r(f['hard'].map)}\n"
             f">> {dataset}: mP@k{np.array(list(kappas))} E: {r(f['easy'].mpr)}, M: {r(f['medium'].mpr)}, "
             f"H: {r(f['hard'].mpr)}")
+
+
+# ---- the pipeline: embed, whiten, expand, diffuse, evaluate ------------------------------------
+
+def _embedder(backbone: str, width: int, stages: int, levels: int, seed: int):
+    import torch
+    from torch import nn
+
+    import semvis_ext.nn as snn
+    from semvis.models.resnet import resnet
+
+    torch.manual_seed(seed)
+    trunk = resnet(backbone, width=width)
+    if stages == 3:  # conv4 (stride 16): small images keep a usable map
+        trunk.layer4 = nn.Identity()
+        blk = trunk.layer3[-1]
+        dim = (blk.conv3 if hasattr(blk, "conv3") else blk.conv2).out_channels
+    else:
+        dim = trunk.out_channels
+    head = snn.RMAC(dim, levels=levels, whitening=False)
+    return trunk.eval(), head.eval(), dim
+
+
+def embed_images(images, trunk, head, batch: int = 32):
+    """R-MAC descriptors [n, dim] (unit rows, float32) of uint8 RGB images [H, W, 3] (any sizes:
+    same-size images are batched)."""
+    import torch
+
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    out = [None] * len(images)
+    groups: Dict[Tuple[int, int], List[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(im.shape[:2], []).append(i)
+    with torch.no_grad():
+        for idx in groups.values():
+            for s in range(0, len(idx), batch):
+                part = idx[s:s + batch]
+                x = torch.from_numpy(np.stack([images[i] for i in part])).permute(0, 3, 1, 2).float() / 255
+                e = head(trunk((x - mean) / std))
+                for j, i in enumerate(part):
+                    out[i] = e[j]
+    return torch.stack(out) if out else torch.zeros(0, 0)
+
+
+def run_pipeline(dataset, *, whiten_dataset=None, backbone: str = "resnet18", width: int = 32, stages: int = 3,
+                 levels: int = 3, qe_n: int = 2, qe_alpha: float = 3.0, diffusion_k: int = 50,
+                 diffusion_alpha: float = 0.99, diffusion_gamma: float = 3.0, truncation: int = 1000,
+                 seed: int = 0, kappas: Sequence[int] = (1, 5, 10)) -> Dict[str, Dict[str, MapResult]]:
+    """The landmark pipeline on a dataset in the revisitop layout, one evaluation per stage.
+
+    Stages (each adds to the whitened descriptors):
+        ``plain``: R-MAC (``semvis_ext.nn.RMAC``, L levels, no whitening) on a ResNet trunk
+        (random weights from ``seed`` unless the caller loads some: there are no downloads);
+        ``+whitening``: learned whitening (:func:`semvis.models.whitening.learned_whitening`) from
+        the pairs of ``whiten_dataset`` (a revisitop-layout set whose pickle has a ``landmark``
+        entry per image, e.g. a second synthetic set; all pairs of images of one landmark), else
+        PCA whitening of the database descriptors;
+        ``+aqe``: alpha-QE (n = ``qe_n``, alpha = ``qe_alpha``) on the whitened descriptors;
+        ``+diffusion``: diffusion (:class:`semvis.search.landmarks.Diffusion`) on them.
+
+    Args:
+        dataset: a :class:`semvis.data.landmarks.RevisitopDataset` or its directory
+            (``<root>/<name>``). Queries are cropped to their bbx, as the protocol requires.
+
+    Returns:
+        dict stage -> (dict protocol -> :class:`MapResult`).
+    """
+    import os
+
+    import torch
+
+    from semvis.data.landmarks import RevisitopDataset
+    from semvis.models.whitening import apply_whitening, learned_whitening, pca_whitening
+    from semvis.search.landmarks import Diffusion, query_expansion
+
+    def as_ds(d):
+        if isinstance(d, RevisitopDataset):
+            return d
+        p = os.path.abspath(os.fspath(d))
+        return RevisitopDataset(os.path.dirname(p), os.path.basename(p))
+
+    ds = as_ds(dataset)
+    trunk, head, _ = _embedder(backbone, width, stages, levels, seed)
+    X = embed_images([ds.image(i) for i in range(len(ds.imlist))], trunk, head)
+    Q = embed_images([ds.query(q) for q in range(len(ds.qimlist))], trunk, head)
+    res = {"plain": evaluate((X @ Q.T).numpy(), ds.gnd, kappas)}
+    if whiten_dataset is not None:
+        import pickle
+
+        wd = as_ds(whiten_dataset)
+        with open(os.path.join(wd.dir, f"gnd_{wd.name}.pkl"), "rb") as f:
+            lm = np.asarray(pickle.load(f).get("landmark", []))
+        if len(lm) != len(wd.imlist):
+            raise ValueError("run_pipeline: whiten_dataset's pickle needs a 'landmark' label per image")
+        W = embed_images([wd.image(i) for i in range(len(wd.imlist))], trunk, head)
+        qi, pi = [], []
+        for L in np.unique(lm[lm >= 0]):
+            ids = np.flatnonzero(lm == L)
+            a, b = np.meshgrid(ids, ids, indexing="ij")
+            keep = a != b
+            qi.append(a[keep]), pi.append(b[keep])
+        m, P = learned_whitening(W, np.concatenate(qi), np.concatenate(pi))
+    else:
+        m, P = pca_whitening(X)
+    Xw, Qw = apply_whitening(X, m, P), apply_whitening(Q, m, P)
+    res["+whitening"] = evaluate((Xw @ Qw.T).numpy(), ds.gnd, kappas)
+    Qe = query_expansion(Qw, Xw, n=min(qe_n, Xw.shape[0]), alpha=qe_alpha)
+    res["+aqe"] = evaluate((Xw @ Qe.T).numpy(), ds.gnd, kappas)
+    diff = Diffusion(Xw, k=diffusion_k, alpha=diffusion_alpha, gamma=diffusion_gamma, truncation=truncation)
+    res["+diffusion"] = evaluate(diff.scores(Qw).T.contiguous().numpy(), ds.gnd, kappas)
+    return res
+
+
+def results_table(results: Mapping[str, Mapping[str, MapResult]]) -> str:
+    """A markdown table: stage | mAP E / M / H | mP@10 E / M / H (in %, two decimals)."""
+    lines = ["| stage | mAP E | mAP M | mAP H | mP@10 E | mP@10 M | mP@10 H |", "|---|---|---|---|---|---|---|"]
+    for stage, r in results.items():
+        m = [f"{np.around(r[p].map * 100, 2):.2f}" for p in ("easy", "medium", "hard")]
+        k = [f"{np.around(r[p].mpr[-1] * 100, 2):.2f}" if len(r[p].mpr) else "-" for p in ("easy", "medium", "hard")]
+        lines.append(f"| {stage} | " + " | ".join(m + k) + " |")
+    return "\n".join(lines)
