@@ -38,6 +38,8 @@ _LAZY: Dict[str, str] = {
     "soft_rank": "semvis_ext.ops.soft_rank",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
+    "landmarks_positions": "semvis_ext.ops.landmarks",
+    "landmarks_ap": "semvis_ext.ops.landmarks",
 }
 
 __all__ = ["info", "get_num_threads", "set_num_threads", *sorted(_LAZY)]
