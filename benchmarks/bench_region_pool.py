@@ -40,7 +40,7 @@ _RESULTS = {}
 def _summary(request):
     yield
     capman = request.config.pluginmanager.getplugin("capturemanager")
-    lines = [f"bench_rmac summary (B={B}, C={C}, {H}x{W}, L=3, input {B * C * H * W * 4 / 2**20:.0f} MiB float32)"]
+    lines = [f"bench_region_pool summary (B={B}, C={C}, {H}x{W}, L=3, input {B * C * H * W * 4 / 2**20:.0f} MiB float32)"]
     for (group, dev), rows in sorted(_RESULTS.items()):
         ours = rows.get("ours")
         for name, (t, mem) in sorted(rows.items(), key=lambda kv: kv[1][0]):

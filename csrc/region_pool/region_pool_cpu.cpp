@@ -15,10 +15,10 @@
 
 #include "common/dispatch.h"
 #include "common/parallel.h"
-#include "rmac.h"
+#include "region_pool.h"
 
 namespace semvis {
-namespace rmac {
+namespace region_pool {
 namespace {
 
 constexpr int64_t kCB = 16;  // channels per work item (one cache line of float per cell)
@@ -300,5 +300,5 @@ void backward_cpu(const TensorView& gy, const TensorView& x, const Box* boxes, c
   SEMVIS_DISPATCH_FLOAT(x.dtype, "region_pool", backward_impl<scalar_t>(gy, x, boxes, off, prm, p, gx, gp));
 }
 
-}  // namespace rmac
+}  // namespace region_pool
 }  // namespace semvis

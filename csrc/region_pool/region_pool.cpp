@@ -1,11 +1,11 @@
 // Host entry points of the region pooling: argument checks in a fixed order, then dispatch.
-#include "rmac.h"
+#include "region_pool.h"
 
 #include <algorithm>
 #include <vector>
 
 namespace semvis {
-namespace rmac {
+namespace region_pool {
 namespace {
 
 constexpr const char* kOp = "region_pool";
@@ -195,5 +195,5 @@ void backward(const TensorView& gy, const TensorView& x, const Regions& reg, con
   }
 }
 
-}  // namespace rmac
+}  // namespace region_pool
 }  // namespace semvis

@@ -1,6 +1,6 @@
 // Region pooling on the GPU: one warp per (batch, channel) row, all regions of all images in one
 // launch. Grid regions are computed in the kernel from each image's valid size (the same float32
-// arithmetic as the host, rmac.h), explicit boxes are read from [B, R, 4]. For every region the
+// arithmetic as the host, region_pool.h), explicit boxes are read from [B, R, 4]. For every region the
 // warp strides over the box cells and reduces (max with lowest-position ties, or the GeM sums) with
 // shuffles; the map is re-read per region through L1/L2, never copied. The backward pass handles
 // regions in chunks of 32: first each region's arg-max (or GeM coefficient) goes to shared memory,
@@ -10,10 +10,10 @@
 
 #include "common/cuda_utils.h"
 #include "common/dispatch.h"
-#include "rmac.h"
+#include "region_pool.h"
 
 namespace semvis {
-namespace rmac {
+namespace region_pool {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
@@ -263,5 +263,5 @@ void backward_cuda(const TensorView& gy, const TensorView& x, const DevRegions& 
   SEMVIS_CUDA_LAUNCH_CHECK();
 }
 
-}  // namespace rmac
+}  // namespace region_pool
 }  // namespace semvis

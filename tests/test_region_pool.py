@@ -238,7 +238,7 @@ def _opcheck_cases(device):
 
 @pytest.mark.parametrize("device", devices())
 def test_opcheck(device):
-    from semvis_ext.ops.rmac import _region_pool
+    from semvis_ext.ops.region_pool import _region_pool
 
     for args in _opcheck_cases(device):
         torch.library.opcheck(_region_pool, args)

@@ -1,8 +1,8 @@
 """Quantized AP loss, forward + backward: ours vs the [Q, N, M] reference vs the dirtorch-convention peer.
 
-    pytest benchmarks/bench_aploss.py --benchmark-only            # default size (2-core friendly)
-    SEMVIS_BENCH_SIZE=large pytest benchmarks/bench_aploss.py --benchmark-only
-    python benchmarks/bench_aploss.py                              # the same, as one ratio table
+    pytest benchmarks/bench_quantized_ap.py --benchmark-only            # default size (2-core friendly)
+    SEMVIS_BENCH_SIZE=large pytest benchmarks/bench_quantized_ap.py --benchmark-only
+    python benchmarks/bench_quantized_ap.py                              # the same, as one ratio table
 
 The reference and the peer build [Q, M, N] tensors; a case whose estimated footprint exceeds
 SEMVIS_BENCH_MEM_GB (default 4) is skipped for them and the estimate is printed instead (the

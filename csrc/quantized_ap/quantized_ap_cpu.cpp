@@ -5,12 +5,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "aploss.h"
+#include "quantized_ap.h"
 #include "common/dispatch.h"
 #include "common/parallel.h"
 
 namespace semvis {
-namespace aploss {
+namespace quantized_ap {
 namespace {
 
 // Consecutive items often land in the same bin; spreading them over a few histogram copies
@@ -130,17 +130,17 @@ void backward_impl(const TensorView& grad_ap, const TensorView& scores, const Te
 
 void forward_cpu(const TensorView& scores, const TensorView& labels, const Params& p, const TensorView& ap,
                  const TensorView& npos, const TensorView& hist) {
-  SEMVIS_DISPATCH_FLOAT(scores.dtype, "quantized_ap", SEMVIS_APLOSS_DISPATCH_LABEL(labels.dtype, {
+  SEMVIS_DISPATCH_FLOAT(scores.dtype, "quantized_ap", SEMVIS_QUANTIZED_AP_DISPATCH_LABEL(labels.dtype, {
     forward_impl<scalar_t, label_t>(scores, labels, p, ap, npos, hist);
   }));
 }
 
 void backward_cpu(const TensorView& grad_ap, const TensorView& scores, const TensorView& labels,
                   const TensorView& hist, const Params& p, const TensorView& grad_scores) {
-  SEMVIS_DISPATCH_FLOAT(scores.dtype, "quantized_ap", SEMVIS_APLOSS_DISPATCH_LABEL(labels.dtype, {
+  SEMVIS_DISPATCH_FLOAT(scores.dtype, "quantized_ap", SEMVIS_QUANTIZED_AP_DISPATCH_LABEL(labels.dtype, {
     backward_impl<scalar_t, label_t>(grad_ap, scores, labels, hist, p, grad_scores);
   }));
 }
 
-}  // namespace aploss
+}  // namespace quantized_ap
 }  // namespace semvis

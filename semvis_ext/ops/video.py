@@ -36,12 +36,12 @@ class Tracks(NamedTuple):
 
 
 def _C():
-    from . import _C as lib
+    from .. import _C as lib
 
     return lib
 
 
-from ._numpy import capsule as _capsule  # versioned DLPack: read-only inputs pass without a copy
+from .._numpy import capsule as _capsule  # versioned DLPack: read-only inputs pass without a copy
 
 
 def _check_array(op: str, name: str, a, dtype, ndim: int) -> np.ndarray:

@@ -1,11 +1,11 @@
 #include "dlpack_view.h"
-#include "rmac/rmac.h"
+#include "region_pool/region_pool.h"
 
 namespace semvis {
 namespace {
 
-rmac::Params make_params(int64_t levels, bool include_global, bool gem, double eps) {
-  rmac::Params p;
+region_pool::Params make_params(int64_t levels, bool include_global, bool gem, double eps) {
+  region_pool::Params p;
   p.levels = levels;
   p.include_global = include_global;
   p.gem = gem;
@@ -16,7 +16,7 @@ rmac::Params make_params(int64_t levels, bool include_global, bool gem, double e
 // Holds the optional views of the region sources for one call.
 struct RegionViews {
   TensorView bh, bd, ch, cd, vh, vd;
-  rmac::Regions reg;
+  region_pool::Regions reg;
   RegionViews(py::handle boxes_host, py::handle boxes_dev, py::handle counts_host, py::handle counts_dev,
               py::handle vhw_host, py::handle vhw_dev, std::vector<py::object>& keep) {
     if (as_optional_view(boxes_host, "regions", keep, &bh)) reg.boxes_host = &bh;
@@ -34,8 +34,8 @@ void bind(py::module_& m) {
       [](int64_t H, int64_t W, int64_t levels, bool include_global, bool padded) {
         if (H < 1 || W < 1) failf("rmac_regions: H and W must be >= 1, got ", H, " x ", W);
         if (levels < 1) failf("rmac_regions: levels must be >= 1, got ", levels);
-        return padded ? rmac::grid_max_count(H, W, levels, include_global)
-                      : rmac::grid_count(H, W, levels, include_global);
+        return padded ? region_pool::grid_max_count(H, W, levels, include_global)
+                      : region_pool::grid_count(H, W, levels, include_global);
       },
       py::arg("H"), py::arg("W"), py::arg("levels"), py::arg("include_global"), py::arg("padded") = false);
   m.def(
@@ -45,7 +45,7 @@ void bind(py::module_& m) {
         TensorView o = as_view(out, "out", keep);
         if (H < 1 || W < 1) failf("rmac_regions: H and W must be >= 1, got ", H, " x ", W);
         if (levels < 1) failf("rmac_regions: levels must be >= 1, got ", levels);
-        const int64_t n = rmac::grid_count(H, W, levels, include_global);
+        const int64_t n = region_pool::grid_count(H, W, levels, include_global);
         if (o.device != Device::kCPU) failf("rmac_regions: out must be on cpu");
         check_dtype(o, "rmac_regions", "out", {DType::kInt64});
         check_shape(o, "rmac_regions", "out", {n, 4});
@@ -53,7 +53,7 @@ void bind(py::module_& m) {
         check_writable(o, "rmac_regions", "out");
         int64_t* q = o.ptr<int64_t>();
         for (int64_t r = 0; r < n; ++r) {
-          const rmac::Box b = rmac::grid_box(H, W, levels, include_global, r);
+          const region_pool::Box b = region_pool::grid_box(H, W, levels, include_global, r);
           q[4 * r] = b.y;
           q[4 * r + 1] = b.x;
           q[4 * r + 2] = b.h;
@@ -74,7 +74,7 @@ void bind(py::module_& m) {
         const bool gem = as_optional_view(p, "p", keep, &pv);
         const auto prm = make_params(levels, include_global, gem, eps);
         py::gil_scoped_release nogil;
-        rmac::forward(xv, rv.reg, prm, gem ? &pv : nullptr, yv, cv, stream);
+        region_pool::forward(xv, rv.reg, prm, gem ? &pv : nullptr, yv, cv, stream);
       },
       py::arg("x"), py::arg("boxes_host"), py::arg("boxes_dev"), py::arg("counts_host"), py::arg("counts_dev"),
       py::arg("valid_hw_host"), py::arg("valid_hw_dev"), py::arg("levels"), py::arg("include_global"), py::arg("p"),
@@ -93,7 +93,7 @@ void bind(py::module_& m) {
         const bool has_gp = as_optional_view(gp, "grad_p", keep, &gpv);
         const auto prm = make_params(levels, include_global, gem, eps);
         py::gil_scoped_release nogil;
-        rmac::backward(gv, xv, rv.reg, prm, gem ? &pv : nullptr, gxv, has_gp ? &gpv : nullptr, stream);
+        region_pool::backward(gv, xv, rv.reg, prm, gem ? &pv : nullptr, gxv, has_gp ? &gpv : nullptr, stream);
       },
       py::arg("grad_output"), py::arg("x"), py::arg("boxes_host"), py::arg("boxes_dev"), py::arg("counts_host"),
       py::arg("counts_dev"), py::arg("valid_hw_host"), py::arg("valid_hw_dev"), py::arg("levels"),
@@ -102,5 +102,5 @@ void bind(py::module_& m) {
 }
 
 }  // namespace
-SEMVIS_REGISTER_BINDINGS(rmac, bind);
+SEMVIS_REGISTER_BINDINGS(region_pool, bind);
 }  // namespace semvis

@@ -1,10 +1,10 @@
 // Host entry points of the quantized AP: argument checks in a fixed order, then dispatch by device.
-#include "aploss.h"
+#include "quantized_ap.h"
 
 #include <cmath>
 
 namespace semvis {
-namespace aploss {
+namespace quantized_ap {
 namespace {
 
 constexpr const char* kOp = "quantized_ap";
@@ -85,5 +85,5 @@ void backward(const TensorView& grad_ap, const TensorView& scores, const TensorV
   }
 }
 
-}  // namespace aploss
+}  // namespace quantized_ap
 }  // namespace semvis

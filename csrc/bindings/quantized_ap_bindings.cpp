@@ -1,11 +1,11 @@
-#include "aploss/aploss.h"
+#include "quantized_ap/quantized_ap.h"
 #include "dlpack_view.h"
 
 namespace semvis {
 namespace {
 
-aploss::Params make_params(int64_t bins, double lo, double hi) {
-  aploss::Params p;
+quantized_ap::Params make_params(int64_t bins, double lo, double hi) {
+  quantized_ap::Params p;
   p.bins = bins;
   p.lo = lo;
   p.hi = hi;
@@ -22,7 +22,7 @@ void bind(py::module_& m) {
                    av = as_view(ap, "ap", keep), nv = as_view(npos, "npos", keep), hv = as_view(hist, "hist", keep);
         const auto p = make_params(bins, lo, hi);
         py::gil_scoped_release nogil;
-        aploss::forward(sv, lv, p, av, nv, hv, stream);
+        quantized_ap::forward(sv, lv, p, av, nv, hv, stream);
       },
       py::arg("scores"), py::arg("labels"), py::arg("bins"), py::arg("lo"), py::arg("hi"), py::arg("ap"),
       py::arg("npos"), py::arg("hist"), py::arg("stream"));
@@ -36,12 +36,12 @@ void bind(py::module_& m) {
                    ov = as_view(grad_scores, "grad_scores", keep);
         const auto p = make_params(bins, lo, hi);
         py::gil_scoped_release nogil;
-        aploss::backward(gv, sv, lv, hv, p, ov, stream);
+        quantized_ap::backward(gv, sv, lv, hv, p, ov, stream);
       },
       py::arg("grad_ap"), py::arg("scores"), py::arg("labels"), py::arg("hist"), py::arg("bins"), py::arg("lo"),
       py::arg("hi"), py::arg("grad_scores"), py::arg("stream"));
 }
 
 }  // namespace
-SEMVIS_REGISTER_BINDINGS(aploss, bind);
+SEMVIS_REGISTER_BINDINGS(quantized_ap, bind);
 }  // namespace semvis

@@ -29,7 +29,7 @@
 #include "common/tensor.h"
 
 // Runs __VA_ARGS__ with label_t bound to the storage type of a label dtype.
-#define SEMVIS_APLOSS_DISPATCH_LABEL(DT, ...)                                                      \
+#define SEMVIS_QUANTIZED_AP_DISPATCH_LABEL(DT, ...)                                                      \
   switch (DT) {                                                                                  \
     case ::semvis::DType::kBool:                                                                 \
     case ::semvis::DType::kUInt8: { using label_t = uint8_t; __VA_ARGS__; break; }               \
@@ -41,7 +41,7 @@
   }
 
 namespace semvis {
-namespace aploss {
+namespace quantized_ap {
 
 constexpr int64_t kMaxBins = 4096;
 constexpr double kEps = 1e-16;  // dirtorch's guard in the precision denominator
@@ -137,5 +137,5 @@ void backward_cuda(const TensorView& grad_ap, const TensorView& scores, const Te
                    const TensorView& hist, const Params& p, const TensorView& grad_scores, std::uintptr_t stream);
 #endif
 
-}  // namespace aploss
+}  // namespace quantized_ap
 }  // namespace semvis

@@ -5,12 +5,12 @@
 // pair and writes the gradient. No [Q, N, M] tensor, no global scratch beyond an error word.
 #include <climits>
 
-#include "aploss.h"
+#include "quantized_ap.h"
 #include "common/cuda_utils.h"
 #include "common/dispatch.h"
 
 namespace semvis {
-namespace aploss {
+namespace quantized_ap {
 namespace {
 
 constexpr int kThreads = 256;
@@ -124,7 +124,7 @@ void forward_cuda(const TensorView& scores, const TensorView& labels, const Para
   unsigned long long* err = nullptr;
   SEMVIS_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&err), 2 * sizeof(unsigned long long), st));
   SEMVIS_CUDA_CHECK(cudaMemsetAsync(err, 0xff, 2 * sizeof(unsigned long long), st));
-  SEMVIS_DISPATCH_FLOAT(scores.dtype, "quantized_ap", SEMVIS_APLOSS_DISPATCH_LABEL(labels.dtype, {
+  SEMVIS_DISPATCH_FLOAT(scores.dtype, "quantized_ap", SEMVIS_QUANTIZED_AP_DISPATCH_LABEL(labels.dtype, {
     using Acc = typename acc_type<scalar_t>::type;
     const size_t per_copy = 2 * M * sizeof(Acc);
     int copies = static_cast<int>(kDefaultSmem / per_copy);
@@ -155,7 +155,7 @@ void backward_cuda(const TensorView& grad_ap, const TensorView& scores, const Te
   DeviceGuard guard(scores.device_id);
   const int64_t Q = scores.size(0), N = scores.size(1), M = p.bins;
   cudaStream_t st = as_stream(stream);
-  SEMVIS_DISPATCH_FLOAT(scores.dtype, "quantized_ap", SEMVIS_APLOSS_DISPATCH_LABEL(labels.dtype, {
+  SEMVIS_DISPATCH_FLOAT(scores.dtype, "quantized_ap", SEMVIS_QUANTIZED_AP_DISPATCH_LABEL(labels.dtype, {
     using Acc = typename acc_type<scalar_t>::type;
     const size_t bytes = 2 * M * sizeof(Acc);
     auto kernel = backward_kernel<scalar_t, label_t, Acc>;
@@ -170,5 +170,5 @@ void backward_cuda(const TensorView& grad_ap, const TensorView& scores, const Te
   SEMVIS_CUDA_LAUNCH_CHECK();
 }
 
-}  // namespace aploss
+}  // namespace quantized_ap
 }  // namespace semvis

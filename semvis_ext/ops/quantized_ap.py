@@ -3,7 +3,7 @@
 Forward: per-query histograms of all items and of positives (O(Q * M) memory), then the cumulative
 precision / recall sums. Backward (``semvis::quantized_ap_backward``): each item's two bin weights
 are recomputed from its score and the closed-form gradient applied; no [Q, N, M] tensor exists in
-either pass. See csrc/aploss/aploss.h for the equations.
+either pass. See csrc/quantized_ap/quantized_ap.h for the equations.
 """
 from __future__ import annotations
 

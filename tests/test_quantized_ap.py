@@ -6,7 +6,7 @@ import torch
 
 import semvis_ext
 from semvis_ext import reference as R
-from semvis_ext.ops.aploss import _quantized_ap, _quantized_ap_backward
+from semvis_ext.ops.quantized_ap import _quantized_ap, _quantized_ap_backward
 
 from conftest import devices
 

@@ -13,13 +13,13 @@ from typing import Tuple
 
 import numpy as np
 
-from ._numpy import capsule, check_codes, check_int, is_torch
+from .._numpy import capsule, check_codes, check_int, is_torch
 
 __all__ = ["hamming_distances", "hamming_topk"]
 
 
 def _C():
-    from . import _C
+    from .. import _C
 
     return _C
 
@@ -48,6 +48,8 @@ def _torch_call(op, a, b, name_a, name_b):
     _check_torch_codes(op, name_b, b, a.shape[1])
     if a.device != b.device:
         raise ValueError(f"{op}: {name_a} and {name_b} must be on the same device, got {a.device} and {b.device}")
+    if a.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{op}: {name_a} and {name_b} must be cpu or cuda tensors (tensors with data), got {a.device}")
     stream = torch.cuda.current_stream(a.device).cuda_stream if a.device.type == "cuda" else 0
     return torch, stream
 

@@ -18,7 +18,7 @@
 #include "common/tensor.h"
 
 namespace semvis {
-namespace rmac {
+namespace region_pool {
 
 struct Box {
   int32_t y, x, h, w;
@@ -27,7 +27,7 @@ struct Box {
 // ---------------------------------------------------------------------------------------------
 // The grid. cirtorch/layers/functional.py (`rmac`, `roipool`) computes it with float32 torch
 // tensors; every line below reproduces one torch expression of that code, in float32, so that
-// the regions agree cell for cell (tests/test_rmac.py checks it against that torch code).
+// the regions agree cell for cell (tests/test_region_pool.py checks it against that torch code).
 // ---------------------------------------------------------------------------------------------
 
 // Number of extra regions along the long side ("region overplus"): Wd for H < W, Hd for H > W.
@@ -162,5 +162,5 @@ void backward_cuda(const TensorView& gy, const TensorView& x, const DevRegions& 
                    const TensorView* p, const TensorView& gx, const TensorView* gp, std::uintptr_t stream);
 #endif
 
-}  // namespace rmac
+}  // namespace region_pool
 }  // namespace semvis
