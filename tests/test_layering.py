@@ -14,7 +14,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
 EXT = os.path.join(os.path.dirname(ROOT), "semvis_ext")
 
-LOWER = {"models", "data", "text", "losses", "viz", "config", "checkpoint"}
+LOWER = {"models", "data", "text", "losses", "viz", "distributed", "config", "checkpoint"}
 FORBIDDEN = {
     # importer layer -> semvis subpackages it may not import
     **{low: {"train", "search", "eval", "cli", "video"} for low in LOWER},

@@ -40,6 +40,7 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Sequ
 import torch
 from torch import Tensor, nn
 
+from .. import distributed
 from ..checkpoint import atomic_save, format_tag, read_checkpoint
 from ..config import Config, ConfigError
 
@@ -81,9 +82,7 @@ class TrainConfig(Config):
 
 def dist_info() -> Tuple[int, int]:
     """(rank, world size) under an initialised ``torch.distributed``, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+    return distributed.rank(), distributed.world_size()
 
 
 class _NoBar:
