@@ -35,7 +35,7 @@ def test_load_roundtrip_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_torchvision_weights(b, tmp_path / "missing.pth")
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="could not read"):
+    with pytest.raises(ValueError, match="not a readable weights file"):
         load_torchvision_weights(b, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="unknown backbone"):
         resnet("resnet19")
