@@ -10,9 +10,9 @@ import os
 import re
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Type
 
-__all__ = ["UserError", "Parser", "add_verb", "add_config_options", "add_checkpoint", "add_out", "add_json",
+__all__ = ["UserError", "Parser", "add_verb", "add_hidden_alias", "add_config_options", "add_checkpoint", "add_out", "add_json",
            "add_quiet", "load_config", "one_line", "user_errors", "check_input_file", "check_output_file", "check_output_dir",
            "Printer"]
 
