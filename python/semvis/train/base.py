@@ -165,10 +165,13 @@ class Trainer:
         return self.base_lrs[0] * f if self.base_lrs else 0.0
 
     def update(self, loss: Tensor, clip: Optional[float] = None, parameters: Optional[Iterable[Tensor]] = None) -> None:
-        """zero_grad, backward, optional gradient-norm clipping of ``parameters``, optimizer step."""
+        """zero_grad, backward, optional gradient-norm clipping of ``parameters`` (default: every
+        parameter the optimizer updates), optimizer step."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:
+            if parameters is None:
+                parameters = [p for g in self.optimizer.param_groups for p in g["params"]]
             nn.utils.clip_grad_norm_(list(parameters), clip)
         self.optimizer.step()
 
