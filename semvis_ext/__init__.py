@@ -48,8 +48,10 @@ def __getattr__(name: str) -> Any:
     except KeyError:
         raise AttributeError(f"module 'semvis_ext' has no attribute {name!r}") from None
     mod = importlib.import_module(module)
-    # an op module named like its function (ops/region_attention.py) yields the function
-    value = getattr(mod, name) if hasattr(mod, name) else mod
+    # a module named like the attribute is the attribute ("nn"), except an op module named like
+    # its function (ops/region_attention.py -> the function region_attention)
+    is_module = module.endswith("." + name) and not module.startswith("semvis_ext.ops.")
+    value = mod if is_module else getattr(mod, name)
     globals()[name] = value
     return value
 
