@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.sodeep import rank_targets
+from semvis_ext.reference_soft_rank import exact_rank
 
 __all__ = ["SpearmanLoss", "MAPRankLoss", "RankHardLoss"]
 
@@ -53,7 +53,8 @@ class SpearmanLoss(nn.Module):
         p2 = pred if pred.dim() == 2 else pred.unsqueeze(0)
         t2 = target if target.dim() == 2 else target.unsqueeze(0)
         rank_pred = self.sorter(p2)
-        loss = F.mse_loss(rank_pred, rank_targets(t2.detach()).to(rank_pred.dtype))
+        # exact targets in the sorters' convention, (1 + descending rank) / n
+        loss = F.mse_loss(rank_pred, exact_rank(t2.detach()).to(rank_pred.dtype))
         if self.l1_weight:
             loss = loss + self.l1_weight * F.l1_loss(p2, t2)
         return loss
