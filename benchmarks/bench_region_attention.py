@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import semvis_ext
-from semvis_ext.reference_region_attention import region_attention as ref_masked
+from semvis_ext.reference.region_attention import region_attention as ref_masked
 
 from conftest import LARGE, bench_devices, record, timed
 

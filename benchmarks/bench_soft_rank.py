@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import semvis_ext
-from semvis_ext.reference_soft_rank import exact_rank, soft_rank as dense
+from semvis_ext.reference.soft_rank import exact_rank, soft_rank as dense
 
 from conftest import LARGE, bench_devices, peak_memory, record, timed
 

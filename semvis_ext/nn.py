@@ -6,8 +6,8 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .ops.aploss import ap_loss
-from .ops.rmac import region_pool
+from .ops.quantized_ap import ap_loss
+from .ops.region_pool import region_pool
 from .ops.weldon import weldon_pool
 
 __all__ = ["WeldonPool2d", "MAC", "GeM", "RMAC", "l2n", "multiscale_embedding", "QuantizedAPLoss",

@@ -4,7 +4,7 @@ import torch
 
 import semvis_ext
 from semvis_ext.nn import RegionAttention
-from semvis_ext.reference_region_attention import region_attention as ref
+from semvis_ext.reference.region_attention import region_attention as ref
 
 from conftest import devices
 

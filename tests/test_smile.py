@@ -53,7 +53,7 @@ def test_image_embedding_is_the_attention_of_normalised_regions(model, mode):
     feats = semvis_ext.region_pool(fmap, grid_boxes(fmap.shape[2], fmap.shape[3], 3))
     G2 = F.normalize(enc.conv(feats), dim=-1)
     L = enc.attention.W(G2) if enc.attention.W is not None else None
-    from semvis_ext.reference_region_attention import region_attention as ref
+    from semvis_ext.reference.region_attention import region_attention as ref
     expect = F.normalize(ref(G2, L, None, mode), dim=1)
     torch.testing.assert_close(enc(img), expect, rtol=1e-5, atol=1e-5)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import semvis_ext
-from semvis_ext.reference_soft_rank import exact_rank, soft_rank as ref
+from semvis_ext.reference.soft_rank import exact_rank, soft_rank as ref
 
 from conftest import devices
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semvis_ext.reference_soft_rank import exact_rank
+from semvis_ext.reference.soft_rank import exact_rank
 
 __all__ = ["SpearmanLoss", "MAPRankLoss", "RankHardLoss"]
 
