@@ -20,6 +20,7 @@ _LAZY: Dict[str, str] = {
     "hamming_distances": "semvis_ext.ops.hamming",
     "hamming_topk": "semvis_ext.ops.hamming",
     "BinaryKDTree": "semvis_ext.kdtree",
+    "MultiIndexHash": "semvis_ext.mih",
     "topk_similar": "semvis_ext.ops.mining",
     "hard_triplets": "semvis_ext.ops.mining",
     "relevance": "semvis_ext.ops.mining",
@@ -33,8 +34,12 @@ _LAZY: Dict[str, str] = {
     "Tracks": "semvis_ext.ops.video",
     "split_shots": "semvis_ext.ops.video",
     "majority_keys": "semvis_ext.ops.video",
+    "region_attention": "semvis_ext.ops.region_attention",
+    "soft_rank": "semvis_ext.ops.soft_rank",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
+    "landmarks_positions": "semvis_ext.ops.landmarks",
+    "landmarks_ap": "semvis_ext.ops.landmarks",
 }
 
 __all__ = ["info", "get_num_threads", "set_num_threads", *sorted(_LAZY)]

@@ -63,7 +63,7 @@ void check_indices(const TensorView& idx, int64_t HW, std::uintptr_t stream) {
   if (n == 0) return;
   int64_t bad = -1, value = 0;
   if (idx.device == Device::kCPU) {
-    const int64_t* I = idx.ptr<const int64_t>();
+    const int32_t* I = idx.ptr<const int32_t>();
     std::atomic<int64_t> first{n};
     parallel_for(0, n, 1 << 16, [&](int64_t lo, int64_t hi) {
       for (int64_t j = lo; j < hi && j < first.load(std::memory_order_relaxed); ++j) {
@@ -112,7 +112,7 @@ void forward(const TensorView& x, const TensorView* vhw_host, const TensorView* 
   check_same_device(x, "input", y, "output", kOp);
   check_same_device(x, "input", idx, "indices", kOp);
   check_output(y, kOp, "output", x.dtype, {B, C});
-  check_output(idx, kOp, "indices", DType::kInt64, {B, C, KT + KB});
+  check_output(idx, kOp, "indices", DType::kInt32, {B, C, KT + KB});
 
   if (x.device == Device::kCPU) {
     forward_cpu(x, vhw, p, KT, KB, y, idx);
@@ -140,7 +140,7 @@ void backward(const TensorView& gy, const TensorView& idx, const TensorView* vhw
   check_contiguous(gy, kOp, "grad_output");
   check_same_device(gy, "grad_output", idx, "indices", kOp);
   check_same_device(gy, "grad_output", gx, "grad_input", kOp);
-  check_dtype(idx, kOp, "indices", {DType::kInt64});
+  check_dtype(idx, kOp, "indices", {DType::kInt32});
   check_shape(idx, kOp, "indices", {B, C, KT + KB});
   check_contiguous(idx, kOp, "indices");
   check_dtype(gx, kOp, "grad_input", {gy.dtype});

@@ -60,7 +60,7 @@ SEMVIS_HD void side_scales(const Params& p, int64_t kt, int64_t kb, double* st, 
 //   vhw_host [B, 2] int64 on the CPU (or null): valid (h, w) of each image
 //   vhw_dev  the same values on x's device (or null)
 //   y        [B, C] dtype of x, contiguous          (written)
-//   idx      [B, C, KT + KB] int64, contiguous      (written; -1 pads unused slots)
+//   idx      [B, C, KT + KB] int32, contiguous      (written; -1 pads unused slots)
 // KT / KB are resolve_k of the full map H * W (an upper bound for every image).
 void forward(const TensorView& x, const TensorView* vhw_host, const TensorView* vhw_dev, const Params& p,
              const TensorView& y, const TensorView& idx, std::uintptr_t stream);

@@ -23,8 +23,13 @@ from .mining import topk_similar, topk_similar_dense, hard_triplets
 from .triplet_losses import vse_contrastive_loss, vse_khardest_loss, triplet_margin_loss
 from .region_pool import rmac_regions_cirtorch, region_pool, rmac_cirtorch
 from .video import hamming_matrix_np, video_track, video_split_shots, video_majority_keys
+from .region_attention import region_attention
+from .soft_rank import soft_rank, exact_rank
 
 __all__ = [
+    "region_attention",
+    "soft_rank",
+    "exact_rank",
     "weldon_pool",
     "weldon_pool_topk",
     "hamming_distances",
