@@ -394,11 +394,42 @@ def fuzz_video(data):
         np.testing.assert_array_equal(kt, rkt)
 
 
+def fuzz_soft_rank(data):
+    shape = data.draw(st.sampled_from([(0,), (1,), (5,), (2, 0), (3, 1), (2, 6), (1, 2, 3)]), label="shape")
+    s = tensor(data, shape, FLOATS + OTHER)
+    lam = data.draw(st.sampled_from([10.0, 0.5, 0.0, -1.0, float("inf"), 1e30]), label="lam")
+    normalize = data.draw(st.sampled_from([True, False, 1]), label="normalize")
+    ok, r = accepted(se.soft_rank, s, lam, normalize)
+    if not ok:
+        return
+    assert torch.isfinite(s.double()).all(), "non-finite scores must be refused"
+    ref = R.soft_rank(s.double(), lam, normalize)
+    tol = 1e-6 if s.dtype == torch.float64 else (1e-3 if s.dtype == torch.float32 else 5e-2)
+    torch.testing.assert_close(r.double(), ref, rtol=tol, atol=tol * max(1, s.shape[-1]))
+
+
+def fuzz_region_attention(data):
+    B, R_, d = dims(data, 3, 4)
+    G = tensor(data, (B, R_, d), FLOATS + OTHER)
+    mode = data.draw(st.sampled_from(["softmax", "mean", "1-att", "no-conv", "no-softmax", "max"]), label="mode")
+    lshape = {"1-att": (B, R_, 1)}.get(mode, (B, R_, d))
+    logits = tensor(data, lshape, [G.dtype, G.dtype, torch.float32]) if data.draw(st.booleans(), label="logits") \
+        else None
+    lengths = data.draw(st.one_of(st.none(), st.lists(st.integers(-1, R_ + 1), min_size=B, max_size=B)), label="lengths")
+    ok, x = accepted(se.region_attention, G, logits, lengths, mode)
+    if not ok:
+        return
+    ln = None if lengths is None else torch.tensor(lengths, dtype=torch.int64)
+    ref = R.region_attention(G.double(), None if logits is None else logits.double(), ln, mode)
+    tol = 1e-6 if G.dtype == torch.float64 else (1e-4 if G.dtype == torch.float32 else 5e-2)
+    torch.testing.assert_close(x.double(), ref, rtol=tol, atol=tol, equal_nan=True)
+
+
 GROUPS = {
     "pooling": [fuzz_weldon_pool, fuzz_region_pool, fuzz_rmac_regions],
     "search": [fuzz_hamming, fuzz_kdtree, fuzz_video],
     "mining": [fuzz_topk_similar, fuzz_topk_exact, fuzz_hard_triplets, fuzz_relevance],
-    "losses": [fuzz_quantized_ap, fuzz_vse_loss, fuzz_triplet_margin_loss],
+    "losses": [fuzz_quantized_ap, fuzz_vse_loss, fuzz_triplet_margin_loss, fuzz_soft_rank, fuzz_region_attention],
 }
 
 
