@@ -434,6 +434,8 @@ class BinaryKDTree:
             ValueError: as :meth:`load`.
         """
         op = "BinaryKDTree.from_bytes"
+        if isinstance(buf, np.ndarray) and (buf.dtype != np.uint8 or buf.ndim != 1):
+            raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {buf.dtype}{list(buf.shape)}")
         try:
             mv = memoryview(buf).cast("B")
         except TypeError:
@@ -590,79 +592,4 @@ class BinaryKDTree:
         self._seed = int(seed)
         self._nodes, self._codes, self._ids, self._buf_codes, self._buf_ids = arrays[:5]
         self._forest_nodes, self._forest_perms = forest_nodes, forest_perms
-        return self
-
-    # ------------------------------------------------------------------ in-memory persistence
-    def to_bytes(self) -> bytes:
-        """The bytes :meth:`save` writes (format version 1), without a file: for embedding the
-        tree in another container. :meth:`from_bytes` reads them back."""
-        arrays = [np.ascontiguousarray(a) for a in (self._nodes, self._codes, self._ids, self._buf_codes,
-                                                    self._buf_ids)]
-        offsets, off = [], _HEADER
-        for a in arrays:
-            offsets.append(off)
-            off = (off + a.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
-        head = _FIXED.pack(_MAGIC, _VERSION, _HEADER, self._nbytes, 1 if self._auto_ids else 0,
-                           int(self._ids.shape[0]), int(self._nodes.shape[0]), int(self._buf_ids.shape[0]),
-                           self._leaf_size)
-        head += b"".join(struct.pack("<QQ", o, a.nbytes) for o, a in zip(offsets, arrays))
-        head = (head + struct.pack("<5I", *[_crc(a) for a in arrays])).ljust(_HEADER - 4, b"\0")
-        out = bytearray(offsets[-1] + arrays[-1].nbytes)
-        out[:_HEADER] = head + struct.pack("<I", zlib.crc32(head) & 0xFFFFFFFF)
-        for o, a in zip(offsets, arrays):
-            out[o:o + a.nbytes] = a.reshape(-1).view(np.uint8).tobytes()
-        return bytes(out)
-
-    @classmethod
-    def from_bytes(cls, data) -> "BinaryKDTree":
-        """A tree from the bytes of :meth:`to_bytes` or of a file written by :meth:`save`
-        (``bytes``, ``bytearray``, ``memoryview`` or a 1-D uint8 ndarray). The header, every
-        section's checksum, the ids (>= 0) and the tree itself are checked; the arrays are copied.
-
-        Raises:
-            TypeError: ``data`` is not bytes-like.
-            ValueError: like :meth:`load` (foreign, truncated, trailing bytes, corrupt).
-        """
-        op = "BinaryKDTree.from_bytes"
-        if isinstance(data, np.ndarray):
-            if data.dtype != np.uint8 or data.ndim != 1:
-                raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {data.dtype}{list(data.shape)}")
-            buf = np.ascontiguousarray(data)
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            buf = np.frombuffer(data, dtype=np.uint8)
-        else:
-            raise TypeError(f"{op}: data must be bytes-like, got {type(data).__name__}")
-        head = buf[:_HEADER].tobytes()
-        if head[:len(_MAGIC)] != _MAGIC:
-            raise ValueError(f"{op}: not a semvis BinaryKDTree (bad magic)")
-        if len(head) < _HEADER or struct.unpack_from("<I", head, _HEADER - 4)[0] != zlib.crc32(head[:-4]) & 0xFFFFFFFF:
-            raise ValueError(f"{op}: truncated or corrupt header")
-        _, version, hsize, nbytes, flags, n, m, nbuf, leaf_size = _FIXED.unpack_from(head, 0)
-        if version != _VERSION or hsize != _HEADER or nbytes == 0 or nbytes % 8 or n < 0 or m < 1 or nbuf < 0 \
-                or leaf_size < 1:
-            raise ValueError(f"{op}: unsupported version {version} or invalid sizes in the header")
-        sec = struct.unpack_from("<10Q", head, _FIXED.size)
-        crcs = struct.unpack_from("<5I", head, _FIXED.size + 80)
-        shapes = [((m, 5), np.int64), ((n, nbytes), np.uint8), ((n,), np.int64), ((nbuf, nbytes), np.uint8),
-                  ((nbuf,), np.int64)]
-        arrays, expect = [], _HEADER
-        for s, (shape, dt) in enumerate(shapes):
-            off, length = sec[2 * s], sec[2 * s + 1]
-            if off != expect or length != int(np.prod(shape)) * np.dtype(dt).itemsize or off + length > buf.size:
-                raise ValueError(f"{op}: truncated or corrupt (section {_SECTIONS[s]!r})")
-            a = buf[off:off + length].copy().view(dt).reshape(shape)
-            if _crc(a) != crcs[s]:
-                raise ValueError(f"{op}: corrupt (checksum mismatch in section {_SECTIONS[s]!r})")
-            arrays.append(a)
-            expect = (off + length + _ALIGN - 1) // _ALIGN * _ALIGN
-        if buf.size != sec[8] + sec[9]:
-            raise ValueError(f"{op}: {buf.size - sec[8] - sec[9]} unexpected trailing bytes")
-        if (n and arrays[2].min() < 0) or (nbuf and arrays[4].min() < 0):
-            raise ValueError(f"{op}: corrupt (negative ids)")
-        from . import _C
-
-        _C.kdtree_validate(capsule(arrays[0]), int(n), 8 * int(nbytes))
-        self = cls.__new__(cls)
-        self._leaf_size, self._auto_ids, self._nbytes = int(leaf_size), bool(flags & 1), int(nbytes)
-        self._nodes, self._codes, self._ids, self._buf_codes, self._buf_ids = arrays
         return self

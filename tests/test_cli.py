@@ -38,7 +38,7 @@ def test_help_shows_one_grammar():
                 "search-crossmodal"):
         assert old not in text  # hidden aliases
         assert build_parser().parse_args([old, "x"] if old.startswith(("eval", "search")) else [old]).func
-    assert [m.NAME for m in SYSTEMS] == ["semantic", "crossmodal", "listwise", "video"]
+    assert [m.NAME for m in SYSTEMS] == ["semantic", "crossmodal", "listwise", "video", "simnet", "text2art"]
     sub = {"semantic": ("train", "eval", "search"), "crossmodal": ("train", "eval", "search"),
            "listwise": ("train", "eval"), "video": ("index", "search", "demo")}
     for system, verbs in sub.items():
