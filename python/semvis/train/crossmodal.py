@@ -16,8 +16,10 @@ Defaults follow the paper where it speaks and the public codes where it does not
   trunk's BatchNorm layers in eval mode while the trunk is frozen (vsepp#30), ``"frozen"``
   always, ``"train"`` never;
 * evaluation always runs the model in eval mode (dropout off, BatchNorm running statistics);
-* DDP-ready: under ``torch.distributed`` each rank trains on its shard of every epoch's batches
-  (the negatives are those of the local batch) and only rank 0 writes checkpoints and progress.
+* the global batch under ``torch.distributed`` (torchrun): every rank iterates the same batches,
+  embeds its share of each, and the hardest negatives are mined over the embeddings of all ranks
+  (:func:`semvis.distributed.all_gather_with_grad`), so a step equals one on the whole batch; only
+  rank 0 writes checkpoints and progress.
 
 The encoders live in :mod:`semvis.models.crossmodal`, the image preparation in
 :mod:`semvis.data.transforms`, the tokenisation in :mod:`semvis.text.captions` and the evaluation
@@ -26,7 +28,7 @@ in :mod:`semvis.eval.crossmodal` (re-exported here).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from torch import Tensor
 
 from ..data.crossmodal import CaptionedImages, load_crossmodal_split
 from ..data.transforms import prepare_images, random_crop
+from ..distributed import all_gather_with_grad, shard
 from ..eval.crossmodal import evaluate_crossmodal
 from ..losses import hardest_negative_triplet_loss
 from ..models.bean import BEAN, PRESETS as BEAN_PRESETS, set_batchnorm_eval
@@ -178,7 +181,8 @@ class CrossModalTrainer(Trainer):
         if len(train) < 2:
             raise ValueError("the training set needs at least 2 images")
         self.build_optimizer([{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.config.lr}])
-        self.rng = np.random.default_rng(self.config.seed)
+        # crops draw from a per-rank stream under torch.distributed (rank 0's is the single-process one)
+        self.rng = np.random.default_rng(self.config.seed if self.world == 1 else [self.config.seed, 1 + self.rank])
         self._negatives = self.config.negatives
         # pre-tokenize every caption once
         self._cap_ids: List[List[Tuple[Tensor, int]]] = []
@@ -228,12 +232,15 @@ class CrossModalTrainer(Trainer):
 
     # -- batches
     def epoch_batches(self) -> List[np.ndarray]:
-        perm = self.rng.permutation(len(self.train_set))
+        # under torch.distributed every rank iterates the same batches (one permutation per epoch
+        # from the seed) and embeds its share of each; the crops come from a per-rank stream
+        perm = (self.rng if self.world == 1 else np.random.default_rng([self.config.seed, self.epoch])
+                ).permutation(len(self.train_set))
         bs = self.config.batch_size
         batches = [perm[i:i + bs] for i in range(0, len(perm), bs)]
         if len(batches) > 1 and len(batches[-1]) < 2:
             batches = batches[:-1]  # a single-pair batch has no negative
-        return batches[self.rank::self.world]
+        return batches
 
     def _crop_size(self) -> int:
         return self.config.crop_size if self.config.crop_size is not None else self.config.image_size
@@ -252,8 +259,15 @@ class CrossModalTrainer(Trainer):
 
     def train_step(self, idx: np.ndarray) -> Dict[str, Any]:
         c = self.config
-        imgs, ids, lengths = self._make_batch(idx)
-        x, v = self.ddp_model(imgs, ids, lengths)
+        if self.world > 1:
+            # the global batch: the loss (hardest negatives over every rank's pairs) on the gathered
+            # embeddings; every rank computes the same loss, so the scale is 1 (DDP averages)
+            imgs, ids, lengths = self._make_batch(idx[shard(len(idx))])
+            x, v = self.ddp_model(imgs, ids, lengths)
+            x, v = all_gather_with_grad(x), all_gather_with_grad(v)
+        else:
+            imgs, ids, lengths = self._make_batch(idx)
+            x, v = self.ddp_model(imgs, ids, lengths)
         loss = hardest_negative_triplet_loss(x, v, c.margin, c.reduction, negatives=self._negatives, k=c.k)
         self.update(loss, clip=c.grad_clip, parameters=self.model.parameters())
         return {"loss": float(loss.detach()), "n": len(idx)}

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..data.synthetic_patterns import SyntheticPatterns
 from ..eval.retrieval import mean_average_precision
 from ..losses import APLoss
+from ..distributed import all_gather_with_grad, loss_scale, shard
 from ..models.small import SmallMACNet
 from .base import TrainConfig, Trainer
 
@@ -114,6 +115,10 @@ class ListwiseTrainer(Trainer):
         self.data = SyntheticPatterns(num_classes=c.num_classes, seed=c.seed)
         self.test_x, self.test_y = self.data.dataset(per_class=c.test_per_class, seed=c.seed + 1000)
         self.model = SmallMACNet(dim=c.dim, width=c.width).to(self.device)
+        if self.world > 1 and c.chunk_size > 0:
+            raise ValueError("config.chunk_size: the multi-stage backward is not supported under torch.distributed "
+                             "(each rank already embeds only its share of the batch); set chunk_size=0")
+        self.net = self.wrap_ddp(self.model)
         self.loss_fn = APLoss(bins=c.bins)
         self.build_optimizer([{"params": list(self.model.parameters()), "lr": c.lr}])
         self.gen = torch.Generator().manual_seed(c.seed + 1)
@@ -140,6 +145,12 @@ class ListwiseTrainer(Trainer):
             self.optimizer.zero_grad(set_to_none=True)
             loss = multistage_backward(self.model, x, lambda e: self.loss_fn(e, labels), c.chunk_size)
             self.optimizer.step()
+        elif self.world > 1:
+            # the global batch: every rank draws the same batch, embeds its rows, and the AP loss sees
+            # all ranks' embeddings (every rank computes the same loss: scale 1, DDP averages)
+            emb = all_gather_with_grad(self.net(x[shard(x.shape[0])]))
+            loss = self.loss_fn(emb, labels) * loss_scale("mean", local_queries=False)
+            self.update(loss)
         else:
             loss = self.loss_fn(self.model(x), labels)
             self.update(loss)
