@@ -41,9 +41,8 @@ void vse_forward_cpu(const Acc* S, int64_t B, const int64_t* labels, const VsePa
           const uint64_t ka = order_key(a.first), kb = order_key(b.first);
           return ka != kb ? ka > kb : a.second < b.second;
         };
-        std::nth_element(cand.begin(), cand.begin() + K, cand.end(), better);
+        select::select_best(cand.data(), static_cast<int64_t>(cand.size()), K, true, better);
         cand.resize(K);
-        std::sort(cand.begin(), cand.end(), better);
       }
       int64_t* pi = ei + qq * (K + 1);
       int64_t* pj = ej + qq * (K + 1);
