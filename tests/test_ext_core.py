@@ -85,3 +85,30 @@ def test_lazy_import_is_cheap():
     code = "import sys, semvis_ext; print('torch' in sys.modules, 'semvis_ext._C' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_every_public_name_resolves_to_what_it_names():
+    """Each _LAZY name is the function/class of its op module (a module only for nn / reference), and one
+    name per op holds across layers: semvis_ext/ops/<op>.py, semvis_ext/reference/<op>.py, csrc/<op>."""
+    import importlib
+    import inspect
+    import pathlib
+    import types
+
+    for name, module in semvis_ext._LAZY.items():
+        value = getattr(semvis_ext, name)
+        if name in ("nn", "reference"):
+            assert isinstance(value, types.ModuleType) and value.__name__ == module
+        else:
+            assert inspect.isfunction(value) or inspect.isclass(value), name
+            assert value is getattr(importlib.import_module(module), name)
+    ref = semvis_ext.reference
+    assert callable(ref.region_pool) and callable(ref.quantized_ap) and callable(ref.kdtree_search)
+    from semvis_ext.reference import hamming_topk, video_track, weldon_pool  # noqa: F401
+
+    root = pathlib.Path(semvis_ext.__file__).parent
+    csrc = root.parent / "csrc"
+    for op in ("weldon", "hamming", "quantized_ap", "region_pool", "video"):
+        assert (root / "ops" / f"{op}.py").is_file() and (root / "reference" / f"{op}.py").is_file(), op
+        if csrc.is_dir():  # source checkout
+            assert (csrc / op / f"{op}.h").is_file() and (csrc / "bindings" / f"{op}_bindings.cpp").is_file(), op

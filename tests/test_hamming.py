@@ -1,4 +1,4 @@
-"""Hamming distances and top-k (semvis_ext.hamming) against np.unpackbits references."""
+"""Hamming distances and top-k (semvis_ext.ops.hamming) against np.unpackbits references."""
 import numpy as np
 import pytest
 
@@ -163,6 +163,16 @@ def test_torch_cpu_tensors():
         hamming_topk(torch.from_numpy(q), codes, 1)
     with pytest.raises(TypeError, match="uint8"):
         hamming_topk(torch.from_numpy(q).to(torch.int16), torch.from_numpy(codes), 1)
+
+
+def test_meta_and_other_devices_are_refused():
+    import torch
+
+    meta = torch.empty(3, 8, dtype=torch.uint8, device="meta")
+    with pytest.raises(ValueError, match="hamming_distances: a and b must be cpu or cuda tensors.*meta"):
+        semvis_ext.hamming_distances(meta, meta)
+    with pytest.raises(ValueError, match="hamming_topk: .*must be cpu or cuda tensors.*meta"):
+        semvis_ext.hamming_topk(meta, meta, 1)
 
 
 # ----------------------------------------------------------------------------- filtered scan (issue 16)

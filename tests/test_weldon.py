@@ -256,6 +256,9 @@ def test_torch_compile_fullgraph_with_backward():
         (lambda x: semvis_ext.weldon_pool(x, valid_hw=[[4, 5]]), ValueError, "valid_hw must have shape"),
         (lambda x: semvis_ext.weldon_pool(x, valid_hw=torch.ones(2, 2)), TypeError, "valid_hw must hold integers"),
         (lambda x: semvis_ext.weldon_pool(x, 3, 3, valid_hw=[[4, 5], [1, 2]]), ValueError, "kmax=3 is larger than the valid map"),
+        (lambda x: semvis_ext.weldon_pool(x, kmax=2**63), ValueError, "kmax=9223372036854775808 is larger than any"),
+        (lambda x: semvis_ext.weldon_pool(x, kmin=2**70), ValueError, "kmin=.* is larger than any"),
+        (lambda x: semvis_ext.weldon_pool(x, kmax=2**63 - 1), ValueError, "kmax=9223372036854775807 is larger than the"),
     ],
 )
 def test_bad_input(call, exc, match):
@@ -264,10 +267,20 @@ def test_bad_input(call, exc, match):
         call(x)
 
 
-def test_backward_op_rejects_bad_indices():
-    idx = torch.full((2, 3, 2), 999, dtype=torch.int32)
-    with pytest.raises(ValueError, match="outside"):
-        torch.ops.semvis.weldon_pool_backward(torch.randn(2, 3), idx, None, 4, 5, 1, -1.0, 1, -1.0, 1.0, False)
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("bad", [20, 999, -2, -(2**31), 2**31 - 1])
+def test_backward_op_rejects_bad_indices(device, bad):
+    """The index range is checked in the host entry (csrc/weldon/weldon.cpp): the CUDA backward refuses
+    exactly what the CPU backward refuses, naming the lowest bad position, and writes nothing."""
+    idx = torch.tensor([[[0, 19], [-1, 3], [7, 7]], [[1, 2], [5, 6], [8, 9]]], dtype=torch.int32, device=device)  # valid: [-1, 20)
+    grad = torch.randn(2, 3, device=device)
+    args = (None, 4, 5, 1, -1.0, 1, -1.0, 1.0, False)
+    ok = torch.ops.semvis.weldon_pool_backward(grad, idx, *args)  # -1 pads, 19 = H * W - 1: in range
+    assert ok.shape == (2, 3, 4, 5) and ok[0, 1].flatten()[3] == grad[0, 1] and ok[0, 2].flatten()[7] == 2 * grad[0, 2]
+    idx[1, 2, 0] = bad
+    idx[1, 2, 1] = 999  # a later bad entry: the message names the first
+    with pytest.raises(ValueError, match=rf"indices holds {bad} at \[1, 2, 0\], outside \[-1, 20\)"):
+        torch.ops.semvis.weldon_pool_backward(grad, idx, *args)
 
 
 @settings(max_examples=60, deadline=None)

@@ -4,6 +4,9 @@
 // arg-max over (value key, index) pairs, each round taking the best pair strictly below the
 // previous winner: no flags, no shared memory, deterministic, and the same order and summation
 // as the CPU kernel, so both backends return bit-identical results.
+#include <algorithm>
+#include <climits>
+
 #include "common/cuda_utils.h"
 #include "common/dispatch.h"
 #include "weldon.h"
@@ -157,7 +160,7 @@ __global__ void backward_kernel(const T* __restrict__ G, const int32_t* __restri
   side_scales(p, kt, kb, &ft, &fb);
   const Acc gt = static_cast<Acc>(g * ft), gb = static_cast<Acc>(g * fb);
   const int32_t* ix = I + row * (KT + KB);
-  // Positions are distinct within each side; out-of-range indices are skipped, never written.
+  // Positions are distinct within each side and in range (checked by the host entry, weldon.cpp).
   for (int64_t j = lane; j < min(kt, KT); j += 32) {
     const int64_t q = ix[j];
     if (q >= 0 && q < HW) out[q] = store_acc<T>(gt);
@@ -169,7 +172,39 @@ __global__ void backward_kernel(const T* __restrict__ G, const int32_t* __restri
   }
 }
 
+__global__ void first_bad_index_kernel(const int32_t* __restrict__ I, int64_t n, int64_t HW,
+                                       unsigned long long* first) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n; j += stride)
+    if (I[j] < -1 || I[j] >= HW) {
+      atomicMin(first, static_cast<unsigned long long>(j));
+      return;  // later j of this thread are larger
+    }
+}
+
 }  // namespace
+
+int64_t first_bad_index_cuda(const TensorView& idx, int64_t HW, int64_t* value, std::uintptr_t stream) {
+  DeviceGuard guard(idx.device_id);
+  const int64_t n = idx.numel();
+  cudaStream_t st = as_stream(stream);
+  unsigned long long* first = nullptr;
+  SEMVIS_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&first), sizeof(unsigned long long), st));
+  SEMVIS_CUDA_CHECK(cudaMemsetAsync(first, 0xff, sizeof(unsigned long long), st));
+  const int threads = 256;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(n, threads), 4096));
+  first_bad_index_kernel<<<blocks, threads, 0, st>>>(idx.ptr<const int32_t>(), n, HW, first);
+  SEMVIS_CUDA_LAUNCH_CHECK();
+  unsigned long long pos = 0;
+  SEMVIS_CUDA_CHECK(cudaMemcpyAsync(&pos, first, sizeof(pos), cudaMemcpyDeviceToHost, st));
+  SEMVIS_CUDA_CHECK(cudaFreeAsync(first, st));
+  SEMVIS_CUDA_CHECK(cudaStreamSynchronize(st));
+  if (pos == ULLONG_MAX) return -1;
+  int32_t v32 = 0;
+  SEMVIS_CUDA_CHECK(cudaMemcpy(&v32, idx.ptr<const int32_t>() + pos, sizeof(int32_t), cudaMemcpyDeviceToHost));
+  *value = v32;
+  return static_cast<int64_t>(pos);
+}
 
 void forward_cuda(const TensorView& x, const int64_t* vhw, const Params& p, int64_t KT, int64_t KB,
                   const TensorView& y, const TensorView& idx, std::uintptr_t stream) {

@@ -62,7 +62,10 @@ def _weldon_pool(
     kt = resolve_k(kmax, kmax_frac, H * W, wildcat)
     kb = resolve_k(kmin, kmin_frac, H * W, wildcat)
     y = torch.empty((B, C), dtype=x.dtype, device=x.device)
-    idx = torch.empty((B, C, kt + kb), dtype=torch.int32, device=x.device)  # saved for backward: int32 halves it
+    # a count beyond the map (up to 2**63 - 1) is refused by the kernel's checks, before it looks at
+    # idx: allocate no more than the map so that the error is ours, not an allocation overflow.
+    # Saved for backward as int32 (half the memory of int64).
+    idx = torch.empty((B, C, min(kt, H * W) + min(kb, H * W)), dtype=torch.int32, device=x.device)
     host, dev = _valid_hw_pair(valid_hw, x.device)
     _C.weldon_forward(
         capsule(x), capsule(host), capsule(dev), kmax, kmax_frac, kmin, kmin_frac, alpha, wildcat, ordered,
