@@ -321,12 +321,17 @@ KERNEL_NAMES = {
 }
 
 
-def run_rows(names: List[str], device: str, tiny: bool, repeats: int, budget_s: float) -> List[Row]:
+def run_rows(names: List[str], device: str, tiny: bool, repeats: int, budget_s: float,
+             on_row: Optional[Callable[[List[Row]], None]] = None) -> List[Row]:
+    """Runs the rows in order; on_row(rows so far) after each (the caller rewrites its table, so
+    that a run killed by an outer timeout still leaves every finished row on disk)."""
     import torch
 
     t0 = time.perf_counter()
     out = []
     for name in names:
+        if on_row is not None and out:
+            on_row(out)
         row = Row(KERNEL_NAMES[name], name)
         out.append(row)
         if time.perf_counter() - t0 > budget_s:
@@ -389,6 +394,18 @@ def parse_args(argv=None):
     return a
 
 
+def write_table(a, rows: List[Row], device_name: str, peak: Optional[float], partial: bool = False) -> str:
+    header = (f"GPU check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): device {device_name}"
+              f"{f', peak {peak:.0f} GB/s' if peak else ''}{', tiny sizes' if a.tiny else ''}"
+              f"{' (partial: still running or interrupted)' if partial else ''}")
+    summary = pytest_summary(a.pytest_log)
+    text = format_table(rows, peak, header) + ("\n" + summary + "\n" if summary else "")
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write(text)
+    return text
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     device_name, peak = a.device, a.peak_gbs
@@ -404,14 +421,9 @@ def main(argv=None) -> int:
             if a.device == "cuda":
                 device_name = torch.cuda.get_device_name(0)
             peak = peak_for(device_name, a.peak_gbs)
-            rows = run_rows(a.rows, a.device, a.tiny, a.repeats, a.budget_s)
-    header = (f"GPU check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): device {device_name}"
-              f"{f', peak {peak:.0f} GB/s' if peak else ''}{', tiny sizes' if a.tiny else ''}")
-    summary = pytest_summary(a.pytest_log)
-    text = format_table(rows, peak, header) + ("\n" + summary + "\n" if summary else "")
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        f.write(text)
+            rows = run_rows(a.rows, a.device, a.tiny, a.repeats, a.budget_s,
+                            on_row=lambda done: write_table(a, done, device_name, peak, partial=True))
+    text = write_table(a, rows, device_name, peak)
     print(text)
     return 0 if all(not r.error for r in rows) else 1
 

@@ -26,14 +26,15 @@ fi
 python -c "import semvis_ext; print(semvis_ext.info())" >> "$OUTDIR/gpu_build.log" 2>&1 || BUILD_OK=0
 tail -3 "$OUTDIR/gpu_build.log"
 
-# 2. the CUDA tests (bounded: the table must still be written)
-T=$(( $(left) - 200 )); [ "$T" -lt 30 ] && T=30
+# 2. the CUDA tests (bounded: the rows need ~3 minutes)
+T=$(( $(left) - 180 )); [ "$T" -lt 60 ] && T=60
 timeout "$T" python -m pytest -q -m cuda -p no:cacheprovider tests > "$OUTDIR/gpu_pytest.txt" 2>&1
 echo "pytest -m cuda exit $? ($(tail -1 "$OUTDIR/gpu_pytest.txt"))"
 
-# 3. the benchmark rows: one table, every row guarded
-B=$(( $(left) - 20 )); [ "$B" -lt 30 ] && B=30
-timeout $(( B + 60 )) python benchmarks/gpu_check.py --out "$OUTDIR/gpu_check.md" --pytest-log "$OUTDIR/gpu_pytest.txt" \
+# 3. the benchmark rows: one table, every row guarded, rewritten after each row (a row still
+#    running when the outer timeout hits is lost, the others stay in the table)
+B=$(( $(left) - 30 )); [ "$B" -lt 60 ] && B=60
+timeout $(( B + 30 )) python benchmarks/gpu_check.py --out "$OUTDIR/gpu_check.md" --pytest-log "$OUTDIR/gpu_pytest.txt" \
   --budget-s "$B" "$@"
 RC=$?
 [ "$BUILD_OK" = 1 ] || RC=2

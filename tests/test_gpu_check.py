@@ -75,3 +75,14 @@ def test_tiny_cpu_run_and_failing_row_isolated(gc, tmp_path, monkeypatch):
         line = next(l for l in text.splitlines() if l.startswith(f"| {kernel} |"))
         assert "FAILED" not in line and line.split("|")[3].strip() != "-"  # ... the others still have times
     assert "1 failed, 4 passed" in text and "- FAILED tests/test_x.py::test_y" in text
+
+
+def test_rows_written_as_they_finish(gc, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setitem(gc.SPECS, "vse", lambda tiny, device: dict(size="s", ours=lambda: None))
+    monkeypatch.setitem(gc.SPECS, "ap", lambda tiny, device: dict(size="s", ours=lambda: None, peer=lambda: None))
+    rows = gc.run_rows(["vse", "ap", "vse"], "cpu", True, 1, 60.0, on_row=lambda done: seen.append(len(done)))
+    assert seen == [1, 2] and len(rows) == 3 and all(r.ours_s is not None and not r.error for r in rows)
+    assert rows[1].peer_s is not None and rows[0].peer_s is None
+    skipped = gc.run_rows(["vse", "ap"], "cpu", True, 1, -1.0)  # budget spent: rows are marked, not run
+    assert all("time budget" in r.error for r in skipped)
