@@ -43,9 +43,9 @@ struct Row {
 };
 
 // sigmoid(lam (s_j - s_i)) and its complement, ratio or exp form.
-template <typename A>
+template <typename A, bool RATIO>
 SEMVIS_INLINE void pair(const Row<A>& w, int64_t i, int64_t j, A* p, A* q) {
-  if (w.e) {
+  if (RATIO) {
     const A inv = A(1) / (w.e[i] + w.e[j]);
     *p = w.e[j] * inv;
     *q = w.e[i] * inv;
@@ -57,35 +57,60 @@ SEMVIS_INLINE void pair(const Row<A>& w, int64_t i, int64_t j, A* p, A* q) {
   }
 }
 
-// Symmetric forward over one row: r[i] = sum_{j != i} p_ij.
-template <typename A>
+// Symmetric forward over one row: r[i] = sum_{j != i} p_ij. Rows go by blocks of kIB so that
+// each e[j] / r[j] is loaded and stored once per block instead of once per row.
+constexpr int kIB = 4;
+
+template <typename A, bool RATIO>
 SEMVIS_INLINE void forward_sym(const Row<A>& w, A* r) {
   const int64_t n = w.n;
   for (int64_t i = 0; i < n; ++i) r[i] = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    A lanes[kLanes] = {};
-    int64_t j = i + 1;
-    for (; j + kLanes <= n; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
+  int64_t i0 = 0;
+  for (; i0 + kIB <= n; i0 += kIB) {
+    for (int t = 0; t < kIB; ++t) {  // pairs inside the block
+      for (int u = t + 1; u < kIB; ++u) {
         A p, q;
-        pair(w, i, j + l, &p, &q);
-        lanes[l] += p;
-        r[j + l] += q;
+        pair<A, RATIO>(w, i0 + t, i0 + u, &p, &q);
+        r[i0 + t] += p;
+        r[i0 + u] += q;
       }
     }
-    A acc = 0;
+    A lanes[kIB][kLanes] = {};
+    int64_t j = i0 + kIB;
+    for (; j + kLanes <= n; j += kLanes) {
+      A rj[kLanes] = {};
+      for (int t = 0; t < kIB; ++t) {
+        for (int l = 0; l < kLanes; ++l) {
+          A p, q;
+          pair<A, RATIO>(w, i0 + t, j + l, &p, &q);
+          lanes[t][l] += p;
+          rj[l] += q;
+        }
+      }
+      for (int l = 0; l < kLanes; ++l) r[j + l] += rj[l];
+    }
     for (; j < n; ++j) {
+      for (int t = 0; t < kIB; ++t) {
+        A p, q;
+        pair<A, RATIO>(w, i0 + t, j, &p, &q);
+        r[i0 + t] += p;
+        r[j] += q;
+      }
+    }
+    for (int t = 0; t < kIB; ++t) r[i0 + t] += hsum(lanes[t]);
+  }
+  for (int64_t i = i0; i < n; ++i) {  // the last rows (fewer than a block)
+    for (int64_t j = i + 1; j < n; ++j) {
       A p, q;
-      pair(w, i, j, &p, &q);
-      acc += p;
+      pair<A, RATIO>(w, i, j, &p, &q);
+      r[i] += p;
       r[j] += q;
     }
-    r[i] += acc + hsum(lanes);
   }
 }
 
 // Rows [i0, i1) of the full form: r[i] = sum_j p_ij - 1/2 (the j = i term is exactly 1/2).
-template <typename A>
+template <typename A, bool RATIO>
 SEMVIS_INLINE void forward_full(const Row<A>& w, int64_t i0, int64_t i1, A* r) {
   for (int64_t i = i0; i < i1; ++i) {
     A lanes[kLanes] = {};
@@ -93,51 +118,77 @@ SEMVIS_INLINE void forward_full(const Row<A>& w, int64_t i0, int64_t i1, A* r) {
     for (; j + kLanes <= w.n; j += kLanes) {
       for (int l = 0; l < kLanes; ++l) {
         A p, q;
-        pair(w, i, j + l, &p, &q);
+        pair<A, RATIO>(w, i, j + l, &p, &q);
         lanes[l] += p;
       }
     }
     A acc = 0;
     for (; j < w.n; ++j) {
       A p, q;
-      pair(w, i, j, &p, &q);
+      pair<A, RATIO>(w, i, j, &p, &q);
       acc += p;
     }
     r[i] = (acc + hsum(lanes)) - A(0.5);
   }
 }
 
-// Symmetric backward: gs[k] = sum_{i != k} (g_i - g_k) p_ik (1 - p_ik) (scale applied by the caller).
-template <typename A>
+// Symmetric backward: gs[k] = sum_{i != k} (g_i - g_k) p_ik (1 - p_ik) (scale applied by the caller),
+// blocked as the forward.
+template <typename A, bool RATIO>
 SEMVIS_INLINE void backward_sym(const Row<A>& w, const A* g, A* gs) {
   const int64_t n = w.n;
   for (int64_t i = 0; i < n; ++i) gs[i] = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    A lanes[kLanes] = {};
-    const A gi = g[i];
-    int64_t j = i + 1;
-    for (; j + kLanes <= n; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
+  int64_t i0 = 0;
+  for (; i0 + kIB <= n; i0 += kIB) {
+    for (int t = 0; t < kIB; ++t) {
+      for (int u = t + 1; u < kIB; ++u) {
         A p, q;
-        pair(w, i, j + l, &p, &q);
-        const A t = (g[j + l] - gi) * (p * q);
-        lanes[l] += t;
-        gs[j + l] -= t;
+        pair<A, RATIO>(w, i0 + t, i0 + u, &p, &q);
+        const A v = (g[i0 + u] - g[i0 + t]) * (p * q);
+        gs[i0 + t] += v;
+        gs[i0 + u] -= v;
       }
     }
-    A acc = 0;
-    for (; j < n; ++j) {
-      A p, q;
-      pair(w, i, j, &p, &q);
-      const A t = (g[j] - gi) * (p * q);
-      acc += t;
-      gs[j] -= t;
+    A lanes[kIB][kLanes] = {};
+    A gi[kIB];
+    for (int t = 0; t < kIB; ++t) gi[t] = g[i0 + t];
+    int64_t j = i0 + kIB;
+    for (; j + kLanes <= n; j += kLanes) {
+      A gj[kLanes] = {};
+      for (int t = 0; t < kIB; ++t) {
+        for (int l = 0; l < kLanes; ++l) {
+          A p, q;
+          pair<A, RATIO>(w, i0 + t, j + l, &p, &q);
+          const A v = (g[j + l] - gi[t]) * (p * q);
+          lanes[t][l] += v;
+          gj[l] += v;
+        }
+      }
+      for (int l = 0; l < kLanes; ++l) gs[j + l] -= gj[l];
     }
-    gs[i] += acc + hsum(lanes);
+    for (; j < n; ++j) {
+      for (int t = 0; t < kIB; ++t) {
+        A p, q;
+        pair<A, RATIO>(w, i0 + t, j, &p, &q);
+        const A v = (g[j] - gi[t]) * (p * q);
+        gs[i0 + t] += v;
+        gs[j] -= v;
+      }
+    }
+    for (int t = 0; t < kIB; ++t) gs[i0 + t] += hsum(lanes[t]);
+  }
+  for (int64_t i = i0; i < n; ++i) {
+    for (int64_t j = i + 1; j < n; ++j) {
+      A p, q;
+      pair<A, RATIO>(w, i, j, &p, &q);
+      const A v = (g[j] - g[i]) * (p * q);
+      gs[i] += v;
+      gs[j] -= v;
+    }
   }
 }
 
-template <typename A>
+template <typename A, bool RATIO>
 SEMVIS_INLINE void backward_full(const Row<A>& w, const A* g, int64_t i0, int64_t i1, A* gs) {
   for (int64_t i = i0; i < i1; ++i) {
     A lanes[kLanes] = {};
@@ -146,14 +197,14 @@ SEMVIS_INLINE void backward_full(const Row<A>& w, const A* g, int64_t i0, int64_
     for (; j + kLanes <= w.n; j += kLanes) {
       for (int l = 0; l < kLanes; ++l) {
         A p, q;
-        pair(w, i, j + l, &p, &q);
+        pair<A, RATIO>(w, i, j + l, &p, &q);
         lanes[l] += (g[j + l] - gi) * (p * q);
       }
     }
     A acc = 0;
     for (; j < w.n; ++j) {
       A p, q;
-      pair(w, i, j, &p, &q);
+      pair<A, RATIO>(w, i, j, &p, &q);
       acc += (g[j] - gi) * (p * q);
     }
     gs[i] = acc + hsum(lanes);
@@ -190,25 +241,35 @@ bool use_avx2() {
 #endif
 
 template <typename A>
-void fwd_sym_plain(const Row<A>& w, A* r) { forward_sym(w, r); }
+void fwd_sym_plain(const Row<A>& w, A* r) { w.e ? forward_sym<A, true>(w, r) : forward_sym<A, false>(w, r); }
 template <typename A>
-void fwd_full_plain(const Row<A>& w, int64_t i0, int64_t i1, A* r) { forward_full(w, i0, i1, r); }
-template <typename A>
-void bwd_sym_plain(const Row<A>& w, const A* g, A* gs) { backward_sym(w, g, gs); }
-template <typename A>
-void bwd_full_plain(const Row<A>& w, const A* g, int64_t i0, int64_t i1, A* gs) { backward_full(w, g, i0, i1, gs); }
-#if defined(__x86_64__)
-template <typename A>
-__attribute__((target("avx2,fma"))) void fwd_sym_avx2(const Row<A>& w, A* r) { forward_sym(w, r); }
-template <typename A>
-__attribute__((target("avx2,fma"))) void fwd_full_avx2(const Row<A>& w, int64_t i0, int64_t i1, A* r) {
-  forward_full(w, i0, i1, r);
+void fwd_full_plain(const Row<A>& w, int64_t i0, int64_t i1, A* r) {
+  w.e ? forward_full<A, true>(w, i0, i1, r) : forward_full<A, false>(w, i0, i1, r);
 }
 template <typename A>
-__attribute__((target("avx2,fma"))) void bwd_sym_avx2(const Row<A>& w, const A* g, A* gs) { backward_sym(w, g, gs); }
+void bwd_sym_plain(const Row<A>& w, const A* g, A* gs) {
+  w.e ? backward_sym<A, true>(w, g, gs) : backward_sym<A, false>(w, g, gs);
+}
+template <typename A>
+void bwd_full_plain(const Row<A>& w, const A* g, int64_t i0, int64_t i1, A* gs) {
+  w.e ? backward_full<A, true>(w, g, i0, i1, gs) : backward_full<A, false>(w, g, i0, i1, gs);
+}
+#if defined(__x86_64__)
+template <typename A>
+__attribute__((target("avx2,fma"))) void fwd_sym_avx2(const Row<A>& w, A* r) {
+  w.e ? forward_sym<A, true>(w, r) : forward_sym<A, false>(w, r);
+}
+template <typename A>
+__attribute__((target("avx2,fma"))) void fwd_full_avx2(const Row<A>& w, int64_t i0, int64_t i1, A* r) {
+  w.e ? forward_full<A, true>(w, i0, i1, r) : forward_full<A, false>(w, i0, i1, r);
+}
+template <typename A>
+__attribute__((target("avx2,fma"))) void bwd_sym_avx2(const Row<A>& w, const A* g, A* gs) {
+  w.e ? backward_sym<A, true>(w, g, gs) : backward_sym<A, false>(w, g, gs);
+}
 template <typename A>
 __attribute__((target("avx2,fma"))) void bwd_full_avx2(const Row<A>& w, const A* g, int64_t i0, int64_t i1, A* gs) {
-  backward_full(w, g, i0, i1, gs);
+  w.e ? backward_full<A, true>(w, g, i0, i1, gs) : backward_full<A, false>(w, g, i0, i1, gs);
 }
 #define SEMVIS_PICK(NAME, ...) (use_avx2() ? NAME##_avx2(__VA_ARGS__) : NAME##_plain(__VA_ARGS__))
 #else
