@@ -79,6 +79,7 @@ class TrackGeometry(ShotGeometry):
         first = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1]]) if qi.size else qi
         self.fsrc, self.fd = self.qkp[qi[first]], d[first]
         self.fp0, self.ff0 = p0[first], f0[first]
+        self.shift = view.frame_col("frame_shift").astype(np.float32) / POS_SCALE
         allpos = view.col("pos").astype(np.float32) / POS_SCALE
         # the frame's extent, roughly (the keys' farthest positions and ORB's margin)
         self.extent = (allpos.reshape(-1, 2).max(0) + 40.0) if len(allpos) else np.array([1e4, 1e4])
@@ -95,8 +96,9 @@ class TrackGeometry(ShotGeometry):
         return np.cumsum(cnt[:F])
 
     def at(self, f: int) -> np.ndarray:
-        """float32[m, 2]: the position in frame f of every query descriptor's nearest key."""
-        return np.ascontiguousarray(self.fp0 + (f - self.ff0)[:, None] * self.fv, np.float32)
+        """float32[m, 2]: the position in frame f of every query descriptor's nearest key (its
+        straight path, plus the frame's shift: a handheld camera's shake)."""
+        return np.ascontiguousarray(self.fp0 + (f - self.ff0)[:, None] * self.fv + self.shift[f], np.float32)
 
     def pairs(self, f: int):
         return self.fsrc, self.at(f), self.fd
