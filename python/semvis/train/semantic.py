@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.captions import load_image, read_coco_captions, read_visual_genome, split_ids
+from ..data.captions import load_image, read_captioned_images, split_ids
 from ..data.synthetic_scenes import SyntheticScenes
 from ..eval.semantic import auc, ndcg_curve, pcc_curve
 from ..models.semantic import SemanticRetrievalNet
@@ -140,15 +140,8 @@ def build_data(cfg: SemanticConfig) -> SemanticData:
         tr, va, te = split_ids(range(len(ds)), cfg.split_sizes, seed=cfg.data_seed)
         return SemanticData(_SyntheticSource(ds), caps, tr, va, te, graphs=[g[0] for g in graphs], knn=cfg.knn,
                             workers=cfg.workers, cache_images=True)
-    if cfg.data == "visual_genome":
-        # JPEGs as distributed; folders of .npy arrays (e.g. SyntheticScenes.to_visual_genome) also work
-        vg = os.path.join(cfg.data_root, "VG_100K")
-        npy = os.path.isdir(vg) and any(f.endswith(".npy") for f in os.listdir(vg))
-        ims = read_visual_genome(cfg.data_root, image_ext=".npy" if npy else ".jpg")
-    else:
-        ims = read_coco_captions(cfg.data_root, images_dir=os.path.dirname(cfg.data_root))
-    if not ims:
-        raise ValueError(f"{cfg.data_root}: no captioned image found")
+    # as published: VG_100K(_2)/<id>.jpg (or .npy arrays); COCO captions file or folder
+    ims = read_captioned_images(cfg.data, cfg.data_root)
     ids = [im.image_id for im in ims]
     pos = {iid: k for k, iid in enumerate(ids)}
     tr, va, te = (sorted(pos[i] for i in s) for s in split_ids(ids, cfg.split_sizes, seed=cfg.data_seed))
