@@ -2,7 +2,7 @@
 learnable PCA-whitening -> l2, multi-scale (sum over input scales, then l2)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .resnet import resnet
 
-__all__ = ["SemanticRetrievalNet", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_images"]
+__all__ = ["SemanticRetrievalNet", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_images", "compose_query"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,3 +103,32 @@ class SemanticRetrievalNet(nn.Module):
             raise ValueError("init_whitening: need at least 2 region vectors")
         self.pool.fit_pca(f)
         self.train(was)
+
+
+# ------------------------------------------------------------------------------------------
+# the (V+T) query: image and its own text
+
+
+def compose_query(phi: Tensor, theta: Tensor, weight=1.0, text_mean: Optional[Tensor] = None) -> Tensor:
+    """The joint query q = l2(phi + w (theta - mu)) (spec 000.7 [D]: l2(phi + theta) is w = 1,
+    mu = 0).
+
+    Args:
+        phi (Tensor[Q, D]): image embeddings of the queries.
+        theta (Tensor[Q, D]): text embeddings of their captions (zero rows: no known word).
+        weight (float or Tensor[Q]): the text's weight per query (0: the image alone).
+        text_mean (Tensor[D], optional): mu, subtracted from non-zero theta rows.
+
+    Returns:
+        Tensor[Q, D], unit rows (a row stays zero only if phi is).
+    """
+    if phi.dim() != 2 or phi.shape != theta.shape:
+        raise ValueError(f"compose_query: phi and theta must be [Q, D] of one shape, got {tuple(phi.shape)} "
+                         f"and {tuple(theta.shape)}")
+    t = theta.to(phi.dtype)
+    if text_mean is not None:
+        known = (t.abs().sum(1, keepdim=True) > 0).to(t.dtype)  # a text with no word stays zero
+        t = t - known * text_mean.to(phi.dtype)
+    w = torch.as_tensor(weight, dtype=phi.dtype, device=phi.device)
+    w = w.view(-1, 1) if w.dim() else w
+    return F.normalize(phi + w * t, dim=1)

@@ -74,7 +74,8 @@ def table2(cfg: SemanticConfig, data: Optional[SemanticData] = None, n_triplets:
         row(f"Proposed {name}" if objective != "wsabie" else name, tr.evaluate("val"), phi, phi,
             {"train_s": secs, "steps": tr.step})
         if objective == "joint":
-            q = F.normalize(phi + tr.text_embed(test).float().cpu(), dim=1)
+            q = tr.joint_query()(phi, tr.text_embed(test).float().cpu())
+            log(f"{'':28s} (V+T) query: {tr.joint_query()} calibrated on training images")
             row("Proposed (V+T, V+T)", tr.evaluate("val", query_mode="V+T"), q, phi)
     return rows
 

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..data.captions import load_image, read_captioned_images, split_ids
 from ..data.synthetic_scenes import SyntheticScenes
-from ..eval.semantic import auc, ndcg_curve, pcc_curve
+from ..eval.semantic import JointQuery, auc, fit_joint_query, ndcg_curve, pcc_curve
 from ..models.semantic import SemanticRetrievalNet
 from ..text.tfidf import TfidfModel, knn_relevance, surrogate_similarity
 from . import registry
@@ -348,9 +348,18 @@ class SemanticTrainer:
         qsel = self.query_split(split)
         phi = self.embed(ids) if phi is None else phi
         q = phi[qsel]
-        if query_mode == "V+T":
-            q = F.normalize(q + self.text_embed(ids[qsel]).float().cpu(), dim=1)
+        if query_mode == "V+T":  # calibrated on training images, never worse than "V" there
+            q = self.joint_query()(q, self.text_embed(ids[qsel]).float().cpu())
         return evaluate_scores(q @ phi.T, self.data, ids, qsel, r_max or self.cfg.r_max)
+
+    def joint_query(self) -> JointQuery:
+        """The (V+T) query composition (:class:`semvis.eval.semantic.JointQuery`) calibrated on
+        up to 400 training images at the current step."""
+        if getattr(self, "_joint", None) is None or self._joint[0] != self.step:
+            ids = self.data.train[np.sort(np.random.default_rng(self.cfg.seed + 2).permutation(len(self.data.train))[:400])]
+            self._joint = (self.step, fit_joint_query(self.embed(ids), self.text_embed(ids).float().cpu(),
+                                                      self.data.t.rows(ids), r_max=self.cfg.r_max))
+        return self._joint[1]
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, object]:
