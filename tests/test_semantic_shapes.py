@@ -130,3 +130,69 @@ def test_coco_duplicate_ids_and_missing(tmp_path):
         find_coco_captions(tmp_path / "c" / "train2017")
     with pytest.raises(ValueError, match="data"):
         read_captioned_images("flickr", tmp_path)
+
+
+def test_choose_max_side():
+    from semvis.data.captions import choose_max_side
+
+    side, why = choose_max_side([(427, 336), (336, 427), (480, 360)], "cpu")
+    assert side == 128 and "capped" in why and "cpu" in why
+    assert choose_max_side([(427, 336)] * 3, "cuda")[0] == 416  # no upscaling, a multiple of 16
+    assert choose_max_side([(800, 600), (500, 333), (1024, 768)], "cuda")[0] == 576  # the paper's size
+    assert choose_max_side([(40, 20)], "cpu")[0] == 32
+    assert choose_max_side([(64, 64)], "cpu") == (64, "median largest image side 64 px (no upscaling)")
+    with pytest.raises(ValueError, match="device"):
+        choose_max_side([(64, 64)], "tpu")
+    with pytest.raises(ValueError, match="no image size"):
+        choose_max_side([], "cpu")
+
+
+def test_forward_list_mixed_sizes_equals_one_by_one():
+    import torch
+
+    from semvis.models.semantic import SemanticRetrievalNet
+
+    torch.manual_seed(0)
+    net = SemanticRetrievalNet("resnet18", width=8, stages=3, freeze_bn=False).eval()
+    g = torch.Generator().manual_seed(1)
+    ims = [torch.randint(0, 256, s, generator=g, dtype=torch.uint8) for s in
+           [(3, 48, 64), (3, 64, 48), (3, 48, 64), (3, 40, 64), (3, 64, 48)]]
+    net.init_whitening(ims)  # a list of mixed sizes works (it used to be skipped)
+    with torch.no_grad():
+        got = net.forward_list(ims, batch=2)
+        want = torch.cat([net(im[None]) for im in ims])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert net.forward_list([]).shape == (0, net.dim)
+
+
+@pytest.mark.parametrize("kind", ["visual_genome", "coco"])
+def test_published_layout_trains_with_data_and_root_only(tmp_path, kind, capfd, monkeypatch):
+    """A VG-format set (VG_100K/<id>.jpg, mixed sizes) and a COCO folder train and evaluate with the preset
+    and nothing but data and data_root (shortened here: steps, and a 64-px CPU cap); max_side is chosen
+    and printed."""
+    import torch
+
+    from semvis.data import captions
+    from semvis.train import SemanticConfig, SemanticTrainer, build_data
+
+    monkeypatch.setitem(captions.AUTO_MAX_SIDE, "cpu", 64)
+    n = torch.get_num_threads()
+    ds = SyntheticShapes(60, seed=11, image_size=None)
+    root = tmp_path / kind
+    if kind == "visual_genome":
+        ds.write_visual_genome(root, quality=80)
+    else:
+        ds.write_coco(root, quality=80)
+    cfg = SemanticConfig.synthetic_preset(data=kind, data_root=str(root), objective="joint", steps=2, knn=8,
+                                          mine_queries=8, batch_size=4, eval_queries=10, r_max=10, progress=False,
+                                          width=8)
+    assert cfg.max_side == 0
+    data = build_data(cfg)
+    assert "max_side = 64 (median largest image side" in capfd.readouterr().err
+    assert len(data) == 60 and len({tuple(x.shape) for x in data.load(data.train[:12])}) > 1  # mixed sizes
+    tr = SemanticTrainer(cfg, data)
+    assert not torch.equal(tr.model.pool.weight, torch.eye(tr.model.dim))  # whitening initialised (mixed sizes)
+    tr.fit()
+    for mode in ("V", "V+T"):
+        assert np.isfinite(tr.evaluate("val", mode)["ndcg_auc"])
+    torch.set_num_threads(n)

@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = ["CaptionedImage", "read_visual_genome", "read_coco_captions", "read_captioned_images",
-           "coco_images_dir", "find_coco_captions", "split_ids", "load_image", "PAPER_SPLIT"]
+           "coco_images_dir", "find_coco_captions", "choose_max_side", "AUTO_MAX_SIDE", "split_ids", "load_image",
+           "PAPER_SPLIT"]
 
 PathLike = Union[str, os.PathLike]
 #: (train, val, test) sizes of Gordo & Larlus on Visual Genome
@@ -298,7 +299,37 @@ def load_image(path: PathLike) -> np.ndarray:
         except ImportError:
             raise ImportError(f"reading {path} needs Pillow (pip install pillow); .npy images need nothing") from None
         with Image.open(path) as im:
-            a = np.asarray(im.convert("RGB"))
+            a = np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only arrays)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"{path}: expected a uint8 [H, W, 3] image, got {a.dtype} {a.shape}")
     return a
+
+
+#: largest image side used when ``max_side`` is left to the data: the paper's 576 px on a GPU, 128 px
+#: on CPUs (a 2-core machine trains the synthetic recipe in minutes at that size)
+AUTO_MAX_SIDE = {"cuda": 576, "cpu": 128}
+
+
+def choose_max_side(sizes: Sequence[Tuple[int, int]], device: str = "cpu") -> Tuple[int, str]:
+    """The resize target (largest image side) for a data set, from its image sizes and the device.
+
+    Args:
+        sizes: (width, height) of the images (e.g. ``[(im.width, im.height) for im in ims]``).
+        device (str): ``"cpu"`` or ``"cuda"``; the cap is :data:`AUTO_MAX_SIDE` of it.
+
+    Returns:
+        (max_side, reason): the median largest side of the images, capped by the device and
+        rounded down to a multiple of 16 (never below 32, never above the images' own size, so
+        small images are not upscaled); ``reason`` says how it was chosen, for printing.
+    """
+    if device not in AUTO_MAX_SIDE:
+        raise ValueError(f"choose_max_side: device must be one of {sorted(AUTO_MAX_SIDE)}, got {device!r}")
+    sides = [max(int(w), int(h)) for w, h in sizes if int(w) > 0 and int(h) > 0]
+    if not sides:
+        raise ValueError("choose_max_side: no image size given")
+    med = int(np.median(sides))
+    cap = AUTO_MAX_SIDE[device]
+    side = max(32, (min(med, cap) // 16) * 16)
+    why = (f"median largest image side {med} px, capped at {cap} px on {device}" if med > cap
+           else f"median largest image side {med} px (no upscaling)")
+    return side, why

@@ -86,14 +86,43 @@ class SemanticRetrievalNet(nn.Module):
             out = e if out is None else out + e
         return F.normalize(out, dim=1)
 
+    def forward_list(self, images: Sequence[Tensor], batch: int = 64) -> Tensor:
+        """phi of a list of images [3, H_i, W_i] of any sizes (uint8 or normalised float): images of
+        one size are batched together (data sets with portrait and landscape photographs), rows in
+        the order given. Returns [len(images), C] (on the device of the model)."""
+        dev = next(self.parameters()).device
+        if not len(images):
+            return torch.zeros(0, self.dim, device=dev)
+        groups: dict = {}
+        for k, im in enumerate(images):
+            groups.setdefault(tuple(im.shape), []).append(k)
+        out = None
+        for ks in groups.values():
+            for i in range(0, len(ks), batch):
+                part = ks[i:i + batch]
+                e = self(torch.stack([images[k] for k in part]).to(dev))
+                if out is None:
+                    out = e.new_empty(len(images), e.shape[1])
+                out[torch.as_tensor(part, device=e.device)] = e
+        return out
+
     @torch.no_grad()
-    def init_whitening(self, images: Tensor, batch: int = 64) -> None:
-        """PCA-whitening initialisation (spec 000.6) from the regional vectors of ``images``."""
+    def init_whitening(self, images, batch: int = 64) -> None:
+        """PCA-whitening initialisation (spec 000.6) from the regional vectors of ``images``: a
+        Tensor [B, 3, H, W] or a list of [3, H_i, W_i] of any sizes (batched by size)."""
         was = self.training
         self.eval()
         feats = []
-        for i in range(0, len(images), batch):
-            x = images[i:i + batch]
+        if isinstance(images, Tensor):
+            chunks = [images[i:i + batch] for i in range(0, len(images), batch)]
+        else:
+            groups: dict = {}
+            for im in images:
+                groups.setdefault(tuple(im.shape), []).append(im)
+            chunks = [torch.stack(g[i:i + batch]) for g in groups.values() for i in range(0, len(g), batch)]
+        dev = next(self.parameters()).device
+        for x in chunks:
+            x = x.to(dev)
             if x.dtype == torch.uint8:
                 x = normalize_images(x)
             v, mask = self.pool.region_vectors(self.trunk(x), whiten=False)

@@ -33,7 +33,8 @@ class SemanticConfig:
     Data: ``data`` (synthetic | visual_genome | coco), ``data_root`` (folder with the JSON files,
     or the COCO captions file), ``n_images`` / ``image_size`` / ``data_seed`` (synthetic),
     ``split_sizes`` (train, val, test; scaled down proportionally when the set is smaller),
-    ``max_side`` (real images are resized so that their largest side is this).
+    ``max_side`` (real images are resized so that their largest side is this; 0: chosen from the
+    images' sizes and the device by ``semvis.data.captions.choose_max_side``, and printed).
     Model: ``backbone``, ``width``, ``levels``, ``scales``, ``pooling``, ``freeze_bn``, ``weights``,
     ``stages`` (4: conv5 as in the paper; 3: conv4, stride 16, for tiny images),
     ``init_whitening`` (PCA-whitening from training regions; False keeps the identity).
@@ -55,7 +56,7 @@ class SemanticConfig:
     image_size: int = 64
     data_seed: int = 0
     split_sizes: Tuple[int, int, int] = (80_000, 10_000, 10_000)
-    max_side: int = 576
+    max_side: int = 0
     backbone: str = "resnet101"
     width: int = 64
     levels: int = 2
@@ -99,7 +100,7 @@ class SemanticConfig:
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 fail(name, f"must be one of {choices}")
-        ints = {"n_images": 4, "image_size": 32, "max_side": 32, "width": 1, "levels": 1, "knn": 1,
+        ints = {"n_images": 4, "image_size": 32, "max_side": 0, "width": 1, "levels": 1, "knn": 1,
                 "mine_queries": 1, "positives_per_query": 1, "per_pair": 1, "remine_every": 1, "batch_size": 1,
                 "steps": 0, "eval_queries": 1, "r_max": 1, "seed": 0, "data_seed": 0, "workers": 0, "threads": 0,
                 "checkpoint_every": 0}
@@ -113,6 +114,8 @@ class SemanticConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 fail(name, "must be a finite number")
+        if 0 < self.max_side < 32:
+            fail("max_side", "must be 0 (chosen from the images and the device) or >= 32")
         if self.lr <= 0:
             fail("lr", "must be > 0")
         if self.text_lr is not None and (not isinstance(self.text_lr, (int, float)) or not self.text_lr > 0):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.captions import load_image, read_captioned_images, split_ids
+from ..data.captions import choose_max_side, load_image, read_captioned_images, split_ids
 from ..data.synthetic_scenes import SyntheticScenes
 from ..eval.semantic import JointQuery, auc, fit_joint_query, ndcg_curve, pcc_curve
 from ..models.semantic import SemanticRetrievalNet
@@ -145,7 +146,11 @@ def build_data(cfg: SemanticConfig) -> SemanticData:
     ids = [im.image_id for im in ims]
     pos = {iid: k for k, iid in enumerate(ids)}
     tr, va, te = (sorted(pos[i] for i in s) for s in split_ids(ids, cfg.split_sizes, seed=cfg.data_seed))
-    return SemanticData(_FileSource([im.path for im in ims], cfg.max_side), [im.captions for im in ims], tr, va, te,
+    max_side = cfg.max_side
+    if not max_side:
+        max_side, why = choose_max_side([(im.width, im.height) for im in ims], cfg.device)
+        print(f"semvis: max_side = {max_side} ({why}; set max_side to override)", file=sys.stderr)
+    return SemanticData(_FileSource([im.path for im in ims], max_side), [im.captions for im in ims], tr, va, te,
                         knn=cfg.knn, workers=cfg.workers)
 
 
@@ -187,9 +192,8 @@ class SemanticTrainer:
         self.implementations = registry.implementations()
         # PCA-whitening initialisation on (up to 256) training images
         init_ids = self.data.train[: min(256, len(self.data.train))]
-        imgs = _stack(self.data.load(init_ids)) if cfg.init_whitening else None
-        if imgs is not None:
-            self.model.init_whitening(imgs.to(self.device))
+        if cfg.init_whitening:  # images of mixed sizes are batched by size (they were skipped)
+            self.model.init_whitening(self.data.load(init_ids))
         groups = [{"params": list(self.model.parameters()), "lr": cfg.lr}]
         if self.text is not None:
             groups.append({"params": list(self.text.parameters()), "lr": cfg.text_lr or cfg.lr})
@@ -206,7 +210,7 @@ class SemanticTrainer:
         x = _stack(images)
         if x is not None:
             return self.model(x.to(self.device))
-        return torch.cat([self.model(im[None].to(self.device)) for im in images])
+        return self.model.forward_list(images)  # mixed sizes: batched by size
 
     @torch.no_grad()
     def embed(self, ids: Sequence[int], batch: int = 128, images: Optional[List[Tensor]] = None) -> Tensor:
