@@ -435,9 +435,13 @@ class BinaryKDTree:
         """
         op = "BinaryKDTree.from_bytes"
         try:
-            mv = memoryview(buf).cast("B")
+            mv = memoryview(buf)
         except TypeError:
             raise TypeError(f"{op}: buf must be a bytes-like object, got {type(buf).__name__}") from None
+        if mv.itemsize != 1 or not mv.c_contiguous:
+            raise TypeError(f"{op}: buf must be contiguous bytes (items of 1 byte), got items of {mv.itemsize} "
+                            f"bytes in a {type(buf).__name__}")
+        mv = mv.cast("B")
         flat = np.frombuffer(mv, dtype=np.uint8)
 
         def section(off, shape, dt, mapped):
