@@ -39,10 +39,10 @@ import sys
 from typing import List, Optional
 
 from ._common import Parser, UserError, one_line
-from . import crossmodal, listwise, semantic, simnet, text2art, video
+from . import crossmodal, landmarks, listwise, semantic, simnet, text2art, video
 
 #: the system modules, in --help order; each has ``register(subparsers)``
-SYSTEMS = [semantic, crossmodal, listwise, video, simnet, text2art]
+SYSTEMS = [semantic, crossmodal, listwise, video, simnet, text2art, landmarks]
 
 __all__ = ["main", "build_parser", "UserError", "SYSTEMS"]
 
