@@ -434,6 +434,8 @@ class BinaryKDTree:
             ValueError: as :meth:`load`.
         """
         op = "BinaryKDTree.from_bytes"
+        if isinstance(buf, np.ndarray) and (buf.dtype != np.uint8 or buf.ndim != 1):
+            raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {buf.dtype}{list(buf.shape)}")
         try:
             mv = memoryview(buf).cast("B")
         except TypeError:
