@@ -4,6 +4,9 @@
 #include "hamming_simd.h"
 
 #include <cstdlib>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <cstring>
 #include <string>
 
@@ -147,6 +150,64 @@ bool cpu_has_popcnt() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("popcnt");
 }
+
+// 256-bit codes on a CPU with AVX2 and POPCNT: the block's queries 0 and 1 go through scalar
+// POPCNT (integer pipes), queries 2 and 3 through the AVX2 nibble-table popcount (vector pipes),
+// so both kinds of execution units work on every code at once.
+__attribute__((target("popcnt,avx2"))) int64_t scan32_hybrid(const uint8_t* q, int nq, const uint8_t* codes,
+                                                             int64_t m, const int32_t* thr, uint32_t* cand,
+                                                             int32_t* cd) {
+  auto qrow = [&](int j) { return q + 32 * (j < nq ? j : nq - 1); };
+  const uint64_t a0 = load64(qrow(0)), a1 = load64(qrow(0) + 8), a2 = load64(qrow(0) + 16), a3 = load64(qrow(0) + 24);
+  const uint64_t b0 = load64(qrow(1)), b1 = load64(qrow(1) + 8), b2 = load64(qrow(1) + 16), b3 = load64(qrow(1) + 24);
+  const __m256i Q2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qrow(2)));
+  const __m256i Q3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qrow(3)));
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                       2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  int32_t t[4];
+  for (int j = 0; j < 4; ++j) t[j] = j < nq ? thr[j] : 0;  // a padded query never passes
+  int64_t c = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const uint8_t* p = codes + 32 * i;
+    const uint64_t c0 = load64(p), c1 = load64(p + 8), c2 = load64(p + 16), c3 = load64(p + 24);
+    const __m256i cv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    const int32_t d0 = __builtin_popcountll(a0 ^ c0) + __builtin_popcountll(a1 ^ c1) + __builtin_popcountll(a2 ^ c2) +
+                       __builtin_popcountll(a3 ^ c3);
+    const int32_t d1 = __builtin_popcountll(b0 ^ c0) + __builtin_popcountll(b1 ^ c1) + __builtin_popcountll(b2 ^ c2) +
+                       __builtin_popcountll(b3 ^ c3);
+    const __m256i x2 = _mm256_xor_si256(cv, Q2), x3 = _mm256_xor_si256(cv, Q3);
+    const __m256i p2 = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x2, low)),
+                                       _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x2, 4), low)));
+    const __m256i p3 = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x3, low)),
+                                       _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x3, 4), low)));
+    const __m256i s2 = _mm256_sad_epu8(p2, zero), s3 = _mm256_sad_epu8(p3, zero);  // 4 x u64 each
+    const __m256i v = _mm256_add_epi64(_mm256_unpacklo_epi64(s2, s3), _mm256_unpackhi_epi64(s2, s3));
+    const __m128i w = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const int32_t d2 = static_cast<int32_t>(_mm_cvtsi128_si64(w)), d3 = static_cast<int32_t>(_mm_extract_epi64(w, 1));
+    if (((d0 - t[0]) | (d1 - t[1]) | (d2 - t[2]) | (d3 - t[3])) < 0) {
+      const int32_t d[4] = {d0, d1, d2, d3};
+      for (int j = 0; j < 4; ++j) {
+        if (d[j] < t[j]) {
+          cand[c] = static_cast<uint32_t>(i * kScanQueries + j);
+          cd[c] = d[j];
+          ++c;
+        }
+      }
+    }
+  }
+  return c;
+}
+__attribute__((target("popcnt"))) int64_t scan_popcnt_hybrid(const uint8_t* q, int nq, const uint8_t* codes,
+                                                             int64_t m, int64_t nbytes, const int32_t* thr,
+                                                             uint32_t* cand, int32_t* cd) {
+  if (nbytes == 32) return scan32_hybrid(q, nq, codes, m, thr, cand, cd);
+  return scan_impl<PopBuiltin>(q, nq, codes, m, nbytes, thr, cand, cd);
+}
+bool cpu_has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2");
+}
 #else
 // Other architectures (aarch64: CNT is baseline) compile the builtin to the native instruction.
 void range_popcnt(const uint8_t* q, const uint8_t* codes, int64_t n, int64_t nbytes, int32_t* out) {
@@ -160,15 +221,26 @@ bool cpu_has_popcnt() { return true; }
 #endif
 
 const Kernels kGeneric{"generic", &range_generic, &scan_generic};
+#if defined(__x86_64__) || defined(__i386__)
 const Kernels kPopcnt{"popcnt", &range_popcnt, &scan_popcnt};
+// POPCNT and AVX2 (the same name: the popcount is still the hardware one): hybrid filtered scan.
+const Kernels kPopcntAvx2{"popcnt", &range_popcnt, &scan_popcnt_hybrid};
+const Kernels* popcnt_kernels() {
+  static const bool env_off = std::getenv("SEMVIS_HAMMING_NO_AVX2") != nullptr;  // for measurements
+  return cpu_has_avx2() && !env_off ? &kPopcntAvx2 : &kPopcnt;
+}
+#else
+const Kernels kPopcnt{"popcnt", &range_popcnt, &scan_popcnt};
+const Kernels* popcnt_kernels() { return &kPopcnt; }
+#endif
 
 const Kernels* choose(const std::string& name) {
   if (name == "generic") return &kGeneric;
   if (name == "popcnt") {
     if (!cpu_has_popcnt()) failf("hamming: this CPU has no POPCNT instruction; use 'generic' or 'auto'");
-    return &kPopcnt;
+    return popcnt_kernels();
   }
-  if (name == "auto" || name.empty()) return cpu_has_popcnt() ? &kPopcnt : &kGeneric;
+  if (name == "auto" || name.empty()) return cpu_has_popcnt() ? popcnt_kernels() : &kGeneric;
   failf("hamming: unknown implementation '", name, "'; expected one of auto, generic, popcnt");
 }
 
