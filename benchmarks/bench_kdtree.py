@@ -1,201 +1,315 @@
-"""BinaryKDTree vs exact Hamming search vs FAISS binary indexes, on ORB-like 256-bit codes
-(benchmarks/binary_codes.py): build time and memory, queries/s and recall@1 at backtracks
-10/50/100/250 for FIFO and best-bin, our exact search, FAISS IndexBinaryFlat / IVF / HNSW.
+"""Binary indexes on ORB-like 256-bit codes (benchmarks/binary_codes.py): recall@1 against
+queries/s for our exact search, the thesis kd-tree (T = 1, FIFO and best-bin), randomized
+forests (T = 2, 4, 8, one shared leaf budget B), multi-index hashing (exact), and FAISS
+IndexBinaryFlat / IVF / HNSW.
 
 recall@1 = fraction of queries whose returned nearest key is at the exact nearest distance
-(ties count as found), against our exact search (checked equal to FAISS IndexBinaryFlat).
-Default: 200,000 keys, 1,000 queries. SEMVIS_BENCH_SIZE=large: 1M and 10M keys, 10,000 queries;
-SEMVIS_BENCH_KDTREE_N=1000000 picks the sizes.
-Run with -s to print the summary table; it also writes benchmarks/kdtree_recall_qps.png when
-matplotlib is installed.
+(ties count as found), against our exact search (checked equal to FAISS IndexBinaryFlat and to
+MIH). Time: wall clock, best of `rounds` calls on the whole query batch (all threads); also the
+process CPU time of that call (user + system over all threads), which a loaded machine inflates
+less. "× exact" is the ratio of queries/s to our exact search measured in the same run.
+
+Two ways to run the same code:
+  python benchmarks/bench_kdtree.py --n 1000000 --nq 2000 [--no-faiss] [--json out.json]
+      one process, prints the markdown table and writes benchmarks/kdtree_frontier_n<n>.png
+  pytest benchmarks/bench_kdtree.py --benchmark-only -s
+      default 200,000 keys, 1,000 queries (SEMVIS_BENCH_SIZE=large: 1M; SEMVIS_BENCH_KDTREE_N
+      picks the sizes), the same table and plot at teardown.
+FAISS rows need `pip install semvis[bench]` (faiss-cpu); the plot needs matplotlib.
 """
+import argparse
+import json
 import os
+import resource
+import sys
 import time
 
 import numpy as np
-import pytest
 
-from binary_codes import orb_like
-from conftest import LARGE, rss_peak_delta
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from binary_codes import orb_like  # noqa: E402
 
-from semvis_ext import BinaryKDTree, get_num_threads, hamming_topk
-
-SIZES = [1_000_000, 10_000_000] if LARGE else [200_000]
-if os.environ.get("SEMVIS_BENCH_KDTREE_N"):  # e.g. "1000000": one size of the large run
-    SIZES = [int(v) for v in os.environ["SEMVIS_BENCH_KDTREE_N"].split(",")]
-NQ = 10_000 if LARGE else 1_000
-BACKTRACKS = [10, 50, 100, 250]
+from semvis_ext import BinaryKDTree, MultiIndexHash, get_num_threads, hamming_topk  # noqa: E402
 
 try:
     import faiss
 except ImportError:
     faiss = None
 
-RESULTS = {}  # (n, method) -> dict(build_s, mem, qps, recall, comparisons)
+SINGLE_B = [5, 10, 20, 50, 100, 250]
+FOREST_B = [4, 8, 16, 32, 64, 128]
+FORESTS = [2, 4, 8]
 
 
-@pytest.fixture(scope="module", params=SIZES, ids=lambda n: f"n{n}")
-def setup(request):
-    n = request.param
-    codes, q = orb_like(n, NQ, seed=2)
-    t0 = time.perf_counter()
-    De, Ie = hamming_topk(q, codes, 1)
-    exact_s = time.perf_counter() - t0
-    RESULTS[n, "exact (ours, brute force)"] = dict(qps=NQ / exact_s, recall=1.0, comparisons=n, build_s=0.0,
-                                                 mem=codes.nbytes)
-    holder = {}
-
-    def build():
-        holder["tree"] = BinaryKDTree(codes, leaf_size=100)
-
-    t0 = time.perf_counter()
-    mem = rss_peak_delta(build)
-    build_s = time.perf_counter() - t0
-    tree = holder["tree"]
-    state = dict(n=n, codes=codes, q=q, exact=De[:, 0], exact_s=exact_s, tree=tree, build_s=build_s,
-                 build_peak=mem)
-    yield state
-    report(state)  # at teardown, so that it also runs under --benchmark-only
+def _cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
-def best_of(fn, *args, rounds=3):
-    """(min seconds over rounds, first output) -- the same statistic as the benchmark fixture."""
-    best, out = float("inf"), None
+def timed(fn, *args, rounds=3, **kw):
+    """(best wall seconds, CPU seconds of that call, first output)."""
+    best, cpu, out = float("inf"), None, None
     for _ in range(rounds):
+        c0, t0 = _cpu(), time.perf_counter()
+        res = fn(*args, **kw)
+        t, c = time.perf_counter() - t0, _cpu() - c0
+        if t < best:
+            best, cpu = t, c
+        if out is None:
+            out = res
+    return best, cpu, out
+
+
+class Run:
+    """Results of one size: rows of dict(method, family, param, recall, qps, cpu_us, cmp, build_s, mem)."""
+
+    def __init__(self, n, nq, seed=2):
+        self.n, self.nq = n, nq
+        self.codes, self.q = orb_like(n, nq, seed=seed)
+        self.rows = []
+        self.exact = None
+        self.notes = []
+
+    def add(self, method, family, param, seconds, cpu, D, build_s=None, mem=None, cmp=None):
+        rec = float((D[:, 0] == self.exact).mean()) if self.exact is not None else 1.0
+        self.rows.append(dict(method=method, family=family, param=param, recall=rec, qps=self.nq / seconds,
+                              cpu_us=1e6 * cpu / self.nq, cmp=cmp, build_s=build_s, mem=mem))
+        r = self.rows[-1]
+        print(f"  {method}: recall@1 {rec:.3f}, {r['qps']:,.0f} q/s, {r['cpu_us']:.1f} CPU-us/q", flush=True)
+
+    # ---------------------------------------------------------------- methods
+    def run_exact(self, rounds=1):
+        t, c, (D, _) = timed(hamming_topk, self.q, self.codes, 1, rounds=rounds)
+        self.exact = D[:, 0].copy()
+        self.add("exact (ours, brute force)", "exact", None, t, c, D, 0.0, self.codes.nbytes, self.n)
+
+    def run_tree(self, trees, bs, orders=("fifo", "best_bin"), rounds=3, load_cost=False):
         t0 = time.perf_counter()
-        res = fn(*args)
-        best = min(best, time.perf_counter() - t0)
-        out = res[0] if out is None else out
-    return best, out
+        tree = BinaryKDTree(self.codes, leaf_size=100, trees=trees)
+        build = time.perf_counter() - t0
+        self.notes.append(f"T={trees}: build {build:.1f} s, index {tree.memory_bytes() / 2**20:.0f} MiB")
+        if load_cost:
+            self.load_cost(tree)
+        for order in orders:
+            for b in bs:
+                t, c, (D, _, cnt) = timed(tree.search, self.q, 1, b, order, return_counts=True, rounds=rounds)
+                name = f"kd-tree {order} B={b}" if trees == 1 else f"forest T={trees} {order} B={b}"
+                fam = f"kd-tree T=1 {order}" if trees == 1 else f"forest T={trees} {order}"
+                self.add(name, fam, b, t, c, D, build, tree.memory_bytes(), float(cnt.mean()))
+        del tree
+
+    def load_cost(self, tree):
+        """save, then load: memory-mapped with verify=True (default) / False, and mmap=False."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=os.environ.get("SEMVIS_BENCH_TMP")) as d:
+            path = os.path.join(d, "t.svkd")
+            t0 = time.perf_counter()
+            tree.save(path)
+            save_s = time.perf_counter() - t0
+            out = [f"T={tree.trees}: save {save_s:.2f} s ({os.path.getsize(path) / 2**20:.0f} MiB)"]
+            for kw in (dict(verify=True), dict(verify=False), dict(verify=True), dict(mmap=False)):
+                t0 = time.perf_counter()
+                back = BinaryKDTree.load(path, **kw)
+                out.append(f"load({', '.join(f'{k}={v}' for k, v in kw.items())}) {time.perf_counter() - t0:.2f} s")
+                del back
+        self.notes.append("; ".join(out) + " (file in the page cache; the first verify=True load also warms it)")
+        print("  " + self.notes[-1], flush=True)
+
+    def run_mih(self, ms=(None,), rounds=3):
+        for m in ms:
+            t0 = time.perf_counter()
+            index = MultiIndexHash(self.codes, m=m)
+            build = time.perf_counter() - t0
+            t, c, (D, I, cnt) = timed(index.search, self.q, 1, return_counts=True, rounds=rounds)
+            assert (D[:, 0] == self.exact).all(), "MIH must be exact"
+            self.add(f"MIH m={index.m} ({index.substring_bits[0]}-bit substrings)", "MIH (exact)", index.m, t, c, D,
+                     build, index.memory_bytes(), float(cnt.mean()))
+            del index
+
+    def run_faiss(self, flat=True, ivf=True, hnsw=True, rounds=3):
+        if faiss is None:
+            self.notes.append("FAISS not installed: no FAISS rows")
+            return
+        codes, q, n = self.codes, self.q, self.n
+        if flat:
+            index = faiss.IndexBinaryFlat(256)
+            index.add(codes)
+            t, c, (D, _) = timed(index.search, q, 1, rounds=1)
+            assert (D[:, 0] == self.exact).all()
+            self.add("FAISS IndexBinaryFlat", "FAISS Flat", None, t, c, D, 0.0, codes.nbytes, n)
+            del index
+        if ivf:
+            nlist = 1024 if n <= 1_000_000 else 4096
+            t0 = time.perf_counter()
+            quantizer = faiss.IndexBinaryFlat(256)
+            index = faiss.IndexBinaryIVF(quantizer, 256, nlist)
+            index.train(codes[: min(n, 50 * nlist)])
+            index.add(codes)
+            build = time.perf_counter() - t0
+            for nprobe in (1, 4, 16, 64):
+                index.nprobe = nprobe
+                t, c, (D, _) = timed(index.search, q, 1, rounds=rounds)
+                self.add(f"FAISS IVF{nlist} nprobe={nprobe}", "FAISS IVF", nprobe, t, c, D, build,
+                         codes.nbytes + 8 * n)
+            del index, quantizer
+        if hnsw:
+            index = faiss.IndexBinaryHNSW(256, 16)
+            t0 = time.perf_counter()
+            index.add(codes)
+            build = time.perf_counter() - t0
+            for ef in (16, 64, 256):
+                index.hnsw.efSearch = ef
+                t, c, (D, _) = timed(index.search, q, 1, rounds=rounds)
+                self.add(f"FAISS HNSW16 efSearch={ef}", "FAISS HNSW", ef, t, c, D, build)
+            del index
+
+    # ---------------------------------------------------------------- report
+    def table(self):
+        ex = next(r for r in self.rows if r["family"] == "exact")
+        lines = [f"### n = {self.n:,} keys, {self.nq:,} queries, {get_num_threads()} threads",
+                 "", "| method | recall@1 | queries/s | × exact (wall) | CPU µs/query | × exact (CPU) | "
+                 "keys compared/query | build s | index MiB |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            cmp_ = "" if r["cmp"] is None else f"{r['cmp']:,.0f}"
+            b = "" if r["build_s"] is None else f"{r['build_s']:.2f}"
+            mem = "" if r["mem"] is None else f"{r['mem'] / 2**20:.0f}"
+            lines.append(f"| {r['method']} | {r['recall']:.3f} | {r['qps']:,.0f} | {r['qps'] / ex['qps']:,.1f} | "
+                         f"{r['cpu_us']:,.1f} | {ex['cpu_us'] / r['cpu_us']:,.1f} | {cmp_} | {b} | {mem} |")
+        lines += ["", "Fastest configuration of each family at recall@1 >= 0.95 / >= 0.90 (× exact, wall):", ""]
+        for fam in dict.fromkeys(r["family"] for r in self.rows):
+            out = []
+            for target in (0.95, 0.90):
+                ok = [r for r in self.rows if r["family"] == fam and r["recall"] >= target]
+                if ok:
+                    best = max(ok, key=lambda r: r["qps"])
+                    out.append(f"{best['method']} ({best['recall']:.3f}, {best['qps'] / ex['qps']:,.0f}×)")
+                else:
+                    out.append("—")
+            lines.append(f"- {fam}: {out[0]} / {out[1]}")
+        lines += [f"- note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def plot(self, path=None):
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return None
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+        fams = list(dict.fromkeys(r["family"] for r in self.rows))
+        colors = plt.get_cmap("tab20").colors
+        for ax, key, label in ((axes[0], "qps", "queries / s (wall clock, best of 3)"),
+                               (axes[1], "cpu", "queries per CPU-second (all threads)")):
+            for i, fam in enumerate(fams):
+                rows = [r for r in self.rows if r["family"] == fam]
+                pts = [(r["recall"], r["qps"] if key == "qps" else 1e6 / r["cpu_us"]) for r in rows]
+                c = colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+                if fam in ("exact", "FAISS Flat") or fam.startswith("MIH"):
+                    ax.plot(*zip(*pts), "*" if fam != "FAISS Flat" else "P", color=c, markersize=14, label=fam)
+                else:
+                    style = "--" if fam.startswith("FAISS") else (":" if "best_bin" in fam else "-")
+                    marker = "o" if "T=1" in fam else ("^" if fam.startswith("FAISS") else ".")
+                    ax.plot(*zip(*pts), marker + style, color=c, label=fam)
+            ax.set_yscale("log")
+            ax.set_xlabel("recall@1")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[1].legend(fontsize=7, ncol=2, loc="lower left")
+        fig.suptitle(f"256-bit ORB-like codes, n = {self.n:,}, {self.nq:,} queries, {get_num_threads()} threads "
+                     "(2-core machine shared with other jobs)")
+        path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), f"kdtree_frontier_n{self.n}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
 
 
-def recall(D, exact):
-    return float((D[:, 0] == exact).mean())
+def run_all(n, nq, faiss_rows=True, forests=FORESTS, orders_forest=("fifo", "best_bin")):
+    run = Run(n, nq)
+    print(f"n = {n:,}, {nq:,} queries", flush=True)
+    run.run_exact()
+    run.run_tree(1, SINGLE_B)
+    for t in forests:
+        run.run_tree(t, [b for b in FOREST_B if b >= t], orders=orders_forest)
+    run.run_mih()
+    if faiss_rows:
+        run.run_faiss()
+    return run
 
 
-def record(n, name, seconds, D, exact, build_s=None, mem=None, comparisons=None):
-    RESULTS[n, name] = dict(qps=NQ / seconds, recall=recall(D, exact), build_s=build_s, mem=mem,
-                            comparisons=comparisons)
+# ------------------------------------------------------------------------ pytest entry
+def _sizes():
+    large = os.environ.get("SEMVIS_BENCH_SIZE", "default") == "large"
+    sizes = [1_000_000] if large else [200_000]
+    if os.environ.get("SEMVIS_BENCH_KDTREE_N"):
+        sizes = [int(v) for v in os.environ["SEMVIS_BENCH_KDTREE_N"].split(",")]
+    return [(n, 2_000 if large else 1_000) for n in sizes]
 
 
-@pytest.mark.benchmark(group="kdtree-build")
-def test_build_ours(benchmark, setup):
-    codes = setup["codes"]
-    tree = benchmark.pedantic(BinaryKDTree, args=(codes,), kwargs=dict(leaf_size=100), rounds=1, iterations=1)
-    st = tree.stats()
-    benchmark.extra_info.update(nodes=st["n_nodes"], depth=st["depth"], leaf_mean=st["leaf_mean"],
-                                index_bytes=tree.memory_bytes(), build_peak_rss=setup["build_peak"])
+try:
+    import pytest
+
+    @pytest.mark.benchmark(group="kdtree-frontier")
+    @pytest.mark.parametrize("n,nq", _sizes(), ids=lambda v: str(v))
+    def test_index_frontier(benchmark, n, nq):
+        """The whole sweep once (the benchmark time is the sweep's); the table is printed (-s)."""
+        run = benchmark.pedantic(run_all, args=(n, nq), rounds=1, iterations=1)
+        print("\n" + run.table())
+        run.plot()
+        for r in run.rows:  # every exact method is exact
+            if r["family"] in ("exact", "FAISS Flat") or r["family"].startswith("MIH"):
+                assert r["recall"] == 1.0
+            benchmark.extra_info[r["method"]] = dict(recall_at_1=r["recall"], queries_per_s=r["qps"])
+except ImportError:  # pragma: no cover - running as a script without pytest
+    pass
 
 
-@pytest.mark.benchmark(group="kdtree-search")
-def test_exact_ours(benchmark, setup):
-    D, _ = benchmark.pedantic(hamming_topk, args=(setup["q"], setup["codes"], 1), rounds=1, iterations=1)
-    np.testing.assert_array_equal(D[:, 0], setup["exact"])
-    benchmark.extra_info["queries_per_s"] = NQ / benchmark.stats.stats.min
+def replot(json_path):
+    """Table and plot again from a --json file."""
+    with open(json_path) as f:
+        data = json.load(f)
+    run = Run.__new__(Run)
+    run.n, run.nq, run.rows, run.notes = data["n"], data["nq"], data["rows"], data["notes"]
+    print(run.table())
+    print("plot:", run.plot())
 
 
-@pytest.mark.benchmark(group="kdtree-search")
-@pytest.mark.parametrize("order", ["fifo", "best_bin"])
-@pytest.mark.parametrize("backtracks", BACKTRACKS)
-def test_tree_search(benchmark, setup, order, backtracks):
-    tree, q = setup["tree"], setup["q"]
-    D, I, cnt = benchmark.pedantic(tree.search, args=(q, 1, backtracks, order), kwargs=dict(return_counts=True),
-                                   rounds=3, iterations=1)
-    t = benchmark.stats.stats.min
-    record(setup["n"], f"kd-tree {order} B={backtracks}", t, D, setup["exact"], build_s=setup["build_s"],
-           mem=tree.memory_bytes(), comparisons=float(cnt.mean()))
-    r = RESULTS[setup["n"], f"kd-tree {order} B={backtracks}"]
-    benchmark.extra_info.update(recall_at_1=r["recall"], queries_per_s=r["qps"], keys_compared=r["comparisons"],
-                                speedup_vs_exact=setup["exact_s"] / t)
-
-
-@pytest.mark.benchmark(group="kdtree-search")
-@pytest.mark.skipif(faiss is None, reason="faiss not installed (pip install semvis[bench])")
-def test_faiss_flat(benchmark, setup):
-    codes, q = setup["codes"], setup["q"]
-    index = faiss.IndexBinaryFlat(256)
-    index.add(codes)
-    D, _ = benchmark.pedantic(index.search, args=(q, 1), rounds=1, iterations=1)
-    np.testing.assert_array_equal(D[:, 0], setup["exact"])
-    record(setup["n"], "FAISS IndexBinaryFlat", benchmark.stats.stats.min, D, setup["exact"], build_s=0.0,
-           mem=codes.nbytes, comparisons=setup["n"])
-
-
-@pytest.mark.benchmark(group="kdtree-search")
-@pytest.mark.skipif(faiss is None, reason="faiss not installed (pip install semvis[bench])")
-def test_faiss_ivf(benchmark, setup):
-    codes, q, n = setup["codes"], setup["q"], setup["n"]
-    nlist = 1024 if n <= 1_000_000 else 4096
-    t0 = time.perf_counter()
-    quantizer = faiss.IndexBinaryFlat(256)
-    index = faiss.IndexBinaryIVF(quantizer, 256, nlist)
-    index.train(codes[: min(n, 50 * nlist)])
-    index.add(codes)
-    build_s = time.perf_counter() - t0
-    for nprobe in (1, 4, 16, 64):
-        index.nprobe = nprobe
-        t, D = best_of(index.search, q, 1)
-        record(n, f"FAISS IVF{nlist} nprobe={nprobe}", t, D, setup["exact"], build_s=build_s,
-               mem=codes.nbytes + 8 * n, comparisons=None)
-    index.nprobe = 16
-    benchmark.pedantic(index.search, args=(q, 1), rounds=1, iterations=1)
-
-
-@pytest.mark.benchmark(group="kdtree-search")
-@pytest.mark.skipif(faiss is None, reason="faiss not installed (pip install semvis[bench])")
-def test_faiss_hnsw(benchmark, setup):
-    codes, q, n = setup["codes"], setup["q"], setup["n"]
-    index = faiss.IndexBinaryHNSW(256, 16)
-    t0 = time.perf_counter()
-    index.add(codes)
-    build_s = time.perf_counter() - t0
-    for ef in (16, 64, 256):
-        index.hnsw.efSearch = ef
-        t, D = best_of(index.search, q, 1)
-        record(n, f"FAISS HNSW16 efSearch={ef}", t, D, setup["exact"],
-               build_s=build_s, mem=None, comparisons=None)
-    index.hnsw.efSearch = 64
-    benchmark.pedantic(index.search, args=(q, 1), rounds=1, iterations=1)
-
-
-def report(setup):
-    """Prints the summary (run with -s) and draws recall@1 vs queries/s."""
-    n = setup["n"]
-    rows = [(name, r) for (m, name), r in RESULTS.items() if m == n]
-    exact_qps = RESULTS[n, "exact (ours, brute force)"]["qps"]
-    print(f"\n### n = {n:,} keys, {NQ:,} queries, {get_num_threads()} threads; tree build "
-          f"{setup['build_s']:.2f} s, build peak RSS +{setup['build_peak'] / 2**20:.0f} MiB, "
-          f"index {setup['tree'].memory_bytes() / 2**20:.1f} MiB ({setup['tree'].stats()['n_nodes']} nodes)\n")
-    print("| method | recall@1 | queries/s | × exact (ours) | keys compared/query | build s |")
-    print("|---|---|---|---|---|---|")
-    for name, r in rows:
-        cmp_ = "" if r["comparisons"] is None else f"{r['comparisons']:,.0f}"
-        b = "" if r["build_s"] is None else f"{r['build_s']:.2f}"
-        print(f"| {name} | {r['recall']:.3f} | {r['qps']:,.0f} | {r['qps'] / exact_qps:.1f} | {cmp_} | {b} |")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for prefix, style in (("kd-tree fifo", "o-"), ("kd-tree best_bin", "s-"), ("FAISS IVF", "^--"),
-                          ("FAISS HNSW", "v--")):
-        pts = [(r["recall"], r["qps"]) for name, r in rows if name.startswith(prefix)]
-        if pts:
-            ax.plot(*zip(*pts), style, label=prefix)
-    for name in ("exact (ours, brute force)", "FAISS IndexBinaryFlat"):
-        if (n, name) in RESULTS:
-            r = RESULTS[n, name]
-            ax.plot([r["recall"]], [r["qps"]], "*", markersize=12, label=name)
-    ax.set_yscale("log")
-    ax.set_xlabel("recall@1")
-    ax.set_ylabel("queries / s")
-    ax.set_title(f"256-bit ORB-like codes, n = {n:,}, {get_num_threads()} threads")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    out = os.path.join(os.path.dirname(__file__), f"kdtree_recall_qps_n{n}.png")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    print(f"\nwrote {out}")
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--replot":
+        replot(sys.argv[2])
+        sys.exit(0)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--nq", type=int, default=1_000)
+    ap.add_argument("--no-faiss", action="store_true")
+    ap.add_argument("--faiss-flat-only", action="store_true")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--load-cost", action="store_true", help="also time save/load of the T=1 and T=4 files")
+    ap.add_argument("--forests", default="2,4,8")
+    ap.add_argument("--only-exact-mih", action="store_true", help="exact search and MIH only")
+    a = ap.parse_args()
+    run = Run(a.n, a.nq)
+    print(f"n = {a.n:,}, {a.nq:,} queries, threads {get_num_threads()}", flush=True)
+    run.run_exact()
+    run.run_mih()
+    if a.only_exact_mih:
+        run.run_mih(ms=(16,))
+        print("\n" + run.table())
+        sys.exit(0)
+    run.run_tree(1, SINGLE_B, load_cost=a.load_cost)
+    for t in [int(v) for v in a.forests.split(",") if v]:
+        run.run_tree(t, [b for b in FOREST_B if b >= t], load_cost=a.load_cost and t == 4)
+    if not a.no_faiss:
+        if a.faiss_flat_only:
+            run.run_faiss(ivf=False, hnsw=False)
+            run.notes.append("FAISS IVF and HNSW not run at this size (build time on this machine)")
+        else:
+            run.run_faiss()
+    print("\n" + run.table())
+    print("plot:", run.plot())
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(dict(n=a.n, nq=a.nq, threads=get_num_threads(), rows=run.rows, notes=run.notes), f, indent=1)

@@ -153,7 +153,7 @@ def _summary(data):
 
         peak = rss_peak_delta(build)
         mem = idx.memory()
-        row = {"method": label, "items": int(idx._codes.shape[0]), "build_s": holder["t"],
+        row = {"method": label, "items": idx.n_items, "build_s": holder["t"],
                "index_fps_without_extraction": n_frames / holder["t"], "build_peak_rss": peak,
                "mem": mem, "search_index_mib_per_hour": mem["search_index"] / 2**20 / hours,
                "total_mib_per_hour": mem["total"] / 2**20 / hours}

@@ -2,7 +2,13 @@
 
 B=160, C=2400 (BEAN: ResNet-152 conv5 -> 1x1 conv to 2400), 8x8 (256 px training crops) and
 13x13 (400 px test images); k = 1 (BEAN) and k = 30% of the map (WILDCAT-style).
+
+``python benchmarks/bench_weldon.py [--batch 64] [--side 13] [--rounds 5]`` runs the contenders
+interleaved (ours in both forms, then torch.topk, round after round) and prints the best time of
+each and the ratios: the figures of benchmarks/RESULTS.md (issue 16).
 """
+import time
+
 import pytest
 import torch
 
@@ -48,3 +54,46 @@ def test_weldon_forward_backward(benchmark, impl, side, k, device):
     benchmark.group = group
     benchmark.extra_info.update(peak_extra_bytes=peak, input_bytes=x.numel() * 4)
     record(group, impl, sec, peak)
+
+
+def interleaved(batch=64, side=13, rounds=5, device="cpu"):
+    """Best-of-`rounds` forward+backward times (s) per (k, contender), contenders interleaved."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, C, side, side, device=device, requires_grad=True)
+    g = torch.randn(batch, C, device=device)
+    rows = []
+    for k in (1, 0.3):
+        kc = _k_count(k, side * side)
+        fns = {
+            "ours dsve": lambda: semvis_ext.weldon_pool(x, k, k),
+            "ours wildcat": lambda: semvis_ext.weldon_pool(x, k, k, form="wildcat"),
+            "torch.topk": lambda: R.weldon_pool_topk(x, kc, kc),
+        }
+        best = {}
+        for r in range(rounds + 1):  # round 0 warms up
+            for name, fn in fns.items():
+                x.grad = None
+                sync(device)
+                t = time.perf_counter()
+                fn().backward(g)
+                sync(device)
+                if r:
+                    best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
+        rows.append((k, best))
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--side", type=int, default=13)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    for k, best in interleaved(a.batch, a.side, a.rounds, a.device):
+        ref = best["torch.topk"]
+        print(f"{a.batch} x {C} x {a.side} x {a.side} k={k}: "
+              + ", ".join(f"{n} {v * 1e3:.1f} ms" for n, v in best.items())
+              + f" | ratio dsve {ref / best['ours dsve']:.2f}x wildcat {ref / best['ours wildcat']:.2f}x", flush=True)

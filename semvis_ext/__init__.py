@@ -13,28 +13,33 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY: Dict[str, str] = {
     "weldon_pool": "semvis_ext.ops.weldon",
-    "quantized_ap": "semvis_ext.ops.aploss",
-    "ap_loss": "semvis_ext.ops.aploss",
-    "fast_ap_loss": "semvis_ext.ops.aploss",
+    "quantized_ap": "semvis_ext.ops.quantized_ap",
+    "ap_loss": "semvis_ext.ops.quantized_ap",
+    "fast_ap_loss": "semvis_ext.ops.quantized_ap",
     "WeldonResult": "semvis_ext.ops.weldon",
-    "hamming_distances": "semvis_ext.hamming",
-    "hamming_topk": "semvis_ext.hamming",
+    "hamming_distances": "semvis_ext.ops.hamming",
+    "hamming_topk": "semvis_ext.ops.hamming",
     "BinaryKDTree": "semvis_ext.kdtree",
+    "MultiIndexHash": "semvis_ext.mih",
     "topk_similar": "semvis_ext.ops.mining",
     "hard_triplets": "semvis_ext.ops.mining",
     "relevance": "semvis_ext.ops.mining",
     "LabelMask": "semvis_ext.ops.mining",
     "vse_hardest_triplet_loss": "semvis_ext.ops.triplet_losses",
     "triplet_margin_loss": "semvis_ext.ops.triplet_losses",
-    "rmac_regions": "semvis_ext.ops.rmac",
-    "region_pool": "semvis_ext.ops.rmac",
-    "RegionPoolResult": "semvis_ext.ops.rmac",
-    "track": "semvis_ext.video",
-    "Tracks": "semvis_ext.video",
-    "split_shots": "semvis_ext.video",
-    "majority_keys": "semvis_ext.video",
+    "rmac_regions": "semvis_ext.ops.region_pool",
+    "region_pool": "semvis_ext.ops.region_pool",
+    "RegionPoolResult": "semvis_ext.ops.region_pool",
+    "track": "semvis_ext.ops.video",
+    "Tracks": "semvis_ext.ops.video",
+    "split_shots": "semvis_ext.ops.video",
+    "majority_keys": "semvis_ext.ops.video",
+    "region_attention": "semvis_ext.ops.region_attention",
+    "soft_rank": "semvis_ext.ops.soft_rank",
     "nn": "semvis_ext.nn",
     "reference": "semvis_ext.reference",
+    "landmarks_positions": "semvis_ext.ops.landmarks",
+    "landmarks_ap": "semvis_ext.ops.landmarks",
 }
 
 __all__ = ["info", "get_num_threads", "set_num_threads", *sorted(_LAZY)]
@@ -46,7 +51,7 @@ def __getattr__(name: str) -> Any:
     except KeyError:
         raise AttributeError(f"module 'semvis_ext' has no attribute {name!r}") from None
     mod = importlib.import_module(module)
-    value = mod if module.endswith("." + name) else getattr(mod, name)
+    value = mod if module == f"{__name__}.{name}" else getattr(mod, name)  # a submodule, or a name in one
     globals()[name] = value
     return value
 

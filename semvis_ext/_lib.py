@@ -71,6 +71,8 @@ def check_count_or_fraction(op: str, name: str, k):
     if isinstance(k, numbers.Integral):
         if k < 0:
             raise ValueError(f"{op}: {name} must be >= 0, got {k}")
+        if k >= 2**63:
+            raise ValueError(f"{op}: {name}={k} is larger than any feature map (counts are int64)")
         return int(k), -1.0
     k = float(k)
     if not (0.0 < k <= 1.0):

@@ -19,22 +19,33 @@ __all__ = ["BinaryKDTree"]
 
 _ORDERS = {"fifo": 0, "best_bin": 1}
 
-# File format, version 1 (little-endian). A 192-byte header:
+# File format (little-endian), version 2 (written) and version 1 (still read).
+# Version 1, a 192-byte header:
 #   magic "SVKDTREE", version u32, header size u32, code bytes u32, flags u32 (bit 0: ids are
 #   0..n-1), n i64, nodes i64, buffered keys i64, leaf_size i64,
 #   5 x (offset u64, length u64) for the sections nodes, codes, ids, buffer codes, buffer ids,
 #   5 x crc32 u32 of the sections, zero padding, crc32 u32 of bytes [0, 188).
+# Version 2, a 256-byte header: the same fixed fields followed by trees u32, split_choices u32,
+#   seed u64; 8 x (offset u64, length u64) for the sections nodes (tree 0), codes, ids, buffer
+#   codes, buffer ids, forest sizes (int64 [trees - 1]: nodes per extra tree), forest nodes
+#   (int64 [sum, 5], the extra trees one after another), forest perms (int32 [trees - 1, n]);
+#   8 x crc32 u32 of the sections, zero padding, crc32 u32 of bytes [0, 252).
 # Sections follow, each at an offset aligned to 64 bytes; the file ends with the last one.
 _MAGIC = b"SVKDTREE"
-_VERSION = 1
-_HEADER = 192
+_VERSION = 2
 _FIXED = struct.Struct("<8sIIIIqqqq")
-_SECTIONS = ("nodes", "codes", "ids", "buffer codes", "buffer ids")
+_FOREST = struct.Struct("<IIQ")
+_LAYOUT = {  # version -> (header bytes, number of sections)
+    1: (192, 5),
+    2: (256, 8),
+}
+_HEADER = _LAYOUT[_VERSION][0]
+_SECTIONS = ("nodes", "codes", "ids", "buffer codes", "buffer ids", "forest sizes", "forest nodes",
+             "forest perms")
 _ALIGN = 64
 
 
-def _crc(a: np.ndarray) -> int:
-    crc = 0
+def _crc(a: np.ndarray, crc: int = 0) -> int:
     flat = a.reshape(-1).view(np.uint8)
     step = 1 << 26
     for s in range(0, flat.size, step):
@@ -87,27 +98,50 @@ class BinaryKDTree:
     (the branch agreeing with the query on the most path bits), then queueing order.
     ``backtracks=None`` visits every leaf: exact search, equal to brute force.
 
+    Forests (``trees=T > 1``, FLANN's randomized kd-trees of Muja & Lowe): tree 0 is the tree
+    above; trees 1..T-1 share its code store (no copy of the codes: each holds an int32
+    permutation of the key positions and its own nodes) and split each node on a bit drawn
+    uniformly among its ``split_choices`` most balanced non-constant bits, from a generator
+    seeded by ``(seed, tree, node)`` (deterministic). A forest search descends every tree from one
+    shared queue (FIFO: the T roots first; best-bin: the roots at priority 0, in tree order) and
+    scores at most ``backtracks`` leaves in all, each key at most once (a visited set), so
+    ``trees=1`` is the single tree search unchanged and ``backtracks`` is the total budget.
+    Exact search (``backtracks=None``) visits every leaf of tree 0 only.
+
     Adding keys: :meth:`add` appends to a buffer that every search scans exhaustively (so added
     keys are always found exactly); :meth:`rebuild` folds the buffer into the tree.
 
     Args:
         codes (ndarray[n, nbytes] uint8): keys, nbytes a multiple of 8 (32 for 256-bit ORB/BRIEF).
-        ids (ndarray[n] int64, optional): payload returned by searches; default ``arange(n)``.
+        ids (ndarray[n] int64, optional): payload returned by searches, each >= 0 (-1 is the
+            padding of results); default ``arange(n)``.
         leaf_size (int): SL of the paper (>= 1): nodes with fewer keys become leaves. Default 100.
+        trees (int): T >= 1 trees; T > 1 needs n < 2**31 keys. Default 1 (Algorithm 1).
+        seed (int): seeds the random splits of trees 1..T-1 (0 <= seed < 2**64).
+        split_choices (int): how many of the most balanced bits a random split draws from (>= 1).
         progress (bool or callable(done, total)): report the build (keys placed in leaves);
             ``True`` shows a tqdm bar.
         copy (bool): ``True`` (default) builds on a copy of ``codes``; ``False`` permutes
             ``codes`` in place (then it must be writable and C-contiguous) so that a build needs
             no memory beyond the caller's codes, the ids and O(number of nodes).
 
-    Memory: codes + 8 bytes per key (ids) + 40 bytes per node (about 2 n / leaf_size nodes).
+    Memory: codes + 8 bytes per key (ids) + 40 bytes per node (about 2 n / leaf_size nodes per
+    tree) + 4 bytes per key per extra tree (its permutation).
     """
 
-    def __init__(self, codes, ids=None, leaf_size: int = 100, *, progress=False, copy: bool = True):
+    def __init__(self, codes, ids=None, leaf_size: int = 100, trees: int = 1, *, seed: int = 0,
+                 split_choices: int = 5, progress=False, copy: bool = True):
         op = "BinaryKDTree"
         check_codes(op, "codes", codes)
         self._leaf_size = check_int(op, "leaf_size", leaf_size, 1)
+        self._ntrees = check_int(op, "trees", trees, 1)
+        self._seed = check_int(op, "seed", seed, 0)
+        if self._seed >= 1 << 64:
+            raise ValueError(f"{op}: seed must be < 2**64, got {self._seed}")
+        self._split_choices = check_int(op, "split_choices", split_choices, 1)
         n = codes.shape[0]
+        if self._ntrees > 1 and n >= 1 << 31:
+            raise ValueError(f"{op}: a forest (trees > 1) holds at most 2**31 - 1 keys, got {n}")
         self._auto_ids = ids is None
         ids = self._check_ids(op, "ids", ids, n, 0)
         if copy:
@@ -116,8 +150,8 @@ class BinaryKDTree:
             raise ValueError(f"{op}: copy=False needs writable codes (they are permuted in place)")
         self._codes = codes
         self._ids = ids
-        self._nodes = self._build(progress)
         self._nbytes = codes.shape[1]
+        self._build(progress)
         self._buf_codes = np.empty((0, self._nbytes), dtype=np.uint8)
         self._buf_ids = np.empty((0,), dtype=np.int64)
 
@@ -131,13 +165,23 @@ class BinaryKDTree:
             raise TypeError(f"{op}: {name} must have dtype int64, got {ids.dtype}")
         if ids.shape != (n,):
             raise ValueError(f"{op}: {name} must have shape ({n},) like the codes, got {ids.shape}")
+        if ids.size and int(ids.min()) < 0:
+            raise ValueError(f"{op}: {name} must be >= 0 (-1 pads the results), got {int(ids.min())}")
         return np.array(ids, dtype=np.int64, copy=True)
 
     def _build(self, progress):
         from . import _C
 
-        return _C.kdtree_build(capsule(self._codes), capsule(self._ids), self._leaf_size,
-                               _progress_callback(progress))
+        self._nodes = _C.kdtree_build(capsule(self._codes), capsule(self._ids), self._leaf_size,
+                                      _progress_callback(progress))
+        n = self._codes.shape[0]
+        self._forest_nodes, self._forest_perms = [], []
+        for t in range(1, self._ntrees):
+            perm = np.arange(n, dtype=np.int32)
+            nodes = _C.kdtree_build_random(capsule(self._codes), capsule(perm), self._leaf_size,
+                                           self._split_choices, self._seed, t)
+            self._forest_nodes.append(nodes)
+            self._forest_perms.append(perm)
 
     # ------------------------------------------------------------------ search
     def search(self, queries, k: int = 1, backtracks: Optional[int] = 50, order: str = "fifo", *,
@@ -147,10 +191,11 @@ class BinaryKDTree:
         Args:
             queries (ndarray[nq, nbytes] uint8): query codes, C-contiguous.
             k (int): neighbours per query (>= 1).
-            backtracks (int or None): leaves visited per query (>= 1), B of the paper; ``None``
-                visits every leaf (exact search).
+            backtracks (int or None): leaves visited per query (>= 1), B of the paper, in all
+                the trees together; ``None`` visits every leaf (exact search).
             order (str): ``'fifo'`` (the paper) or ``'best_bin'``.
-            return_counts (bool): also return how many keys each query was compared with.
+            return_counts (bool): also return how many keys each query was compared with
+                (distinct keys: a forest scores a key found by several trees once).
 
         Returns:
             (D, I): ``D`` (ndarray[nq, k] int32) Hamming distances and ``I`` (ndarray[nq, k] int64)
@@ -177,6 +222,7 @@ class BinaryKDTree:
             capsule(self._nodes), capsule(self._codes), capsule(self._ids),
             capsule(self._buf_codes) if has_buf else None, capsule(self._buf_ids) if has_buf else None,
             capsule(queries), k, b, _ORDERS[order], capsule(D), capsule(I), capsule(counts),
+            [capsule(a) for a in self._forest_nodes], [capsule(a) for a in self._forest_perms],
         )
         return (D, I, counts) if return_counts else (D, I)
 
@@ -207,7 +253,7 @@ class BinaryKDTree:
         self._ids = np.concatenate([np.asarray(self._ids), self._buf_ids])
         self._buf_codes = self._buf_codes[:0]
         self._buf_ids = self._buf_ids[:0]
-        self._nodes = self._build(progress)
+        self._build(progress)
 
     # ------------------------------------------------------------------ inspection
     def __len__(self) -> int:
@@ -215,7 +261,28 @@ class BinaryKDTree:
 
     def __repr__(self) -> str:
         return (f"BinaryKDTree(n={len(self)}, nbits={self.nbits}, leaf_size={self._leaf_size}, "
-                f"nodes={self._nodes.shape[0]}, buffered={self._buf_ids.shape[0]})")
+                f"trees={self._ntrees}, nodes={self._nodes.shape[0]}, buffered={self._buf_ids.shape[0]})")
+
+    @property
+    def trees(self) -> int:
+        """Number of trees T (1: the single tree of Algorithm 1)."""
+        return self._ntrees
+
+    def tree(self, t: int):
+        """Read-only views ``(nodes, perm)`` of tree ``t``: its nodes int64 [m, 5], whose ranges
+        index ``perm`` (int32 [n], positions in :attr:`codes`); ``perm`` is None for tree 0,
+        whose ranges index :attr:`codes` directly."""
+        t = check_int("BinaryKDTree.tree", "t", t, 0)
+        if t >= self._ntrees:
+            raise ValueError(f"BinaryKDTree.tree: t must be < trees = {self._ntrees}, got {t}")
+        if t == 0:
+            return self.nodes, None
+        views = []
+        for a in (self._forest_nodes[t - 1], self._forest_perms[t - 1]):
+            v = a.view()
+            v.flags.writeable = False
+            views.append(v)
+        return tuple(views)
 
     @property
     def nbits(self) -> int:
@@ -248,9 +315,10 @@ class BinaryKDTree:
         return v
 
     def memory_bytes(self) -> int:
-        """Bytes held by the index: codes, ids, nodes and the append buffer (mapped or not)."""
+        """Bytes held by the index: codes, ids, the trees and the append buffer (mapped or not)."""
         return int(self._codes.nbytes + self._ids.nbytes + self._nodes.nbytes + self._buf_codes.nbytes
-                   + self._buf_ids.nbytes)
+                   + self._buf_ids.nbytes + sum(a.nbytes for a in self._forest_nodes)
+                   + sum(a.nbytes for a in self._forest_perms))
 
     def stats(self) -> Dict[str, Union[int, float]]:
         """Shape of the tree.
@@ -259,7 +327,8 @@ class BinaryKDTree:
             dict with ``n_keys`` (in the tree), ``n_buffered``, ``nbits``, ``leaf_size``, ``n_nodes``,
             ``n_leaves``, ``depth`` (deepest leaf; the root is depth 0), ``mean_leaf_depth``
             (weighted by keys), ``leaf_min``, ``leaf_max``, ``leaf_mean`` (keys per leaf),
-            ``n_degenerate_leaves`` (leaves of >= leaf_size identical keys) and ``memory_bytes``.
+            ``n_degenerate_leaves`` (leaves of >= leaf_size identical keys), ``memory_bytes`` and
+            ``trees``; the shape fields describe tree 0.
         """
         N = self._nodes
         m = N.shape[0]
@@ -288,55 +357,119 @@ class BinaryKDTree:
             "leaf_mean": float(sizes.mean()),
             "n_degenerate_leaves": int((sizes >= self._leaf_size).sum()),
             "memory_bytes": self.memory_bytes(),
+            "trees": self._ntrees,
         }
 
     # ------------------------------------------------------------------ persistence
+    def _layout(self):
+        """(header bytes, [(offset, parts)], total size) of the current format for this index."""
+        n = int(self._ids.shape[0])
+        sizes = np.array([a.shape[0] for a in self._forest_nodes], dtype=np.int64)
+        parts = [[self._nodes], [self._codes], [self._ids], [self._buf_codes], [self._buf_ids], [sizes],
+                 list(self._forest_nodes), list(self._forest_perms)]
+        lengths = [sum(int(a.nbytes) for a in p) for p in parts]
+        offsets, off = [], _HEADER
+        for length in lengths:
+            offsets.append(off)
+            off = (off + length + _ALIGN - 1) // _ALIGN * _ALIGN
+        crcs = []
+        for p in parts:
+            crc = 0
+            for a in p:
+                crc = _crc(np.asarray(a), crc)
+            crcs.append(crc)
+        flags = 1 if self._auto_ids else 0
+        head = _FIXED.pack(_MAGIC, _VERSION, _HEADER, self._nbytes, flags, n, int(self._nodes.shape[0]),
+                           int(self._buf_ids.shape[0]), self._leaf_size)
+        head += _FOREST.pack(self._ntrees, self._split_choices, self._seed)
+        for o, length in zip(offsets, lengths):
+            head += struct.pack("<QQ", o, length)
+        head += struct.pack(f"<{len(parts)}I", *crcs)
+        head = head.ljust(_HEADER - 4, b"\0")
+        head += struct.pack("<I", zlib.crc32(head) & 0xFFFFFFFF)
+        return head, list(zip(offsets, parts)), offsets[-1] + lengths[-1]
+
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Writes the index (tree, keys, ids, buffer) to ``path`` (format version 1, checksummed).
+        """Writes the index (trees, keys, ids, buffer) to ``path`` (format version 2, checksummed).
 
         The file is written next to ``path`` and renamed into place, so a crash never leaves a
         half-written index under ``path``.
         """
-        arrays = [self._nodes, self._codes, self._ids, self._buf_codes, self._buf_ids]
-        offsets, off = [], _HEADER
-        for a in arrays:
-            offsets.append(off)
-            off += a.nbytes
-            off = (off + _ALIGN - 1) // _ALIGN * _ALIGN
-        crcs = [_crc(np.asarray(a)) for a in arrays]
-        flags = 1 if self._auto_ids else 0
-        head = _FIXED.pack(_MAGIC, _VERSION, _HEADER, self._nbytes, flags, int(self._ids.shape[0]),
-                           int(self._nodes.shape[0]), int(self._buf_ids.shape[0]), self._leaf_size)
-        for o, a in zip(offsets, arrays):
-            head += struct.pack("<QQ", o, a.nbytes)
-        head += struct.pack("<5I", *crcs)
-        head = head.ljust(_HEADER - 4, b"\0")
-        head += struct.pack("<I", zlib.crc32(head) & 0xFFFFFFFF)
+        head, sections, total = self._layout()
         path = os.fspath(path)
         tmp = f"{path}.tmp{os.getpid()}"
         try:
             with open(tmp, "wb") as f:
                 f.write(head)
-                for o, a in zip(offsets, arrays):
+                for o, parts in sections:
                     f.write(b"\0" * (o - f.tell()))
-                    np.ascontiguousarray(a).tofile(f) if a.nbytes else None
-                last = offsets[-1] + arrays[-1].nbytes
-                f.write(b"\0" * (last - f.tell()))
+                    for a in parts:
+                        if a.nbytes:
+                            np.ascontiguousarray(a).tofile(f)
+                f.write(b"\0" * (total - f.tell()))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
 
+    def to_bytes(self) -> bytes:
+        """The bytes :meth:`save` writes (same format); :meth:`from_bytes` reads them back."""
+        head, sections, total = self._layout()
+        out = bytearray(total)
+        out[:len(head)] = head
+        for o, parts in sections:
+            for a in parts:
+                b = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+                out[o:o + b.size] = b.data
+                o += b.size
+        return bytes(out)
+
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = False) -> "BinaryKDTree":
-        """Opens an index written by :meth:`save`.
+    def from_bytes(cls, buf, *, verify: bool = True) -> "BinaryKDTree":
+        """Opens an index from the bytes of :meth:`to_bytes` / :meth:`save` (any bytes-like object;
+        the keys and ids are read-only views of it, not copies). Checks as :meth:`load`.
+
+        Raises:
+            TypeError: ``buf`` is not bytes-like.
+            ValueError: as :meth:`load`.
+        """
+        op = "BinaryKDTree.from_bytes"
+        if isinstance(buf, np.ndarray) and (buf.dtype != np.uint8 or buf.ndim != 1):
+            raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {buf.dtype}{list(buf.shape)}")
+        try:
+            mv = memoryview(buf).cast("B")
+        except TypeError:
+            raise TypeError(f"{op}: buf must be a bytes-like object, got {type(buf).__name__}") from None
+        flat = np.frombuffer(mv, dtype=np.uint8)
+
+        def section(off, shape, dt, mapped):
+            count = 1
+            for d in shape:
+                count *= d
+            return np.frombuffer(flat, dtype=dt, count=count, offset=off).reshape(shape)
+
+        return cls._open(op, "buf", bytes(mv[:_LAYOUT[_VERSION][0]]), int(flat.size), section, verify, True)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = True) -> "BinaryKDTree":
+        """Opens an index written by :meth:`save` (format version 2, or version 1 of earlier semvis).
+
+        What is checked. Always: the header (magic, version, checksum, sizes, section offsets,
+        exact file size), the trees (checksums and structure: every node's bit, children and
+        ranges, every forest permutation a permutation) and the ids (checksum, all >= 0). With
+        ``verify=True`` (the default) also the checksums of the keys (codes), so that no corrupt
+        byte loads silently. Measured at 10 M 256-bit keys (a 391 MiB file in the page cache,
+        memory-mapped, 2-core machine under load): 0.56-0.67 s with ``verify=True`` against
+        0.16 s with ``verify=False`` (the 305 MiB of keys are read once; ``mmap=False``, which
+        reads everything, took 3.0 s); see benchmarks/RESULTS.md. ``verify=False`` trusts the
+        keys of a file you wrote yourself (searches on corrupt keys return wrong neighbours but
+        never crash or return ids outside the file).
 
         Args:
             path (str or PathLike): the file.
-            mmap (bool): map the keys and ids read-only instead of reading them (opens a
-                10M-key index instantly; pages are read on first use).
-            verify (bool): also check the checksums of the keys and ids (always done when
-                ``mmap=False``). The header, the sizes and the tree itself are always checked.
+            mmap (bool): map the keys, ids and forest permutations read-only instead of reading
+                them (pages are read on first use, or by the verification).
+            verify (bool): check the checksums of the keys too (see above).
 
         Raises:
             ValueError: the file is not a BinaryKDTree file, has an unsupported version, is
@@ -346,61 +479,119 @@ class BinaryKDTree:
         path = os.fspath(path)
         size = os.path.getsize(path)
         with open(path, "rb") as f:
-            head = f.read(_HEADER)
-        if len(head) < len(_MAGIC) or head[:len(_MAGIC)] != _MAGIC:
-            raise ValueError(f"{op}: {path!r} is not a semvis BinaryKDTree file (bad magic)")
-        if len(head) < _HEADER:
-            raise ValueError(f"{op}: {path!r} is truncated ({size} bytes, header needs {_HEADER})")
-        (crc_head,) = struct.unpack_from("<I", head, _HEADER - 4)
-        if zlib.crc32(head[:_HEADER - 4]) & 0xFFFFFFFF != crc_head:
-            raise ValueError(f"{op}: {path!r} is corrupt (header checksum mismatch)")
-        magic, version, hsize, nbytes, flags, n, m, nbuf, leaf_size = _FIXED.unpack_from(head, 0)
-        if version != _VERSION:
-            raise ValueError(f"{op}: {path!r} has format version {version}; this semvis reads version {_VERSION}")
-        if hsize != _HEADER or nbytes == 0 or nbytes % 8 or n < 0 or m < 1 or nbuf < 0 or leaf_size < 1:
-            raise ValueError(f"{op}: {path!r} is corrupt (invalid sizes in the header)")
-        sec = struct.unpack_from("<10Q", head, _FIXED.size)
-        crcs = struct.unpack_from("<5I", head, _FIXED.size + 80)
-        shapes = [((m, 5), np.int64), ((n, nbytes), np.uint8), ((n,), np.int64), ((nbuf, nbytes), np.uint8),
-                  ((nbuf,), np.int64)]
-        expect_off = _HEADER
-        for s, (shape, dt) in enumerate(shapes):
-            off, length = sec[2 * s], sec[2 * s + 1]
-            want = int(np.prod(shape)) * np.dtype(dt).itemsize
-            if length != want or off != expect_off:
-                raise ValueError(f"{op}: {path!r} is corrupt (section {_SECTIONS[s]!r} has offset {off}, "
-                                 f"length {length}; expected {expect_off}, {want})")
-            expect_off = (off + length + _ALIGN - 1) // _ALIGN * _ALIGN
-        end = sec[8] + sec[9]
-        if size < end:
-            raise ValueError(f"{op}: {path!r} is truncated ({size} bytes, expected {end})")
-        if size > end:
-            raise ValueError(f"{op}: {path!r} has {size - end} unexpected trailing bytes")
+            head = f.read(_LAYOUT[_VERSION][0])
 
-        def section(s, mapped):
-            shape, dt = shapes[s]
-            off = sec[2 * s]
-            if sec[2 * s + 1] == 0:
-                return np.empty(shape, dtype=dt)
+        def section(off, shape, dt, mapped):
+            count = 1
+            for d in shape:
+                count *= d
             if mapped:
                 return np.memmap(path, dtype=dt, mode="r", offset=off, shape=shape)
             with open(path, "rb") as f:
                 f.seek(off)
-                a = np.fromfile(f, dtype=dt, count=int(np.prod(shape))).reshape(shape)
-            if a.size * a.itemsize != sec[2 * s + 1]:
-                raise ValueError(f"{op}: {path!r} is truncated (section {_SECTIONS[s]!r})")
+                a = np.fromfile(f, dtype=dt, count=count).reshape(shape)
             return a
 
-        arrays = [section(0, False)] + [section(s, mmap) for s in range(1, 5)]
-        for s, a in enumerate(arrays):
-            if (s == 0 or verify or not mmap) and _crc(a) != crcs[s]:
-                raise ValueError(f"{op}: {path!r} is corrupt (checksum mismatch in section {_SECTIONS[s]!r})")
+        return cls._open(op, repr(path), head, size, section, verify, mmap)
+
+    @classmethod
+    def _open(cls, op, name, head, size, section, verify, mmap):
+        if len(head) < len(_MAGIC) or head[:len(_MAGIC)] != _MAGIC:
+            raise ValueError(f"{op}: {name} is not a semvis BinaryKDTree file (bad magic)")
+        if len(head) < _FIXED.size:
+            raise ValueError(f"{op}: {name} is truncated ({size} bytes)")
+        version = struct.unpack_from("<I", head, len(_MAGIC))[0]
+        if version not in _LAYOUT:
+            raise ValueError(f"{op}: {name} has format version {version}; this semvis reads versions "
+                             f"{sorted(_LAYOUT)}")
+        hbytes, nsec = _LAYOUT[version]
+        if len(head) < hbytes or size < hbytes:
+            raise ValueError(f"{op}: {name} is truncated ({size} bytes, header needs {hbytes})")
+        head = head[:hbytes]
+        (crc_head,) = struct.unpack_from("<I", head, hbytes - 4)
+        if zlib.crc32(head[:hbytes - 4]) & 0xFFFFFFFF != crc_head:
+            raise ValueError(f"{op}: {name} is corrupt (header checksum mismatch)")
+        _, _, hsize, nbytes, flags, n, m, nbuf, leaf_size = _FIXED.unpack_from(head, 0)
+        pos = _FIXED.size
+        if version >= 2:
+            ntrees, choices, seed = _FOREST.unpack_from(head, pos)
+            pos += _FOREST.size
+        else:
+            ntrees, choices, seed = 1, 5, 0
+        if (hsize != hbytes or nbytes == 0 or nbytes % 8 or n < 0 or m < 1 or nbuf < 0 or leaf_size < 1
+                or ntrees < 1 or choices < 1 or (ntrees > 1 and n >= 1 << 31) or flags > 1):
+            raise ValueError(f"{op}: {name} is corrupt (invalid sizes in the header)")
+        sec = struct.unpack_from(f"<{2 * nsec}Q", head, pos)
+        crcs = struct.unpack_from(f"<{nsec}I", head, pos + 16 * nsec)
+        shapes = [((m, 5), np.int64), ((n, nbytes), np.uint8), ((n,), np.int64), ((nbuf, nbytes), np.uint8),
+                  ((nbuf,), np.int64)]
+        if version >= 2:
+            shapes.append(((ntrees - 1,), np.int64))
+            shapes.append((None, np.int64))  # forest nodes: rows known once the sizes are read
+            shapes.append(((ntrees - 1, n), np.int32))
+        expect_off = hbytes
+        arrays = []
+
+        def check_crc(s, a):
+            if _crc(np.asarray(a)) != crcs[s]:
+                raise ValueError(f"{op}: {name} is corrupt (checksum mismatch in section {_SECTIONS[s]!r})")
+
+        for s, (shape, dt) in enumerate(shapes):
+            off, length = sec[2 * s], sec[2 * s + 1]
+            if shape is None:  # forest nodes
+                sizes = arrays[5]
+                if (sizes < 1).any():
+                    raise ValueError(f"{op}: {name} is corrupt (a forest tree without nodes)")
+                shape = (int(sizes.sum()), 5)
+            want = np.dtype(dt).itemsize
+            for d in shape:
+                want *= d
+            if length != want or off != expect_off:
+                raise ValueError(f"{op}: {name} is corrupt (section {_SECTIONS[s]!r} has offset {off}, "
+                                 f"length {length}; expected {expect_off}, {want})")
+            if off + length > size:
+                raise ValueError(f"{op}: {name} is truncated ({size} bytes, section {_SECTIONS[s]!r} "
+                                 f"ends at {off + length})")
+            next_off = (off + length + _ALIGN - 1) // _ALIGN * _ALIGN
+            if s + 1 < nsec and next_off > off + length:  # alignment padding: zeros
+                pad = min(next_off, size) - (off + length)
+                if pad > 0 and section(off + length, (pad,), np.uint8, False).any():
+                    raise ValueError(f"{op}: {name} is corrupt (non-zero padding after section "
+                                     f"{_SECTIONS[s]!r})")
+            expect_off = next_off
+            # the trees and their sizes are read (small); keys, ids and permutations may be mapped
+            mapped = mmap and s in (1, 2, 3, 4, 7)
+            a = np.empty(shape, dtype=dt) if length == 0 else section(off, shape, dt, mapped)
+            if s not in (1, 3) or verify or not mmap:
+                check_crc(s, a)
+            arrays.append(a)
+        end = sec[2 * nsec - 2] + sec[2 * nsec - 1]
+        if size > end:
+            raise ValueError(f"{op}: {name} has {size - end} unexpected trailing bytes")
         from . import _C
 
-        _C.kdtree_validate(capsule(arrays[0]), int(n), 8 * int(nbytes))
+        nbits = 8 * int(nbytes)
+        _C.kdtree_validate(capsule(arrays[0]), int(n), nbits)
+        for ids in (arrays[2], arrays[4]):
+            if ids.size and int(ids.min()) < 0:
+                raise ValueError(f"{op}: {name} is corrupt (negative ids)")
+        forest_nodes, forest_perms = [], []
+        if version >= 2 and ntrees > 1:
+            bounds = np.concatenate([[0], np.cumsum(arrays[5])])
+            for t in range(ntrees - 1):
+                nodes_t = np.ascontiguousarray(arrays[6][bounds[t]:bounds[t + 1]])
+                perm_t = arrays[7][t]
+                _C.kdtree_validate(capsule(nodes_t), int(n), nbits)
+                _C.kdtree_validate_perm(capsule(perm_t), int(n))
+                forest_nodes.append(nodes_t)
+                forest_perms.append(perm_t)
         self = cls.__new__(cls)
         self._leaf_size = int(leaf_size)
         self._auto_ids = bool(flags & 1)
         self._nbytes = int(nbytes)
-        self._nodes, self._codes, self._ids, self._buf_codes, self._buf_ids = arrays
+        self._ntrees = int(ntrees)
+        self._split_choices = int(choices)
+        self._seed = int(seed)
+        self._nodes, self._codes, self._ids, self._buf_codes, self._buf_ids = arrays[:5]
+        self._forest_nodes, self._forest_perms = forest_nodes, forest_perms
         return self

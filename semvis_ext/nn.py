@@ -6,12 +6,12 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .ops.aploss import ap_loss
-from .ops.rmac import region_pool
+from .ops.quantized_ap import ap_loss
+from .ops.region_pool import region_pool
 from .ops.weldon import weldon_pool
 
 __all__ = ["WeldonPool2d", "MAC", "GeM", "RMAC", "l2n", "multiscale_embedding", "QuantizedAPLoss",
-           "HardestTripletLoss"]
+           "HardestTripletLoss", "RegionAttention"]
 
 
 class WeldonPool2d(nn.Module):
@@ -250,3 +250,39 @@ def multiscale_embedding(net: Callable[[Tensor], Tensor], images: Tensor,
         acc = v if acc is None else acc + v
     v = (acc / len(scales)).pow(1.0 / p)
     return l2n(v)
+
+
+class RegionAttention(nn.Module):
+    """See :func:`semvis_ext.region_attention`. Holds the attention filter W of SMILE (Eq. 3.6).
+
+    ``forward(G, lengths=None)``: Tensor[B, R, d] region features -> Tensor[B, d].
+
+    Args:
+        dim (int): d, the feature size.
+        mode (str): ``"softmax"`` (SMILE: W is d x d, logits ``L = G W^T``), ``"1-att"`` (W is 1 x d:
+            one logit per region), ``"no-softmax"`` (d x d, weights ``a = L`` unnormalised),
+            ``"no-conv"`` and ``"mean"`` (no parameter).
+        bias (bool): a bias on the logits (the 1x1 conv's). Default True.
+    """
+
+    def __init__(self, dim: int, mode: str = "softmax", bias: bool = True):
+        super().__init__()
+        from .ops.region_attention import MODES
+
+        if mode not in MODES:
+            raise ValueError(f"RegionAttention: mode must be one of {sorted(MODES)}, got {mode!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"RegionAttention: dim must be an int >= 1, got {dim!r}")
+        self.dim = dim
+        self.mode = mode
+        out = {"softmax": dim, "no-softmax": dim, "1-att": 1}.get(mode)
+        self.W = nn.Linear(dim, out, bias=bias) if out else None
+
+    def forward(self, G: Tensor, lengths=None) -> Tensor:
+        from .ops.region_attention import region_attention
+
+        logits = self.W(G) if self.W is not None else None
+        return region_attention(G, logits, lengths, mode=self.mode)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, mode={self.mode!r}"

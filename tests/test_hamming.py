@@ -1,4 +1,4 @@
-"""Hamming distances and top-k (semvis_ext.hamming) against np.unpackbits references."""
+"""Hamming distances and top-k (semvis_ext.ops.hamming) against np.unpackbits references."""
 import numpy as np
 import pytest
 
@@ -163,3 +163,53 @@ def test_torch_cpu_tensors():
         hamming_topk(torch.from_numpy(q), codes, 1)
     with pytest.raises(TypeError, match="uint8"):
         hamming_topk(torch.from_numpy(q).to(torch.int16), torch.from_numpy(codes), 1)
+
+
+def test_meta_and_other_devices_are_refused():
+    import torch
+
+    meta = torch.empty(3, 8, dtype=torch.uint8, device="meta")
+    with pytest.raises(ValueError, match="hamming_distances: a and b must be cpu or cuda tensors.*meta"):
+        semvis_ext.hamming_distances(meta, meta)
+    with pytest.raises(ValueError, match="hamming_topk: .*must be cpu or cuda tensors.*meta"):
+        semvis_ext.hamming_topk(meta, meta, 1)
+
+
+# ----------------------------------------------------------------------------- filtered scan (issue 16)
+# Past the first k codes the CPU top-k runs a filtered scan of blocks of 4 queries (distances in
+# registers, only pairs closer than the query's current k-th come back), in chunks of codes
+# across tiles: check it against the reference where the filter matters.
+
+@pytest.mark.parametrize("nbytes", [8, 16, 24, 32, 64])
+@pytest.mark.parametrize("nq", [1, 3, 4, 5, 17])
+def test_filtered_scan_uniform_codes_many_tiles(impl, nbytes, nq):
+    rng = np.random.default_rng(nbytes * 100 + nq)
+    n = 3 * (256 << 10) // nbytes + 77  # several tiles and chunks, a ragged last one
+    codes = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
+    q = rng.integers(0, 256, (nq, nbytes), dtype=np.uint8)
+    q[0] = codes[n - 1]  # an exact match in the last tile
+    D, I = hamming_topk(q, codes, 5)
+    d = reference.hamming_distances(q, codes)
+    order = np.lexsort((np.broadcast_to(np.arange(n), d.shape), d), axis=1)[:, :5]
+    np.testing.assert_array_equal(I, order)
+    np.testing.assert_array_equal(D, np.take_along_axis(d, order, 1))
+    assert I[0, 0] == n - 1 and D[0, 0] == 0
+
+
+def test_filtered_scan_ties_across_chunks(impl):
+    # every code at the same distance but a few: the k-th distance is tied by thousands of codes
+    # spread over every chunk; the earliest indices must win, whatever chunk they fall in
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 256, (1, 32), dtype=np.uint8)
+    codes = np.repeat(base, 30000, 0)
+    codes[[5, 12000, 29999], 0] ^= 0xFF  # three codes farther away
+    near = [7000, 20000]
+    codes[near, 1] ^= 0x01  # ... and two closer to the query below
+    q = base.copy()
+    q[0, 1] ^= 0x01
+    D, I = hamming_topk(np.repeat(q, 6, 0), codes, 12)
+    Dr, Ir = reference.hamming_topk(q, codes, 12)
+    for r in range(6):
+        np.testing.assert_array_equal(I[r], Ir[0])
+        np.testing.assert_array_equal(D[r], Dr[0])
+    assert list(I[0, :2]) == near and list(I[0, 2:]) == [i for i in range(11) if i != 5]

@@ -101,7 +101,7 @@ def test_exact_mode_equals_brute_force(order):
         np.testing.assert_array_equal(D, Db)
         np.testing.assert_array_equal(I, Ib)
     # custom ids: the payload comes back, ties by the lowest id
-    ids = np.random.default_rng(0).permutation(3000).astype(np.int64) * 7 - 100
+    ids = np.random.default_rng(0).permutation(3000).astype(np.int64) * 7 + 5
     tree = BinaryKDTree(codes, ids=ids)
     D, I = tree.search(q, k=10, backtracks=None, order=order)
     Dr, Ir = reference.hamming_topk(q, codes, 10, ids=ids)
@@ -207,74 +207,129 @@ def _saved(tmp_path):
     return tree, path, path.read_bytes()
 
 
+# format version 2: 256-byte header, 8 sections (offset, length) at byte 72, their crc32 at 200,
+# the header's crc32 at 252
+H2, SEC2, CRC2 = 256, 72, 200
+
+
+def sections(blob):
+    import struct
+
+    v = struct.unpack_from("<QQQQQQQQQQQQQQQQ", blob, SEC2)
+    return [(v[2 * i], v[2 * i + 1]) for i in range(8)]
+
+
+def forge(blob, edit):
+    """blob after edit(bytearray), with the header checksum recomputed."""
+    import struct
+    import zlib
+
+    data = bytearray(blob)
+    edit(data)
+    data[H2 - 4:H2] = struct.pack("<I", zlib.crc32(bytes(data[:H2 - 4])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def put_section(data, s, arr):
+    """Writes arr over section s and fixes that section's checksum (a crafted, consistent file)."""
+    import struct
+    import zlib
+
+    off, length = sections(bytes(data))[s]
+    raw = np.ascontiguousarray(arr).tobytes()
+    assert len(raw) == length
+    data[off:off + length] = raw
+    data[CRC2 + 4 * s:CRC2 + 4 * s + 4] = struct.pack("<I", zlib.crc32(raw) & 0xFFFFFFFF)
+
+
 def test_corrupt_truncated_and_foreign_files(tmp_path):
     tree, path, blob = _saved(tmp_path)
     q = structured(10, seed=21)
     bad = tmp_path / "bad"
     rng = np.random.default_rng(0)
-    cases = [blob[:n] for n in (0, 7, 8, 100, 191, 192, 500, len(blob) - 1)]
+    cases = [blob[:n] for n in (0, 7, 8, 100, 191, 192, 255, 256, 500, len(blob) - 1)]
     cases += [blob + b"\0", b"PNG\x89" + bytes(300), bytes(rng.integers(0, 256, 5000, dtype=np.uint8))]
     for data in cases:
         bad.write_bytes(data)
         with pytest.raises(ValueError, match="BinaryKDTree.load"):
             BinaryKDTree.load(bad)
-    # every single-byte flip of the header and of the tree is detected; flips in the keys are
-    # detected with verify=True and harmless (no crash) without it
-    nodes_end = 192 + tree.nodes.nbytes
-    positions = list(range(0, 192)) + list(rng.integers(192, nodes_end, 200)) + \
-        list(rng.integers(nodes_end, len(blob), 200))
+    # every single-byte flip of the header, the tree and the ids is detected by default; flips in
+    # the keys too (verify=True, the default), and are harmless (no crash) with verify=False
+    sec = sections(blob)
+    keys = [(sec[s][0], sec[s][0] + sec[s][1]) for s in (1, 3)]  # codes and buffer codes
+    positions = list(range(0, H2)) + list(rng.integers(H2, len(blob), 400))
     for pos in positions:
         data = bytearray(blob)
         data[pos] ^= 1 << int(rng.integers(0, 8))
         bad.write_bytes(bytes(data))
-        if pos < nodes_end:
-            with pytest.raises(ValueError, match="BinaryKDTree.load"):
-                BinaryKDTree.load(bad)
-        else:
-            with pytest.raises(ValueError, match="checksum"):
-                BinaryKDTree.load(bad, verify=True)
-            t = BinaryKDTree.load(bad)
+        with pytest.raises(ValueError, match="BinaryKDTree.load"):
+            BinaryKDTree.load(bad)
+        if any(lo <= pos < hi for lo, hi in keys):
+            t = BinaryKDTree.load(bad, verify=False)
             t.search(q, 3, backtracks=None)
+        else:
+            with pytest.raises(ValueError, match="BinaryKDTree.load"):
+                BinaryKDTree.load(bad, verify=False)
 
 
 def test_wrong_version_and_forged_tree_rejected(tmp_path):
     import struct
-    import zlib
 
     tree, path, blob = _saved(tmp_path)
-
-    def forge(edit):
-        data = bytearray(blob)
-        edit(data)
-        data[188:192] = struct.pack("<I", zlib.crc32(bytes(data[:188])) & 0xFFFFFFFF)
-        return bytes(data)
-
     bad = tmp_path / "bad"
-    bad.write_bytes(forge(lambda d: d.__setitem__(slice(8, 12), struct.pack("<I", 2))))
-    with pytest.raises(ValueError, match="version 2"):
+    bad.write_bytes(forge(blob, lambda d: d.__setitem__(slice(8, 12), struct.pack("<I", 3))))
+    with pytest.raises(ValueError, match="version 3"):
         BinaryKDTree.load(bad)
-    # a tree whose child points back to the root, with a valid checksum: rejected by validation
+    # a tree whose child points back to the root, with valid checksums: rejected by validation
     nodes = tree.nodes.copy()
     nodes[0, 1] = 0
-    crc = zlib.crc32(nodes.tobytes()) & 0xFFFFFFFF
-
-    def cyc(d):
-        d[192:192 + nodes.nbytes] = nodes.tobytes()
-        d[_crc_off():_crc_off() + 4] = struct.pack("<I", crc)
-
-    bad.write_bytes(forge(cyc))
+    bad.write_bytes(forge(blob, lambda d: put_section(d, 0, nodes)))
     with pytest.raises(ValueError, match="corrupt tree"):
         BinaryKDTree.load(bad)
+    # a negative id (-1 is the padding of results), with valid checksums: rejected
+    ids = tree.ids.copy()
+    ids[3] = -1
+    for verify in (True, False):
+        bad.write_bytes(forge(blob, lambda d: put_section(d, 2, ids)))
+        with pytest.raises(ValueError, match="negative ids"):
+            BinaryKDTree.load(bad, verify=verify)
 
 
-def _crc_off():
-    return struct_size() + 80
+def test_negative_ids_refused():
+    codes = structured(50, seed=3)
+    with pytest.raises(ValueError, match="ids must be >= 0"):
+        BinaryKDTree(codes, ids=np.arange(50, dtype=np.int64) - 1)
+    tree = BinaryKDTree(codes, ids=np.arange(50, dtype=np.int64))
+    with pytest.raises(ValueError, match="ids must be >= 0"):
+        tree.add(structured(2, seed=4), ids=np.array([7, -5], dtype=np.int64))
+    assert len(tree) == 50
 
 
-def struct_size():
-    import struct
+def test_version_1_file_still_loads():
+    # tests/fixtures/kdtree_v1.svkd was written by the version-1 writer (semvis before forests) from
+    # these codes and ids, leaf_size 20, plus 5 buffered keys
+    import os
 
-    return struct.calcsize("<8sIIIIqqqq")
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    ids = np.arange(1000, 1300, dtype=np.int64)[::-1].copy()
+    buf = rng.integers(0, 256, (5, 32), dtype=np.uint8)
+    q = rng.integers(0, 256, (10, 32), dtype=np.uint8)
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "kdtree_v1.svkd")
+    assert open(path, "rb").read(12)[8:12] == b"\x01\0\0\0"
+    old = BinaryKDTree.load(path)
+    fresh = BinaryKDTree(codes, ids=ids, leaf_size=20)
+    fresh.add(buf, ids=np.arange(5000, 5005, dtype=np.int64))
+    assert old.trees == 1 and old.leaf_size == 20 and len(old) == 305
+    np.testing.assert_array_equal(old.nodes, fresh.nodes)
+    for b in (1, 5, None):
+        for order in ("fifo", "best_bin"):
+            for x, y in zip(old.search(q, 3, b, order), fresh.search(q, 3, b, order)):
+                np.testing.assert_array_equal(x, y)
+    # the values the version-1 code returned when it wrote the fixture (T = 1 is unchanged)
+    D, I = old.search(q, 3, 5)
+    assert D[0].tolist() == [109, 110, 111] and I[0].tolist() == [1095, 1282, 1219]
+    assert I[9].tolist() == [1295, 1020, 1037]
 
 
 def test_progress_and_copy_false():
@@ -356,3 +411,369 @@ def test_progress_bar_and_no_torch_needed(capsys):
             "t.search(np.zeros((1, 32), np.uint8)); s.hamming_topk(np.zeros((1, 32), np.uint8), "
             "np.zeros((3, 32), np.uint8), 1); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------- forests (issue 22)
+def forest_search_ref(tree, q, k, backtracks, order):
+    """Transcription of the forest search: one shared queue over the T trees, a budget of
+    `backtracks` leaves in all, every key scored once. Returns (D, I, counts)."""
+    import heapq
+    from collections import deque
+
+    trees = [tree.tree(t) for t in range(tree.trees)]
+    codes, ids = tree.codes, tree.ids
+    qbits = np.unpackbits(q, axis=1)
+    D = np.full((len(q), k), -1, np.int32)
+    I = np.full((len(q), k), -1, np.int64)
+    counts = np.zeros(len(q), np.int64)
+    for i in range(len(q)):
+        seen, order_seen = set(), []
+        leaves = 0
+
+        def visit(t, node):
+            N, perm = trees[t]
+            b, e = N[node, 3], N[node, 4]
+            for pos in (range(b, e) if perm is None else perm[b:e]):
+                if int(pos) not in seen:
+                    seen.add(int(pos))
+                    order_seen.append(int(pos))
+
+        if order == "fifo":
+            queue = deque((t, 0) for t in range(tree.trees))
+            while leaves < backtracks and queue:
+                t, node = queue.popleft()
+                N = trees[t][0]
+                while N[node, 0] >= 0:
+                    dim, left, right = N[node, :3]
+                    if qbits[i, dim]:
+                        queue.append((t, right))
+                        node = left
+                    else:
+                        queue.append((t, left))
+                        node = right
+                visit(t, node)
+                leaves += 1
+        else:
+            heap = [(0, 0, t, t, 0) for t in range(tree.trees)]
+            seq = tree.trees
+            while leaves < backtracks and heap:
+                miss, negd, _, t, node = heapq.heappop(heap)
+                N = trees[t][0]
+                depth = -negd
+                while N[node, 0] >= 0:
+                    dim, left, right = N[node, :3]
+                    depth += 1
+                    other, node = (right, left) if qbits[i, dim] else (left, right)
+                    heapq.heappush(heap, (miss + 1, -depth, seq, t, other))
+                    seq += 1
+                visit(t, node)
+                leaves += 1
+        pos = np.array(order_seen, np.int64)
+        d = np.unpackbits(codes[pos] ^ q[i], axis=1).sum(1)
+        best = sorted(zip(d.tolist(), ids[pos].tolist()))[:k]
+        for j, (dd, ii) in enumerate(best):
+            D[i, j], I[i, j] = dd, ii
+        counts[i] = len(pos)
+    return D, I, counts
+
+
+def check_forest_tree(tree, t, original):
+    N, perm = tree.tree(t)
+    codes = tree.codes
+    n = len(codes)
+    assert perm.dtype == np.int32 and sorted(perm.tolist()) == list(range(n))
+    bits = np.unpackbits(codes, axis=1)
+    covered = np.zeros(n, np.int64)
+    for dim, left, right, b, e in N:
+        rows = perm[b:e]
+        if dim < 0:
+            covered[rows] += 1
+            if e - b >= tree.leaf_size:
+                assert (codes[rows] == codes[rows[0]]).all()
+            continue
+        assert (bits[perm[N[left, 3]:N[left, 4]], dim] == 1).all()
+        assert (bits[perm[N[right, 3]:N[right, 4]], dim] == 0).all()
+        assert N[left, 3] == b and N[right, 4] == e and N[left, 4] == N[right, 3]
+        assert N[left, 4] > b and N[right, 3] < e
+    assert (covered == 1).all()
+    if original is not None:
+        np.testing.assert_array_equal(codes, original[tree.ids])
+
+
+def test_forest_trees_valid_deterministic_and_tree0_is_algorithm_1():
+    codes = structured(2500, seed=30)
+    f = BinaryKDTree(codes, leaf_size=25, trees=4, seed=9)
+    single = BinaryKDTree(codes, leaf_size=25)
+    assert f.trees == 4 and f.stats()["trees"] == 4
+    np.testing.assert_array_equal(f.nodes, single.nodes)
+    np.testing.assert_array_equal(f.codes, single.codes)
+    assert f.tree(0)[1] is None
+    for t in range(1, 4):
+        check_forest_tree(f, t, codes)
+    again = BinaryKDTree(codes, leaf_size=25, trees=4, seed=9)
+    other = BinaryKDTree(codes, leaf_size=25, trees=4, seed=10)
+    for t in range(1, 4):
+        np.testing.assert_array_equal(again.tree(t)[0], f.tree(t)[0])
+        np.testing.assert_array_equal(again.tree(t)[1], f.tree(t)[1])
+    assert any(not np.array_equal(other.tree(t)[0], f.tree(t)[0]) for t in range(1, 4))
+    assert not np.array_equal(f.tree(1)[0], f.tree(2)[0])  # the trees differ from each other
+    # split_choices=1 always takes the most balanced non-constant bit: tree t then equals tree 0's shape
+    one = BinaryKDTree(codes, leaf_size=25, trees=2, split_choices=1)
+    np.testing.assert_array_equal(one.tree(1)[0][:, [0, 3, 4]], one.nodes[:, [0, 3, 4]])
+    with pytest.raises(ValueError, match="t must be < trees"):
+        f.tree(4)
+    mem = codes.nbytes + 8 * 2500 + sum(f.tree(t)[0].nbytes for t in range(4)) + 3 * 4 * 2500
+    assert f.memory_bytes() == mem
+
+
+@pytest.mark.parametrize("order", ["fifo", "best_bin"])
+@pytest.mark.parametrize("trees,backtracks,k", [(2, 1, 1), (2, 7, 5), (3, 3, 2), (4, 12, 10), (5, 40, 3)])
+def test_forest_search_is_the_shared_queue_search(order, trees, backtracks, k):
+    codes = structured(1800, seed=31)
+    q = structured(25, seed=32, flip=0.12)
+    f = BinaryKDTree(codes, ids=np.arange(1800, dtype=np.int64)[::-1] * 2, leaf_size=20, trees=trees, seed=3)
+    D, I, cnt = f.search(q, k, backtracks, order, return_counts=True)
+    Dr, Ir, cr = forest_search_ref(f, q, k, backtracks, order)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(cnt, cr)
+    for row in I:  # each key at most once in a result
+        got = row[row >= 0]
+        assert len(set(got.tolist())) == len(got)
+
+
+def test_forest_with_one_tree_is_the_tree():
+    codes = structured(3000, seed=33)
+    q = structured(40, seed=34, flip=0.1)
+    a, b = BinaryKDTree(codes), BinaryKDTree(codes, trees=1, seed=123, split_choices=3)
+    for order in ("fifo", "best_bin"):
+        for bt in (1, 9, None):
+            for x, y in zip(a.search(q, 4, bt, order, return_counts=True),
+                            b.search(q, 4, bt, order, return_counts=True)):
+                np.testing.assert_array_equal(x, y)
+            D, I = a.search(q, 4, bt, order)
+            for r in range(0, 40, 7):
+                Dr, Ir, _ = reference.kdtree_search(a.nodes, a.codes, a.ids, q[r], 4, bt, order)
+                np.testing.assert_array_equal(I[r], Ir)
+                np.testing.assert_array_equal(D[r], Dr)
+
+
+@pytest.mark.parametrize("order", ["fifo", "best_bin"])
+@pytest.mark.parametrize("trees", [2, 4])
+def test_forest_exact_mode_equals_brute_force(order, trees):
+    codes = structured(3000, seed=35)
+    q = structured(40, seed=36, flip=0.15)
+    f = BinaryKDTree(codes, ids=np.arange(3000, dtype=np.int64) * 5 + 1, trees=trees)
+    f.add(structured(30, seed=37), ids=np.arange(30, dtype=np.int64) + 10 ** 9)
+    allc = np.concatenate([codes, structured(30, seed=37)])
+    allids = np.concatenate([np.arange(3000, dtype=np.int64) * 5 + 1, np.arange(30, dtype=np.int64) + 10 ** 9])
+    for k in (1, 10):
+        D, I, cnt = f.search(q, k, None, order, return_counts=True)
+        Dr, Ir = reference.hamming_topk(q, allc, k, ids=allids)
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)
+        assert (cnt == 3030).all()
+
+
+def test_forest_beats_single_tree_at_equal_leaves():
+    rng = np.random.default_rng(38)
+    codes = structured(20000, seed=38, protos=400, flip=0.1)
+    bits = np.unpackbits(codes[rng.integers(0, 20000, 300)], axis=1)
+    bits ^= (rng.random(bits.shape) < 0.04).astype(np.uint8)
+    q = np.packbits(bits, axis=1)
+    exact = hamming_topk(q, codes, 1)[0][:, 0]
+    one = BinaryKDTree(codes, leaf_size=50)
+    four = BinaryKDTree(codes, leaf_size=50, trees=4)
+    r1 = (one.search(q, 1, 8)[0][:, 0] == exact).mean()
+    r4 = (four.search(q, 1, 8)[0][:, 0] == exact).mean()
+    assert r4 > r1 + 0.03, (r1, r4)
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_forest_save_load_and_bytes_round_trip(tmp_path, mmap):
+    codes = structured(2000, seed=39)
+    q = structured(30, seed=40, flip=0.1)
+    f = BinaryKDTree(codes, ids=np.arange(2000, dtype=np.int64) * 3, leaf_size=30, trees=3, seed=5,
+                     split_choices=4)
+    f.add(structured(7, seed=41), ids=np.arange(7, dtype=np.int64) + 10 ** 10)
+    path = tmp_path / "forest.svkd"
+    f.save(path)
+    blob = f.to_bytes()
+    assert blob == path.read_bytes()
+    for back in (BinaryKDTree.load(path, mmap=mmap), BinaryKDTree.from_bytes(blob),
+                 BinaryKDTree.from_bytes(bytearray(blob), verify=False)):
+        assert back.trees == 3 and back.stats() == f.stats() and len(back) == len(f)
+        for t in range(1, 3):
+            np.testing.assert_array_equal(back.tree(t)[0], f.tree(t)[0])
+            np.testing.assert_array_equal(back.tree(t)[1], f.tree(t)[1])
+        for order in ("fifo", "best_bin"):
+            for b in (2, 11, None):
+                for x, y in zip(f.search(q, 3, b, order, return_counts=True),
+                                back.search(q, 3, b, order, return_counts=True)):
+                    np.testing.assert_array_equal(x, y)
+        back.add(structured(2, seed=42), ids=np.array([5, 6], dtype=np.int64))
+        back.rebuild()
+        assert back.trees == 3 and len(back) == 2009
+        check_forest_tree(back, 2, None)
+    with pytest.raises(TypeError, match="bytes-like"):
+        BinaryKDTree.from_bytes(12)
+
+
+def test_forest_forged_permutation_and_nodes_rejected(tmp_path):
+    f = BinaryKDTree(structured(400, seed=43), leaf_size=20, trees=3)
+    blob = f.to_bytes()
+    perms = np.stack([f.tree(1)[1], f.tree(2)[1]]).copy()
+    perms[1, 5] = perms[1, 6]  # not a permutation any more
+    with pytest.raises(ValueError, match="corrupt forest"):
+        BinaryKDTree.from_bytes(forge(blob, lambda d: put_section(d, 7, perms)))
+    perms = np.stack([f.tree(1)[1], f.tree(2)[1]]).copy()
+    perms[0, 0] = 400  # out of range
+    with pytest.raises(ValueError, match="corrupt forest"):
+        BinaryKDTree.from_bytes(forge(blob, lambda d: put_section(d, 7, perms)))
+    nodes = np.concatenate([f.tree(1)[0], f.tree(2)[0]]).copy()
+    nodes[0, 0] = 999  # splits on a bit that does not exist
+    with pytest.raises(ValueError, match="corrupt tree"):
+        BinaryKDTree.from_bytes(forge(blob, lambda d: put_section(d, 6, nodes)))
+    sizes = np.array([f.tree(1)[0].shape[0] + 1, f.tree(2)[0].shape[0] - 1], np.int64)
+    with pytest.raises(ValueError, match="corrupt tree"):
+        BinaryKDTree.from_bytes(forge(blob, lambda d: put_section(d, 5, sizes)))
+
+
+def test_forest_bad_arguments():
+    codes = structured(100, seed=44)
+    with pytest.raises(ValueError, match="trees must be >= 1"):
+        BinaryKDTree(codes, trees=0)
+    with pytest.raises(TypeError, match="trees must be an int"):
+        BinaryKDTree(codes, trees=2.0)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        BinaryKDTree(codes, trees=2, seed=-1)
+    with pytest.raises(ValueError, match="seed must be < 2"):
+        BinaryKDTree(codes, trees=2, seed=1 << 64)
+    with pytest.raises(ValueError, match="split_choices must be >= 1"):
+        BinaryKDTree(codes, trees=2, split_choices=0)
+    # degenerate inputs: empty, one key, identical keys
+    for c in (np.zeros((0, 32), np.uint8), codes[:1].copy(), np.repeat(codes[:1], 300, axis=0)):
+        f = BinaryKDTree(c, leaf_size=10, trees=3)
+        D, I = f.search(codes[:4].copy(), 2, 5)
+        if len(c) == 0:
+            assert (I == -1).all() and (D == -1).all()
+            continue
+        kk = min(2, len(c))
+        Dr, Ir = hamming_topk(codes[:4].copy(), c, kk)
+        np.testing.assert_array_equal(D[:, :kk], Dr)
+        np.testing.assert_array_equal(I[:, :kk], Ir)
+
+
+_FUZZ = r'''
+import struct, sys, tempfile, os, zlib
+import numpy as np
+from semvis_ext import BinaryKDTree
+
+H, SEC, CRC = 256, 72, 200
+rng = np.random.default_rng(int(sys.argv[1]))
+codes = rng.integers(0, 256, (150, 32), dtype=np.uint8)
+codes[100:130] = codes[0]  # some identical keys
+tree = BinaryKDTree(codes, ids=rng.permutation(150).astype(np.int64) * 3, leaf_size=8, trees=2)
+tree.add(rng.integers(0, 256, (3, 32), dtype=np.uint8), ids=np.array([7, 8, 9], np.int64) + 10 ** 6)
+blob = tree.to_bytes()
+q = rng.integers(0, 256, (4, 32), dtype=np.uint8)
+secs = struct.unpack_from("<16Q", blob, SEC)
+valid_ids = set(tree.ids.tolist()) | {10 ** 6 + 7, 10 ** 6 + 8, 10 ** 6 + 9, -1}
+
+
+def fix_header(d):
+    d[H - 4:H] = struct.pack("<I", zlib.crc32(bytes(d[:H - 4])) & 0xFFFFFFFF)
+
+
+def fix_section(d, s):
+    off, n = secs[2 * s], secs[2 * s + 1]
+    d[CRC + 4 * s:CRC + 4 * s + 4] = struct.pack("<I", zlib.crc32(bytes(d[off:off + n])) & 0xFFFFFFFF)
+
+
+cases = []
+bounds = {0, 8, 12, H - 4, H, len(blob)} | {secs[2 * i] for i in range(8)} | {secs[2 * i] + secs[2 * i + 1] for i in range(8)}
+for b in sorted(bounds):
+    for delta in (-1, 0, 1):
+        if 0 <= b + delta < len(blob):
+            cases.append(("truncate", blob[:b + delta]))
+for _ in range(150):
+    d = bytearray(blob)
+    for _ in range(int(rng.integers(1, 4))):
+        d[int(rng.integers(0, len(d)))] ^= 1 << int(rng.integers(0, 8))
+    cases.append(("flip", bytes(d)))
+fields = {"version": (8, "I"), "hsize": (12, "I"), "nbytes": (16, "I"), "flags": (20, "I"), "n": (24, "q"),
+          "nodes": (32, "q"), "nbuf": (40, "q"), "leaf_size": (48, "q"), "trees": (56, "I"),
+          "choices": (60, "I"), "seed": (64, "Q")}
+for i in range(16):
+    fields[f"sec{i}"] = (SEC + 8 * i, "Q")
+special = [0, 1, 2, 7, 8, 31, 32, 255, 256, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 62, 2 ** 63 - 1]
+for _ in range(150):
+    name = list(fields)[int(rng.integers(0, len(fields)))]
+    off, fmt = fields[name]
+    old = struct.unpack_from("<" + fmt, blob, off)[0]
+    choice = [old - 1, old + 1, old * 2, old + 64, old - 64] + special
+    v = int(choice[int(rng.integers(0, len(choice)))])
+    lo, hi = {"I": (0, 2 ** 32 - 1), "q": (-2 ** 63, 2 ** 63 - 1), "Q": (0, 2 ** 64 - 1)}[fmt]
+    v = min(max(v, lo), hi)
+    d = bytearray(blob)
+    struct.pack_into("<" + fmt, d, off, v)
+    fix_header(d)
+    cases.append(("header " + name, bytes(d)))
+for _ in range(120):  # consistent checksums, corrupt content: only validation can catch it
+    s = int(rng.choice([0, 2, 4, 5, 6, 7]))
+    off, n = secs[2 * s], secs[2 * s + 1]
+    if n == 0:
+        continue
+    d = bytearray(blob)
+    itemsize = 4 if s == 7 else 8
+    k = int(rng.integers(0, n // itemsize)) * itemsize
+    v = int(rng.choice([-1, 0, 1, 2, 5, 149, 150, 151, 255, 256, 2 ** 31 - 1, -2 ** 31, int(rng.integers(0, 300))]))
+    if itemsize == 4:
+        struct.pack_into("<i", d, off + k, v)
+    else:
+        struct.pack_into("<q", d, off + k, v)
+    fix_section(d, s)
+    fix_header(d)
+    cases.append(("content %d" % s, bytes(d)))
+
+stats = {"refused": 0, "loaded": 0}
+tmp = tempfile.mkdtemp()
+for i, (kind, data) in enumerate(cases):
+    for via in ("bytes", "file") if i % 4 == 0 else ("bytes",):
+        try:
+            if via == "bytes":
+                t = BinaryKDTree.from_bytes(data, verify=bool(i % 2))
+            else:
+                p = os.path.join(tmp, "f.svkd")
+                with open(p, "wb") as f:
+                    f.write(data)
+                t = BinaryKDTree.load(p, mmap=bool(i % 3), verify=bool(i % 2))
+        except ValueError as e:
+            assert "BinaryKDTree" in str(e), (kind, str(e))
+            stats["refused"] += 1
+            continue
+        stats["loaded"] += 1
+        for b in (1, 5, None):
+            for order in ("fifo", "best_bin"):
+                D, I = t.search(q, 3, b, order)
+                if not kind.startswith("content"):  # crafted content may carry other valid ids
+                    assert set(I.ravel().tolist()) <= valid_ids, (kind, I)
+                assert (I >= -1).all() and ((I == -1) == (D == -1)).all(), (kind, D, I)
+                assert ((D >= -1) & (D <= 256)).all()
+print("fuzz ok", len(cases), stats)
+'''
+
+
+def test_file_fuzzer_in_subprocess(tmp_path):
+    """Hundreds of truncated, bit-flipped and crafted (checksums recomputed) .svkd files: each is
+    refused with a ValueError or loads into an index whose searches return valid ids; run in a
+    subprocess so that a crash fails the test instead of killing pytest."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fuzz_svkd.py"
+    script.write_text(_FUZZ)
+    for seed in (0, 1):
+        r = subprocess.run([sys.executable, str(script), str(seed)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"fuzzer seed {seed} exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+        assert "fuzz ok" in r.stdout

@@ -62,15 +62,34 @@ def test_bad_batches():
 
 
 def test_training_example_improves_map():
-    from semvis.train.ap_example import train
+    from semvis.train.listwise import train
 
     hist = train(steps=20, eval_every=20, log=lambda *_: None)
     (_, _, m0), (_, _, m1) = hist[0], hist[-1]
     assert m1 > m0 + 0.08, hist
 
 
+def test_listwise_trainer_resume_and_old_import_path(tmp_path):
+    from semvis.train import ListwiseConfig, ListwiseTrainer, Trainer
+    from semvis.train import ap_example
+
+    assert ap_example.train is __import__("semvis.train.listwise", fromlist=["train"]).train
+    cfg = ListwiseConfig(steps=4, eval_every=2, per_class=3, num_classes=4, test_per_class=3, progress=False,
+                         out_dir=str(tmp_path), checkpoint_every=2)
+    a = ListwiseTrainer(cfg)
+    assert isinstance(a, Trainer)
+    a.fit()
+    b = ListwiseTrainer(cfg.replace(out_dir=str(tmp_path / "b")))
+    b.fit(until=2)
+    c = ListwiseTrainer.resume(str(tmp_path / "b" / "checkpoint.pt"))
+    c.fit()
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in c.history]
+    assert [h["step"] for h in c.history if "test_map" in h] == [2, 4]
+
+
 def test_multistage_backward_equals_full_batch_backward():
-    from semvis.train.ap_example import SmallMACNet, SyntheticPatterns
+    from semvis.data.synthetic_patterns import SyntheticPatterns
+    from semvis.models.small import SmallMACNet
     from semvis.train.listwise import multistage_backward
 
     torch.manual_seed(0)

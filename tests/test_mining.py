@@ -246,3 +246,131 @@ def test_relevance_dense_and_sparse():
     assert torch.equal(se.relevance(t.to_sparse_coo(), 8), sidx)
     with pytest.raises(ValueError, match="k=60 exceeds"):
         se.relevance(t, 60)
+
+
+# ---- topk_similar scores are differentiable (issue 15.5) -------------------------------------
+
+def _separated(n, m, d, seed=0):
+    """q, db whose similarities are pairwise >= 0.05 apart in every row: a small perturbation
+    (gradcheck's eps) never changes the selection."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        q, db = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(m, d, generator=g, dtype=torch.float64)
+        S = (q @ db.t()).sort(1).values
+        if (S[:, 1:] - S[:, :-1]).min() > 0.05:
+            return q, db
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_topk_scores_gradcheck(largest):
+    q, db = _separated(4, 9, 3)
+    q.requires_grad_()
+    db.requires_grad_()
+    excl = [[0], [], [1, 2, 3, 4, 5, 6, 7], []]  # row 2 has 2 admissible columns: k=3 pads one slot
+    fn = lambda a, b: se.topk_similar(a.float(), b.float(), 3, excl, largest, tile=(3, 4))[0].double()
+    # float32 scores: finite differences of step 1e-3 carry ~1e-4 rounding
+    torch.autograd.gradcheck(lambda a, b: fn(a, b).clamp(-50, 50), (q, db), eps=1e-3, atol=2e-3, rtol=1e-3)
+    s, i = se.topk_similar(q.float(), db.float(), 3, excl, largest, tile=(3, 4))
+    assert i[2, 2] == -1 and s.requires_grad and not i.requires_grad
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_topk_scores_grad_matches_gathered_products(device, dtype):
+    q = ints(13, 6, dtype=dtype, device=device).requires_grad_()
+    db = ints(40, 6, dtype=dtype, device=device).requires_grad_()
+    s, i = se.topk_similar(q, db, 5, exclude_self=True, tile=(4, 16))
+    w = torch.randn(s.shape, device=device)
+    gq, gdb = torch.autograd.grad((s * w).sum(), (q, db))
+    q2, db2 = q.detach().float().requires_grad_(), db.detach().float().requires_grad_()
+    ref = (q2.unsqueeze(1) * db2[i]).sum(2)  # the same scores, recomputed with a graph
+    assert torch.equal(ref.detach(), s.detach())
+    rq, rdb = torch.autograd.grad((ref * w).sum(), (q2, db2))
+    assert gq.dtype == dtype and gdb.dtype == dtype
+    torch.testing.assert_close(gq.float(), rq.to(dtype).float())
+    torch.testing.assert_close(gdb.float(), rdb.to(dtype).float())
+
+
+def test_topk_grad_opcheck_and_no_graph_without_grad():
+    q, db = torch.randn(7, 5, requires_grad=True), torch.randn(12, 5, requires_grad=True)
+    torch.library.opcheck(_topk_similar, (q, db, 3, True, False, None, None, None, None, None, 4, 8))
+    s, _ = se.topk_similar(q.detach(), db.detach(), 3)
+    assert not s.requires_grad
+
+
+# ---- relevance: user-built sparse tensors and empty input (issue 15.6, 15.9) -----------------
+
+def _csr(crow, col, val, size):
+    return torch.sparse_csr_tensor(torch.tensor(crow), torch.tensor(col), torch.tensor(val, dtype=torch.float32),
+                                   size=size, check_invariants=False)
+
+
+@pytest.mark.parametrize("crow,col,nval,match", [
+    ([0, 2, 1, 3], [0, 2, 1], 3, "non-decreasing"),
+    ([1, 2, 2, 3], [0, 2, 1], 3, "start at 0"),
+    ([0, 1, 2, 5], [0, 2, 1], 3, "end at nnz=3"),
+    ([0, 1, 2, 3], [0, 7, 1], 3, r"outside \[0, 4\)"),
+    ([0, 1, 2, 3], [0, -1, 1], 3, r"outside \[0, 4\)"),
+    ([0, 1, 2, 3], [0, 2, 1], 2, "3 column indices but 2 values"),
+    ([0, 1, 3], [0, 2, 1], 3, r"crow_indices \[4\]"),
+])
+def test_relevance_refuses_malformed_csr(crow, col, nval, match):
+    t = _csr(crow, col, [1.0] * nval, (3, 4))
+    with pytest.raises(ValueError, match=match):
+        se.relevance(t, 1)
+
+
+def test_relevance_refuses_malformed_coo_and_bad_shapes():
+    coo = torch.sparse_coo_tensor(torch.tensor([[0, 1, 5], [0, 1, 1]]), torch.ones(3), size=(3, 4),
+                                  check_invariants=False)
+    with pytest.raises(ValueError, match="outside its shape"):
+        se.relevance(coo, 1)
+    coo = torch.sparse_coo_tensor(torch.tensor([[0, 1], [0, -3]]), torch.ones(2), size=(3, 4), check_invariants=False)
+    with pytest.raises(ValueError, match="outside its shape"):
+        se.relevance(coo, 1)
+    with pytest.raises(ValueError, match="at least one item"):
+        se.relevance(torch.empty(0, 5), 1)
+    with pytest.raises(ValueError, match="at least one item"):
+        se.relevance(torch.empty(0, 5).to_sparse_csr(), 1)
+    with pytest.raises(ValueError, match="2-d"):
+        se.relevance(torch.ones(3), 1)
+    with pytest.raises(ValueError, match=r"k=1 exceeds the 0 candidate items \(1 items, each excluding itself\)"):
+        se.relevance(torch.ones(1, 3), 1)
+    with pytest.raises(TypeError, match="exclude_self must be a bool"):
+        se.relevance(torch.ones(2, 3), 1, exclude_self=1)
+    with pytest.raises(TypeError, match="relevance: q must have dtype"):
+        se.relevance(torch.ones(3, 3, dtype=torch.float64), 1)
+    # a well-formed int32 CSR works and agrees with the dense path
+    t = torch.nn.functional.normalize(torch.rand(9, 6) * (torch.rand(9, 6) < 0.5), dim=1)
+    c = t.to_sparse_csr()
+    c32 = torch.sparse_csr_tensor(c.crow_indices().int(), c.col_indices().int(), c.values(), size=c.shape)
+    assert torch.equal(se.relevance(c32, 3), se.relevance(c, 3))
+
+
+# ----------------------------------------------------------------------------- CPU selection (issue 16)
+# A row's first tile goes through the bitwise threshold search (after a block-maxima bound has
+# compacted the keys that can still win, when k is small against the tile); later tiles through
+# the 32-wide filtered scan. Cover both with ties, huge values, exclusions and both directions
+# (NaN / inf inputs are refused by the op; integer inputs keep every product exact whatever the
+# GEMM's summation order).
+
+@pytest.mark.parametrize("k", [1, 3, 20])
+@pytest.mark.parametrize("tile", [(7, 200), (16, 700), (3, 33)])
+def test_topk_threshold_fill_and_scan(k, tile):
+    g = torch.Generator().manual_seed(k * 1000 + tile[1])
+    n, m = 19, 900
+    q, db = ints(n, 4), ints(m, 4)  # integer scores: long runs of ties at every threshold
+    check_topk(q, db, k, tile=tile)
+    check_topk(q, db, k, largest=False, tile=tile)
+    # wider integers (exact products, few ties) with huge rows and duplicated far-apart columns
+    qf = ints(n, 6, lo=-60, hi=61)
+    dbf = ints(m, 6, lo=-60, hi=61)
+    dbf[::97] *= 2.0 ** 40
+    dbf[7::113] = dbf[7]
+    check_topk(qf, dbf, k, tile=tile)
+    check_topk(qf, dbf, k, largest=False, tile=tile)
+    mask = torch.rand(n, m, generator=g) < 0.5
+    mask[:, : tile[1]] = True  # first tile almost fully excluded: the heap stays partly empty
+    mask[0, 5] = False
+    check_topk(q, db, k, mask, exclude=mask, tile=tile)
+    check_topk(qf, dbf, k, mask, exclude=mask, largest=False, tile=tile)

@@ -62,7 +62,7 @@ def test_bad_config_values(kw, match):
 def test_config_files(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         SemanticConfig.from_dict({"learning_rate": 1e-3})
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError, match="config file not found"):
         SemanticConfig.from_file(tmp_path / "none.json")
     (tmp_path / "bad.json").write_text("{oops")
     with pytest.raises(ConfigError, match="cannot parse"):
@@ -89,7 +89,7 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, tiny_data, objective):
     a = SemanticTrainer(cfg, tiny_data)
     a.fit()
     b = SemanticTrainer(cfg, tiny_data)
-    b.fit(steps=4)  # stops inside the second mining round
+    b.fit(until=4)  # stops inside the second mining round
     b.save(str(tmp_path / "ck.pt"))
     c = SemanticTrainer.resume(str(tmp_path / "ck.pt"), tiny_data)
     assert c.step == 4
@@ -114,6 +114,24 @@ def test_checkpoint_errors(tmp_path, tiny_data):
         SemanticTrainer.resume(str(tmp_path / "y.pt"), tiny_data)
     with pytest.raises(TypeError):
         SemanticTrainer({"steps": 1}, tiny_data)
+    # a checkpoint of another kind is refused by its tag, and a pickled object is never unpickled
+    torch.save({"format": "semvis.crossmodal-checkpoint/1"}, tmp_path / "z.pt")
+    with pytest.raises(ValueError, match="not a semvis semantic checkpoint.*found 'semvis.crossmodal"):
+        SemanticTrainer.resume(str(tmp_path / "z.pt"), tiny_data)
+    torch.save({"format": "semvis.semantic-checkpoint/1", "x": _Opaque()}, tmp_path / "o.pt")
+    with pytest.raises(ValueError, match="Python objects beyond tensors") as e:
+        SemanticTrainer.resume(str(tmp_path / "o.pt"), tiny_data)
+    assert "weights_only" not in str(e.value)
+    (tmp_path / "t.pt").write_text("hello\n")
+    with pytest.raises(ValueError, match="not a readable checkpoint") as e:
+        SemanticTrainer.resume(str(tmp_path / "t.pt"), tiny_data)
+    assert "weights_only" not in str(e.value) and "succeed" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        SemanticTrainer.resume(str(tmp_path), tiny_data)
+
+
+class _Opaque:
+    pass
 
 
 def test_missing_data_files(tmp_path):

@@ -176,3 +176,68 @@ def test_hardest_triplet_loss_module_warmup():
     assert first.item() > second.item()
     mod.eval()
     torch.testing.assert_close(mod(im, tx), second)
+
+
+# ---- NaN policy: propagate as the definition does (issue 15.1) -------------------------------
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["img", "txt"])
+def test_vse_nonfinite_input_gives_nan_loss_and_grads(device, bad, where):
+    im, tx = pair(9, 16, torch.float64, device)
+    x = (im if where == "img" else tx).detach().clone()
+    x[4, 3] = bad
+    x.requires_grad_()
+    args = (x, tx) if where == "img" else (im, x)
+    for negatives, k in (("hardest", 1), ("hardest", 3), ("all", 1)):
+        loss = se.vse_hardest_triplet_loss(*args, negatives=negatives, k=k)
+        assert loss.isnan(), (negatives, k)
+        g = torch.autograd.grad(loss, args)
+        assert g[0].isnan().all() and g[1].isnan().all()
+    if bad != bad:  # NaN: VSE++'s own definition gives NaN too
+        assert R.vse_contrastive_loss(*args, 0.2, True).isnan()
+        assert R.vse_contrastive_loss(*args, 0.2, False).isnan()
+
+
+def test_vse_nan_out_of_play_does_not_matter():
+    # B = 1: no negative, the definition gives 0 whatever the pair holds
+    nan = torch.full((1, 4), float("nan"))
+    assert se.vse_hardest_triplet_loss(nan, torch.randn(1, 4)) == 0
+    # the in-play rule itself: a non-finite similarity only at a pair the labels mask is no negative
+    from semvis_ext.ops.triplet_losses import _vse_nonfinite
+
+    S = torch.randn(4, 4)
+    labels = torch.tensor([0, 0, 1, 2])
+    S[0, 1] = float("nan")
+    assert not _vse_nonfinite(S, labels, True) and _vse_nonfinite(S, None, True)
+    S[0, 1], S[3, 3] = 0.0, float("-inf")  # a positive of a query with negatives: in play
+    assert _vse_nonfinite(S, labels, True) and _vse_nonfinite(S, labels, False)
+    S[3, 3], S[2, 3] = 0.0, float("inf")  # a negative of column 3 (txt direction) and of row 2
+    assert _vse_nonfinite(S, labels, False)
+    S[2, 3] = 0.0
+    assert not _vse_nonfinite(S, labels, True)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_triplet_margin_nonfinite_used_row_gives_nan(device, bad):
+    a = torch.randn(6, 5, dtype=torch.float64, device=device)
+    c = torch.randn(7, 5, dtype=torch.float64, device=device)
+    tri = torch.tensor([[0, 1, 2], [3, 4, 5]], device=device)
+    for which, row in (("anchor", 3), ("positive", 4), ("negative", 2)):
+        aa, cc = a.clone(), c.clone()
+        (aa if which == "anchor" else cc)[row, 1] = bad
+        aa.requires_grad_()
+        cc.requires_grad_()
+        loss = se.triplet_margin_loss(aa, cc, tri, reduction="sum")
+        assert loss.isnan(), which
+        ga, gc = torch.autograd.grad(loss, (aa, cc))
+        assert ga[[0, 3]].isnan().all() and gc[[1, 2, 4, 5]].isnan().all()
+        assert (ga[[1, 2, 4, 5]] == 0).all() and (gc[[0, 3, 6]] == 0).all()  # unused rows: no gradient
+        if bad != bad:
+            assert R.triplet_margin_loss(aa, cc, tri, reduction="sum").isnan()
+    # a NaN in a row no triplet uses does not matter (the definition never reads it)
+    aa = a.clone()
+    aa[5] = float("nan")
+    torch.testing.assert_close(se.triplet_margin_loss(aa, c, tri), R.triplet_margin_loss(a, c, tri))
+    assert se.triplet_margin_loss(aa, c, tri[:0]) == 0

@@ -7,7 +7,8 @@ import pytest
 pytest.importorskip("cv2", reason="semvis.video needs OpenCV (the `video` extra)")
 
 from semvis.video import FrameFeatures, VideoIndex  # noqa: E402
-from semvis.video.index import _dlt, _linear_paths  # noqa: E402
+from semvis.video.geometry import dlt as _dlt  # noqa: E402
+from semvis.video.methods import linear_paths as _linear_paths  # noqa: E402
 
 W, H = 720, 405
 

@@ -55,7 +55,7 @@ def test_end_to_end_shot_and_frame_recall(corpus, features, queries):
     assert r["frame_r1"] > 0.5, r  # the exact frame within +-2 frames for most queries
     # the aggregated index is much smaller than all features
     n_feat = sum(f.descriptors.shape[0] for f in features)
-    assert idx._codes.shape[0] * 40 < n_feat
+    assert idx.n_items * 40 < n_feat
     # exact search over the keys agrees with the budgeted kd-tree search at least as well
     assert evaluate(idx, queries, ranges, exact=True)["shot_r1"] >= 0.9
     # the paper's procedure (votes, in-shot Hamming search) still finds the shots; the geometric
@@ -83,8 +83,8 @@ def test_baselines_and_search_results(corpus, features, queries):
     all_idx = make_index(corpus, features, method="all")
     kf_idx = make_index(corpus, features, method="keyframes")
     n_feat = sum(f.descriptors.shape[0] for f in features)
-    assert all_idx._codes.shape[0] == n_feat
-    assert 0 < kf_idx._codes.shape[0] < n_feat
+    assert all_idx.n_items == n_feat
+    assert 0 < kf_idx.n_items < n_feat
     hits = all_idx.search(queries[0].image, top=3)
     assert 1 <= len(hits) <= 3
     assert all(isinstance(h.video, str) and h.shot >= 0 and h.frame >= 0 for h in hits)
@@ -152,7 +152,7 @@ def test_video_files_folders_and_bad_files(tmp_path, corpus):
     assert info["frames"] == 30
     info2 = idx.add(path, "clip_step3", step=3)
     assert info2["frames"] == 10
-    assert idx._videos[1].frame_numbers.tolist() == list(range(0, 30, 3))
+    assert idx.frame_numbers("clip_step3").tolist() == list(range(0, 30, 3))
     # a folder of frames (natural order), with subsampling
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -196,7 +196,10 @@ def test_bad_arguments():
         idx.search([[1, 2]])
     with pytest.raises(ValueError, match="top"):
         idx.search(np.zeros((64, 64), np.uint8), top=0)
-    assert idx.search(np.zeros((64, 64), np.uint8)) == []  # empty index, featureless image
+    with pytest.raises(ValueError, match="empty"):  # an index without videos says so
+        idx.search(np.zeros((64, 64), np.uint8))
+    with pytest.raises(TypeError, match="progress"):
+        VideoIndex(progress="no")
     with pytest.raises(TypeError, match="features"):
         idx.search(None, features=np.zeros((3, 32), np.uint8))
     with pytest.raises(ValueError, match="keypoints"):

@@ -107,6 +107,21 @@ def test_grid_handles_negative_and_huge_coordinates():
     check_all(kp * 300 - 150, d, off)
 
 
+@pytest.mark.parametrize("scale,max_distance", [(1e30, 1e-30), (3e38, 1e-300), (1e20, 1e-20), (1.0, 1e-45)])
+def test_any_finite_coordinates_with_any_radius(scale, max_distance):
+    # Coordinates far beyond max_distance * 2**62 (grid cells saturate): finite values are tracked, not
+    # refused as "not finite" (issue 15.7); equal keypoints match, distinct ones are out of reach.
+    kp, d, off = random_video(7, T=6, side=1.0)
+    kp = ((kp - 0.5) * 2 * scale).astype(np.float32)
+    assert np.isfinite(kp).all()
+    kp[off[1]:off[2]] = kp[off[0]:off[0] + (off[2] - off[1])] if off[2] - off[1] <= off[1] - off[0] else kp[off[1]:off[2]]
+    tr = check_all(kp, d, off, max_distance=max_distance)
+    same = kp[:1].repeat(2, 0)
+    two = semvis_ext.track(same, np.zeros((2, 32), np.uint8), np.array([0, 1, 2]), max_distance=max_distance)
+    assert two.next.tolist() == [1, -1]
+    assert tr.n_tracks <= len(kp)
+
+
 def test_empty_inputs():
     e2 = np.zeros((0, 2), np.float32)
     ed = np.zeros((0, 32), np.uint8)

@@ -256,6 +256,9 @@ def test_torch_compile_fullgraph_with_backward():
         (lambda x: semvis_ext.weldon_pool(x, valid_hw=[[4, 5]]), ValueError, "valid_hw must have shape"),
         (lambda x: semvis_ext.weldon_pool(x, valid_hw=torch.ones(2, 2)), TypeError, "valid_hw must hold integers"),
         (lambda x: semvis_ext.weldon_pool(x, 3, 3, valid_hw=[[4, 5], [1, 2]]), ValueError, "kmax=3 is larger than the valid map"),
+        (lambda x: semvis_ext.weldon_pool(x, kmax=2**63), ValueError, "kmax=9223372036854775808 is larger than any"),
+        (lambda x: semvis_ext.weldon_pool(x, kmin=2**70), ValueError, "kmin=.* is larger than any"),
+        (lambda x: semvis_ext.weldon_pool(x, kmax=2**63 - 1), ValueError, "kmax=9223372036854775807 is larger than the"),
     ],
 )
 def test_bad_input(call, exc, match):
@@ -264,10 +267,20 @@ def test_bad_input(call, exc, match):
         call(x)
 
 
-def test_backward_op_rejects_bad_indices():
-    idx = torch.full((2, 3, 2), 999, dtype=torch.int64)
-    with pytest.raises(ValueError, match="outside"):
-        torch.ops.semvis.weldon_pool_backward(torch.randn(2, 3), idx, None, 4, 5, 1, -1.0, 1, -1.0, 1.0, False)
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("bad", [20, 999, -2, -(2**31), 2**31 - 1])
+def test_backward_op_rejects_bad_indices(device, bad):
+    """The index range is checked in the host entry (csrc/weldon/weldon.cpp): the CUDA backward refuses
+    exactly what the CPU backward refuses, naming the lowest bad position, and writes nothing."""
+    idx = torch.tensor([[[0, 19], [-1, 3], [7, 7]], [[1, 2], [5, 6], [8, 9]]], dtype=torch.int32, device=device)  # valid: [-1, 20)
+    grad = torch.randn(2, 3, device=device)
+    args = (None, 4, 5, 1, -1.0, 1, -1.0, 1.0, False)
+    ok = torch.ops.semvis.weldon_pool_backward(grad, idx, *args)  # -1 pads, 19 = H * W - 1: in range
+    assert ok.shape == (2, 3, 4, 5) and ok[0, 1].flatten()[3] == grad[0, 1] and ok[0, 2].flatten()[7] == 2 * grad[0, 2]
+    idx[1, 2, 0] = bad
+    idx[1, 2, 1] = 999  # a later bad entry: the message names the first
+    with pytest.raises(ValueError, match=rf"indices holds {bad} at \[1, 2, 0\], outside \[-1, 20\)"):
+        torch.ops.semvis.weldon_pool_backward(grad, idx, *args)
 
 
 @settings(max_examples=60, deadline=None)
@@ -314,3 +327,63 @@ def test_cuda_valid_hw_on_device():
     x = torch.randn(3, 5, 6, 7, device="cuda")
     vhw = torch.tensor([[6, 7], [2, 3], [1, 7]], device="cuda")
     check_against_reference(x, 0.4, 2, valid_hw=vhw)
+
+
+# ----------------------------------------------------------------------------- selection (issue 16)
+# The CPU picks each side's threshold by a bitwise search over 32-bit order keys (common/select_cpu.h)
+# and reads the winners back in row-major order: exercise keys that differ only in their lowest
+# bits, long runs of equal keys at the threshold, map sizes around multiples of 8, and the
+# unordered (training) form against the sorted reference.
+
+def _adjacent_floats(n, start=1.0, g=None):
+    """n consecutive float32 values (keys differing in the last bits), shuffled."""
+    v = torch.full((n,), start, dtype=torch.float32)
+    for i in range(1, n):
+        v[i] = torch.nextafter(v[i - 1], torch.tensor(float("inf")))
+    return v[torch.randperm(n, generator=g)]
+
+
+@pytest.mark.parametrize("hw", [(1, 7), (3, 3), (1, 8), (3, 5), (13, 13), (16, 16), (17, 15), (40, 40)])
+@pytest.mark.parametrize("k", [1, 2, 0.3, 0.5, 1.0])
+def test_threshold_selection_adjacent_keys_and_runs(hw, k):
+    g = torch.Generator().manual_seed(hw[0] * 100 + hw[1])
+    H, W = hw
+    n = H * W
+    rows = [
+        _adjacent_floats(n, 1.0, g),                                          # low-bit keys only
+        -_adjacent_floats(n, 3.0, g),                                         # negatives
+        torch.randint(0, 3, (n,), generator=g).float(),                       # long runs at the threshold
+        torch.zeros(n).index_fill_(0, torch.arange(0, n, 2), -0.0),           # +0 / -0 all tied
+        torch.randn(n, generator=g).where(torch.rand(n, generator=g) > 0.2, torch.tensor(float("inf"))),
+        torch.randn(n, generator=g).where(torch.rand(n, generator=g) > 0.1, torch.tensor(float("nan"))),
+        torch.full((n,), float("-inf")),
+    ]
+    x = torch.stack(rows).reshape(1, len(rows), H, W)
+    for form in ("dsve", "wildcat"):
+        check_against_reference(x, k, k, form=form)
+        # the unordered (training) form selects the same sets, listed in row-major order
+        o = semvis_ext.weldon_pool(x, k, k, return_indices=True, form=form)
+        y, idx = torch.ops.semvis.weldon_pool(x, None, *semvis_ext.ops.weldon._split((k, k)), 1.0, form == "wildcat",
+                                              False)
+        kt = o.argmax.shape[-1]
+        assert torch.equal(idx[..., :kt].long().sort(-1).values, o.argmax.sort(-1).values)
+        assert torch.equal(idx[..., kt:].long().sort(-1).values, o.argmin.sort(-1).values)
+        torch.testing.assert_close(y, o.values, rtol=1e-6, atol=1e-6, equal_nan=True)
+
+
+def test_saved_indices_are_int32_and_result_int64():
+    x = torch.randn(2, 3, 5, 4, requires_grad=True)
+    y, idx = torch.ops.semvis.weldon_pool(x, None, -1, 0.3, -1, 0.3, 1.0, False, False)
+    assert idx.dtype == torch.int32 and idx.shape == (2, 3, 12)
+    res = semvis_ext.weldon_pool(x, 0.3, 0.3, return_indices=True)
+    assert res.argmax.dtype == torch.int64 and res.argmin.dtype == torch.int64
+    with pytest.raises(ValueError, match="indices must have dtype int32"):  # the backward op takes the forward's int32 indices only
+        torch.ops.semvis.weldon_pool_backward(torch.randn(2, 3), idx.long(), None, 5, 4, -1, 0.3, -1, 0.3, 1.0, False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_threshold_selection_16bit_ties(dtype):
+    # 16-bit maps are full of exact ties after rounding: the sets and orders must still match
+    x = (torch.randn(2, 9, 13, 13) * 0.01).to(dtype)
+    for k in (0.3, 7, 1.0):
+        check_against_reference(x, k, k)

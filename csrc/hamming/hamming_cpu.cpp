@@ -23,30 +23,60 @@ void distances_cpu(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, i
 
 void topk_cpu(const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t nbytes, int64_t k,
               int32_t* dist, int64_t* idx) {
-  const RangeFn range = kernels().range;
+  const Kernels& kern = kernels();
   // 16 queries share each tile; fewer when k is large, so that the heaps stay O(k) per thread
   const int64_t kQueryBlock = std::max<int64_t>(1, std::min<int64_t>(16, (1 << 16) / k));
   const int64_t tile = std::max<int64_t>(256, (256 << 10) / nbytes);  // ~256 KiB of codes
+  constexpr int64_t kChunk = 2048;                                    // codes per filtered scan
   const int64_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
   parallel_for(0, nblocks, 1, [&](int64_t blo, int64_t bhi) {
     std::vector<TopK> heaps(kQueryBlock);
     std::vector<int32_t> buf(std::min(tile, n));
+    std::vector<uint32_t> cand(kChunk * kScanQueries);
+    std::vector<int32_t> cd(kChunk * kScanQueries);
     for (int64_t blk = blo; blk < bhi; ++blk) {
       const int64_t q0 = blk * kQueryBlock, q1 = std::min(nq, q0 + kQueryBlock);
       for (int64_t j = q0; j < q1; ++j) heaps[j - q0].reset(k);
       for (int64_t t0 = 0; t0 < n; t0 += tile) {
         const int64_t m = std::min(tile, n - t0);
-        for (int64_t j = q0; j < q1; ++j) {
-          TopK& h = heaps[j - q0];
-          range(q + j * nbytes, codes + t0 * nbytes, m, nbytes, buf.data());
-          int32_t th = h.threshold();
-          for (int64_t i = 0; i < m; ++i) {
-            if (buf[i] < th) {
-              h.push(buf[i], t0 + i);
-              th = h.threshold();
+        for (int64_t s0 = q0; s0 < q1; s0 += kScanQueries) {
+          const int nsub = static_cast<int>(std::min<int64_t>(kScanQueries, q1 - s0));
+          bool all_full = true;
+          for (int j = 0; j < nsub; ++j) all_full &= heaps[s0 - q0 + j].full();
+          if (!all_full) {
+            // Filling the heaps (the first k codes): every distance, one query at a time.
+            for (int j = 0; j < nsub; ++j) {
+              TopK& h = heaps[s0 - q0 + j];
+              kern.range(q + (s0 + j) * nbytes, codes + t0 * nbytes, m, nbytes, buf.data());
+              int32_t th = h.threshold();
+              for (int64_t i = 0; i < m; ++i) {
+                if (buf[i] < th) {
+                  h.push(buf[i], t0 + i);
+                  th = h.threshold();
+                }
+              }
+            }
+            continue;
+          }
+          // Steady state: the filtered scan keeps the distances in registers; only the pairs
+          // closer than their query's current k-th distance come back (codes arrive in index
+          // order, so a tie at the k-th distance never wins: the filter is strict).
+          int32_t thr[kScanQueries];
+          for (int j = 0; j < nsub; ++j) thr[j] = heaps[s0 - q0 + j].threshold();
+          for (int64_t c0 = 0; c0 < m; c0 += kChunk) {
+            const int64_t mc = std::min(kChunk, m - c0);
+            const int64_t nc = kern.scan(q + s0 * nbytes, nsub, codes + (t0 + c0) * nbytes, mc, nbytes, thr,
+                                         cand.data(), cd.data());
+            for (int64_t c = 0; c < nc; ++c) {
+              const int j = static_cast<int>(cand[c] % kScanQueries);
+              TopK& h = heaps[s0 - q0 + j];
+              if (cd[c] < h.threshold()) {
+                h.push(cd[c], t0 + c0 + cand[c] / kScanQueries);
+                thr[j] = h.threshold();
+              }
             }
           }
-        }  // j
+        }  // s0
       }    // t0
       for (int64_t j = q0; j < q1; ++j) heaps[j - q0].write_sorted(dist + j * k, idx + j * k);
     }

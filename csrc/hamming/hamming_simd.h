@@ -10,9 +10,20 @@ namespace hamming {
 // out[i] = popcount(q XOR codes[i]) for the n contiguous codes of nbytes bytes starting at codes.
 using RangeFn = void (*)(const uint8_t* q, const uint8_t* codes, int64_t n, int64_t nbytes, int32_t* out);
 
+// Filtered scan of a block of up to kScanQueries queries against m contiguous codes: appends
+// (code i, query j, distance d) for every pair with d < thr[j] (thr read once, at the start),
+// as cand[c] = i * kScanQueries + j and cd[c] = d; returns the number appended (<= m * nq).
+// The caller sizes the chunk so that cand fits, then pushes the candidates into its heaps and
+// tightens thr before the next chunk. Codes are loaded once per block of queries, and the
+// distances never leave registers unless they pass the filter.
+constexpr int kScanQueries = 4;
+using ScanFn = int64_t (*)(const uint8_t* q, int nq, const uint8_t* codes, int64_t m, int64_t nbytes,
+                           const int32_t* thr, uint32_t* cand, int32_t* cd);
+
 struct Kernels {
   const char* name;  // "popcnt" or "generic"
   RangeFn range;
+  ScanFn scan;
 };
 
 // The variant in use: the best the CPU supports, or SEMVIS_HAMMING_IMPL=generic|popcnt.

@@ -58,6 +58,76 @@ SEMVIS_INLINE void range_impl(const uint8_t* q, const uint8_t* codes, int64_t n,
   }
 }
 
+// Words per code known at compile time for the common sizes (64/128/256/512 bits): the query
+// block stays in registers (or L1) and each code word is loaded once for all its queries.
+template <class P, int NW>
+SEMVIS_INLINE int64_t scan_words(const uint8_t* q, int nq, const uint8_t* codes, int64_t m, const int32_t* thr,
+                                 uint32_t* cand, int32_t* cd) {
+  uint64_t qw[kScanQueries][NW];
+  int32_t t[kScanQueries];
+  for (int j = 0; j < kScanQueries; ++j) {
+    const int jj = j < nq ? j : nq - 1;  // pad the block with copies of its last query
+    for (int w = 0; w < NW; ++w) qw[j][w] = load64(q + jj * NW * 8 + 8 * w);
+    t[j] = j < nq ? thr[jj] : 0;         // a padded query never passes
+  }
+  int64_t c = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const uint8_t* p = codes + i * NW * 8;
+    uint64_t cw[NW];
+    for (int w = 0; w < NW; ++w) cw[w] = load64(p + 8 * w);
+    int32_t d[kScanQueries];
+    for (int j = 0; j < kScanQueries; ++j) {
+      int s = 0;
+      for (int w = 0; w < NW; ++w) s += P::pop(qw[j][w] ^ cw[w]);
+      d[j] = s;
+    }
+    // One well-predicted branch per code: almost every code fails every filter.
+    // d < t <=> d - t < 0 (both within [0, 2^31)): one sign test for the four filters.
+    if (((d[0] - t[0]) | (d[1] - t[1]) | (d[2] - t[2]) | (d[3] - t[3])) < 0) {
+      for (int j = 0; j < kScanQueries; ++j) {
+        if (d[j] < t[j]) {
+          cand[c] = static_cast<uint32_t>(i * kScanQueries + j);
+          cd[c] = d[j];
+          ++c;
+        }
+      }
+    }
+  }
+  return c;
+}
+static_assert(kScanQueries == 4, "scan_words tests four filters at once");
+
+template <class P>
+SEMVIS_INLINE int64_t scan_impl(const uint8_t* q, int nq, const uint8_t* codes, int64_t m, int64_t nbytes,
+                                const int32_t* thr, uint32_t* cand, int32_t* cd) {
+  switch (nbytes) {
+    case 8: return scan_words<P, 1>(q, nq, codes, m, thr, cand, cd);
+    case 16: return scan_words<P, 2>(q, nq, codes, m, thr, cand, cd);
+    case 32: return scan_words<P, 4>(q, nq, codes, m, thr, cand, cd);
+    case 64: return scan_words<P, 8>(q, nq, codes, m, thr, cand, cd);
+    default: break;
+  }
+  int64_t c = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const uint8_t* p = codes + nbytes * i;
+    for (int j = 0; j < nq; ++j) {
+      int s = 0;
+      for (int64_t w = 0; w < nbytes; w += 8) s += P::pop(load64(q + j * nbytes + w) ^ load64(p + w));
+      if (s < thr[j]) {
+        cand[c] = static_cast<uint32_t>(i * kScanQueries + j);
+        cd[c] = s;
+        ++c;
+      }
+    }
+  }
+  return c;
+}
+
+int64_t scan_generic(const uint8_t* q, int nq, const uint8_t* codes, int64_t m, int64_t nbytes, const int32_t* thr,
+                     uint32_t* cand, int32_t* cd) {
+  return scan_impl<PopSwar>(q, nq, codes, m, nbytes, thr, cand, cd);
+}
+
 void range_generic(const uint8_t* q, const uint8_t* codes, int64_t n, int64_t nbytes, int32_t* out) {
   range_impl<PopSwar>(q, codes, n, nbytes, out);
 }
@@ -68,6 +138,11 @@ __attribute__((target("popcnt"))) void range_popcnt(const uint8_t* q, const uint
                                                     int64_t nbytes, int32_t* out) {
   range_impl<PopBuiltin>(q, codes, n, nbytes, out);
 }
+__attribute__((target("popcnt"))) int64_t scan_popcnt(const uint8_t* q, int nq, const uint8_t* codes, int64_t m,
+                                                      int64_t nbytes, const int32_t* thr, uint32_t* cand,
+                                                      int32_t* cd) {
+  return scan_impl<PopBuiltin>(q, nq, codes, m, nbytes, thr, cand, cd);
+}
 bool cpu_has_popcnt() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("popcnt");
@@ -77,11 +152,15 @@ bool cpu_has_popcnt() {
 void range_popcnt(const uint8_t* q, const uint8_t* codes, int64_t n, int64_t nbytes, int32_t* out) {
   range_impl<PopBuiltin>(q, codes, n, nbytes, out);
 }
+int64_t scan_popcnt(const uint8_t* q, int nq, const uint8_t* codes, int64_t m, int64_t nbytes, const int32_t* thr,
+                    uint32_t* cand, int32_t* cd) {
+  return scan_impl<PopBuiltin>(q, nq, codes, m, nbytes, thr, cand, cd);
+}
 bool cpu_has_popcnt() { return true; }
 #endif
 
-const Kernels kGeneric{"generic", &range_generic};
-const Kernels kPopcnt{"popcnt", &range_popcnt};
+const Kernels kGeneric{"generic", &range_generic, &scan_generic};
+const Kernels kPopcnt{"popcnt", &range_popcnt, &scan_popcnt};
 
 const Kernels* choose(const std::string& name) {
   if (name == "generic") return &kGeneric;

@@ -2,6 +2,7 @@
 // kernels (the tree is a CPU structure; the GPU path for brute force lives in hamming/).
 #include "kdtree.h"
 
+#include <cstdint>
 #include <vector>
 
 namespace semvis {
@@ -37,6 +38,38 @@ std::vector<int64_t> build(const TensorView& codes, const TensorView& ids, int64
   check_writable(ids, kBuild, "ids");
   if (leaf_size < 1) failf(kBuild, ": leaf_size must be >= 1, got ", leaf_size);
   return build_cpu(codes.ptr<uint8_t>(), ids.ptr<int64_t>(), codes.size(0), codes.size(1), leaf_size, progress);
+}
+
+std::vector<int64_t> build_random(const TensorView& codes, const TensorView& perm, int64_t leaf_size,
+                                  int64_t choices, uint64_t seed, int64_t tree) {
+  check_codes(codes, kBuild, "codes");
+  const int64_t n = codes.size(0);
+  if (n > INT32_MAX) failf(kBuild, ": a forest (trees > 1) holds at most 2**31 - 1 keys, got ", n);
+  check_cpu(perm, kBuild, "perm");
+  check_dtype(perm, kBuild, "perm", {DType::kInt32});
+  check_shape(perm, kBuild, "perm", {n});
+  check_contiguous(perm, kBuild, "perm");
+  check_writable(perm, kBuild, "perm");
+  if (leaf_size < 1) failf(kBuild, ": leaf_size must be >= 1, got ", leaf_size);
+  if (choices < 1) failf(kBuild, ": split_choices must be >= 1, got ", choices);
+  validate_perm(perm, n);
+  return build_random_cpu(codes.ptr<uint8_t>(), perm.ptr<int32_t>(), n, codes.size(1), leaf_size, choices, seed,
+                          tree);
+}
+
+void validate_perm(const TensorView& perm, int64_t n) {
+  constexpr const char* op = "BinaryKDTree";
+  check_cpu(perm, op, "perm");
+  check_dtype(perm, op, "perm", {DType::kInt32});
+  check_shape(perm, op, "perm", {n});
+  check_contiguous(perm, op, "perm");
+  const int32_t* P = perm.ptr<int32_t>();
+  std::vector<uint8_t> seen(n, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t v = P[i];
+    if (v < 0 || v >= n) failf(op, ": corrupt forest: position ", v, " out of range [0, ", n, ")");
+    if (seen[v]++) failf(op, ": corrupt forest: position ", v, " appears twice in a tree");
+  }
 }
 
 void validate(const TensorView& nodes, int64_t n, int64_t nbits) {
@@ -78,7 +111,8 @@ void validate(const TensorView& nodes, int64_t n, int64_t nbits) {
 
 void search(const TensorView& nodes, const TensorView& codes, const TensorView& ids, const TensorView* buf_codes,
             const TensorView* buf_ids, const TensorView& queries, const SearchParams& p, const TensorView& dist,
-            const TensorView& out_ids, const TensorView* counts) {
+            const TensorView& out_ids, const TensorView* counts, const std::vector<TensorView>& forest_nodes,
+            const std::vector<TensorView>& forest_perms) {
   check_codes(codes, kSearch, "codes");
   const int64_t n = codes.size(0), nbytes = codes.size(1);
   check_ids(ids, kSearch, "ids", n);
@@ -109,10 +143,33 @@ void search(const TensorView& nodes, const TensorView& codes, const TensorView& 
     check_ids(*counts, kSearch, "counts", nq);
     check_writable(*counts, kSearch, "counts");
   }
+  if (forest_nodes.size() != forest_perms.size()) failf(kSearch, ": one permutation per extra tree");
+  for (size_t t = 0; t < forest_nodes.size(); ++t) {
+    const TensorView& fn = forest_nodes[t];
+    check_cpu(fn, kSearch, "forest nodes");
+    check_dtype(fn, kSearch, "forest nodes", {DType::kInt64});
+    check_shape(fn, kSearch, "forest nodes", {-1, kNodeFields});
+    check_contiguous(fn, kSearch, "forest nodes");
+    if (fn.size(0) < 1) failf(kSearch, ": forest nodes must hold at least the root");
+    check_cpu(forest_perms[t], kSearch, "forest perm");
+    check_dtype(forest_perms[t], kSearch, "forest perm", {DType::kInt32});
+    check_shape(forest_perms[t], kSearch, "forest perm", {n});
+    check_contiguous(forest_perms[t], kSearch, "forest perm");
+  }
   if (nq == 0) return;
-  TreeRef t{nodes.ptr<int64_t>(), codes.ptr<uint8_t>(), ids.ptr<int64_t>(), n,
-            buf_codes ? buf_codes->ptr<uint8_t>() : nullptr, buf_ids ? buf_ids->ptr<int64_t>() : nullptr, nbuf,
-            nbytes};
+  TreeRef t;
+  t.nodes = nodes.ptr<int64_t>();
+  for (size_t i = 0; i < forest_nodes.size(); ++i) {
+    t.forest_nodes.push_back(forest_nodes[i].ptr<int64_t>());
+    t.forest_perms.push_back(forest_perms[i].ptr<int32_t>());
+  }
+  t.codes = codes.ptr<uint8_t>();
+  t.ids = ids.ptr<int64_t>();
+  t.n = n;
+  t.buf_codes = buf_codes ? buf_codes->ptr<uint8_t>() : nullptr;
+  t.buf_ids = buf_ids ? buf_ids->ptr<int64_t>() : nullptr;
+  t.n_buf = nbuf;
+  t.nbytes = nbytes;
   search_cpu(t, queries.ptr<uint8_t>(), nq, p, dist.ptr<int32_t>(), out_ids.ptr<int64_t>(),
              counts ? counts->ptr<int64_t>() : nullptr);
 }

@@ -1,4 +1,5 @@
-// Algorithm 2 (SEARCH-TREE) with FIFO backtracking, and its best-bin-first variant; batch of
+// Algorithm 2 (SEARCH-TREE) with FIFO backtracking, and its best-bin-first variant, over one tree
+// or a forest of randomized trees sharing one queue, one leaf budget and one visited set; batch of
 // queries in parallel, one query per task step, scratch reused within a task.
 #include <algorithm>
 #include <functional>
@@ -19,11 +20,16 @@ namespace {
 constexpr int64_t kScoreChunk = 1024;
 
 struct Scratch {
-  std::vector<int64_t> fifo;
-  // (bits where the path left the query, -depth, insertion number, node): a min-heap
-  using Entry = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+  std::vector<std::pair<int64_t, int64_t>> fifo;  // (tree, node)
+  // (bits where the path left the query, -depth, insertion number, tree, node): a min-heap
+  using Entry = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;
   std::vector<Entry> pq;
   std::vector<int32_t> buf = std::vector<int32_t>(kScoreChunk);
+  // forests only: visited positions (a bitset cleared through `touched`), gathered codes
+  std::vector<uint64_t> visited;
+  std::vector<int64_t> touched;
+  std::vector<uint8_t> gather;
+  std::vector<int64_t> gather_pos;
   hamming::TopK top;
 };
 
@@ -44,31 +50,104 @@ int64_t score(const uint8_t* q, const uint8_t* codes, const int64_t* ids, int64_
   return hi - lo;
 }
 
+inline bool test_and_set(std::vector<uint64_t>& bits, int64_t pos) {
+  uint64_t& w = bits[pos >> 6];
+  const uint64_t b = uint64_t{1} << (pos & 63);
+  const bool was = w & b;
+  w |= b;
+  return was;
+}
+
+// Forest, tree 0: positions [lo, hi) are contiguous codes; skip the visited ones.
+int64_t score_visited(const uint8_t* q, const TreeRef& t, int64_t lo, int64_t hi, hamming::RangeFn range,
+                      Scratch& s) {
+  int64_t scored = 0;
+  for (int64_t c0 = lo; c0 < hi; c0 += kScoreChunk) {
+    const int64_t m = std::min(kScoreChunk, hi - c0);
+    range(q, t.codes + c0 * t.nbytes, m, t.nbytes, s.buf.data());
+    int32_t th = s.top.threshold();
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t pos = c0 + i;
+      if (test_and_set(s.visited, pos)) continue;
+      s.touched.push_back(pos);
+      ++scored;
+      if (s.buf[i] <= th) {
+        s.top.push(s.buf[i], t.ids[pos]);
+        th = s.top.threshold();
+      }
+    }
+  }
+  return scored;
+}
+
+// Forest, tree >= 1: positions perm[lo, hi) of the shared codes, gathered (unvisited ones only)
+// into a contiguous block for the popcount kernel.
+int64_t score_perm(const uint8_t* q, const TreeRef& t, const int32_t* perm, int64_t lo, int64_t hi,
+                   hamming::RangeFn range, Scratch& s) {
+  const int64_t nb = t.nbytes;
+  if (static_cast<int64_t>(s.gather.size()) < kScoreChunk * nb) s.gather.resize(kScoreChunk * nb);
+  s.gather_pos.resize(kScoreChunk);
+  // the keys of a leaf are scattered over the store: ask for all their cache lines first
+  for (int64_t j = lo; j < hi; ++j) __builtin_prefetch(t.codes + static_cast<int64_t>(perm[j]) * nb);
+  int64_t scored = 0, i = lo;
+  while (i < hi) {
+    int64_t m = 0;
+    for (; i < hi && m < kScoreChunk; ++i) {
+      const int64_t pos = perm[i];
+      if (test_and_set(s.visited, pos)) continue;
+      s.touched.push_back(pos);
+      std::copy(t.codes + pos * nb, t.codes + (pos + 1) * nb, s.gather.data() + m * nb);
+      s.gather_pos[m++] = pos;
+    }
+    if (m == 0) break;
+    range(q, s.gather.data(), m, nb, s.buf.data());
+    int32_t th = s.top.threshold();
+    for (int64_t j = 0; j < m; ++j) {
+      if (s.buf[j] <= th) {
+        s.top.push(s.buf[j], t.ids[s.gather_pos[j]]);
+        th = s.top.threshold();
+      }
+    }
+    scored += m;
+  }
+  return scored;
+}
+
 inline bool query_bit(const uint8_t* q, int64_t dim) { return (q[dim >> 3] >> (7 - (dim & 7))) & 1; }
 
 int64_t search_one(const TreeRef& t, const uint8_t* q, const SearchParams& p, hamming::RangeFn range, Scratch& s) {
-  const int64_t* N = t.nodes;
+  // exact search needs one tree only (every leaf of tree 0 covers every key once)
+  const int64_t T = p.backtracks < 0 ? 1 : 1 + static_cast<int64_t>(t.forest_nodes.size());
+  const bool forest = T > 1;
+  auto nodes_of = [&](int64_t tree) { return tree == 0 ? t.nodes : t.forest_nodes[tree - 1]; };
+  auto score_leaf = [&](int64_t tree, const int64_t* nd) -> int64_t {
+    const int64_t lo = nd[kBegin], hi = nd[kEnd];
+    if (!forest) return score(q, t.codes, t.ids, lo, hi, t.nbytes, range, s);
+    if (tree == 0) return score_visited(q, t, lo, hi, range, s);
+    return score_perm(q, t, t.forest_perms[tree - 1], lo, hi, range, s);
+  };
   int64_t scored = 0;
   int64_t budget = p.backtracks < 0 ? std::numeric_limits<int64_t>::max() : p.backtracks;
   s.top.reset(p.k);
+  if (forest && static_cast<int64_t>(s.visited.size()) < (t.n + 63) / 64) s.visited.assign((t.n + 63) / 64, 0);
   if (p.order == Order::kFifo) {
     s.fifo.clear();
-    s.fifo.push_back(0);
+    for (int64_t tree = 0; tree < T; ++tree) s.fifo.emplace_back(tree, 0);
     size_t head = 0;
     while (budget > 0 && head < s.fifo.size()) {
-      int64_t node = s.fifo[head++];
+      auto [tree, node] = s.fifo[head++];
+      const int64_t* N = nodes_of(tree);
       while (N[node * kNodeFields + kDim] >= 0) {
         const int64_t* nd = N + node * kNodeFields;
         if (query_bit(q, nd[kDim])) {
-          s.fifo.push_back(nd[kRight]);
+          s.fifo.emplace_back(tree, nd[kRight]);
           node = nd[kLeft];
         } else {
-          s.fifo.push_back(nd[kLeft]);
+          s.fifo.emplace_back(tree, nd[kLeft]);
           node = nd[kRight];
         }
       }
-      scored += score(q, t.codes, t.ids, N[node * kNodeFields + kBegin], N[node * kNodeFields + kEnd], t.nbytes,
-                      range, s);
+      scored += score_leaf(tree, N + node * kNodeFields);
       --budget;
     }
   } else {
@@ -76,25 +155,32 @@ int64_t search_one(const TreeRef& t, const uint8_t* q, const SearchParams& p, ha
     auto cmp = std::greater<Entry>();
     int64_t seq = 0;
     s.pq.clear();
-    s.pq.emplace_back(0, 0, seq++, 0);
+    for (int64_t tree = 0; tree < T; ++tree) {
+      s.pq.emplace_back(0, 0, seq++, tree, 0);
+      std::push_heap(s.pq.begin(), s.pq.end(), cmp);
+    }
     while (budget > 0 && !s.pq.empty()) {
       std::pop_heap(s.pq.begin(), s.pq.end(), cmp);
-      auto [miss, neg_depth, order, node] = s.pq.back();
+      auto [miss, neg_depth, order, tree, node] = s.pq.back();
       (void)order;
       s.pq.pop_back();
+      const int64_t* N = nodes_of(tree);
       int64_t depth = -neg_depth;
       while (N[node * kNodeFields + kDim] >= 0) {
         const int64_t* nd = N + node * kNodeFields;
         const bool one = query_bit(q, nd[kDim]);
         ++depth;
-        s.pq.emplace_back(miss + 1, -depth, seq++, one ? nd[kRight] : nd[kLeft]);
+        s.pq.emplace_back(miss + 1, -depth, seq++, tree, one ? nd[kRight] : nd[kLeft]);
         std::push_heap(s.pq.begin(), s.pq.end(), cmp);
         node = one ? nd[kLeft] : nd[kRight];
       }
-      scored += score(q, t.codes, t.ids, N[node * kNodeFields + kBegin], N[node * kNodeFields + kEnd], t.nbytes,
-                      range, s);
+      scored += score_leaf(tree, N + node * kNodeFields);
       --budget;
     }
+  }
+  if (forest) {
+    for (int64_t pos : s.touched) s.visited[pos >> 6] = 0;  // clears whole words: they hold only touched bits
+    s.touched.clear();
   }
   if (t.n_buf > 0) scored += score(q, t.buf_codes, t.buf_ids, 0, t.n_buf, t.nbytes, range, s);
   return scored;

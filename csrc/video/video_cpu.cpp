@@ -13,6 +13,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "common/parallel.h"
@@ -41,12 +42,17 @@ struct PairScratch {
   std::vector<int64_t> best_ab, best_ba;
 };
 
+// floor(v / cell) saturated to [-2^62, 2^62], so that the neighbours (+-1) never overflow. Saturation
+// loses no candidate: once |v / cell| passes 2^25, two distinct float32 coordinates are more than
+// `cell` apart, so features within the radius have equal coordinates and land in the same cell.
+inline int64_t cell_of(double v, double cell) {
+  const double q = std::floor(v / cell);
+  return static_cast<int64_t>(std::min(std::max(q, -0x1p62), 0x1p62));
+}
+
 inline void bucket(const float* kps, int64_t lo, int64_t hi, double cell, std::vector<Cell>& out) {
   out.resize(static_cast<size_t>(hi - lo));
-  for (int64_t i = lo; i < hi; ++i) {
-    const double x = kps[2 * i], y = kps[2 * i + 1];
-    out[i - lo] = Cell{static_cast<int64_t>(std::floor(x / cell)), static_cast<int64_t>(std::floor(y / cell)), i};
-  }
+  for (int64_t i = lo; i < hi; ++i) out[i - lo] = Cell{cell_of(kps[2 * i], cell), cell_of(kps[2 * i + 1], cell), i};
   std::sort(out.begin(), out.end());
 }
 
@@ -69,7 +75,9 @@ __attribute__((always_inline)) inline void best_candidates(const float* kps, con
                                                           const std::vector<Cell>& src, const std::vector<Cell>& cells,
                                                           const TrackParams& p, int64_t lo_src, int64_t* best) {
   const int64_t words = nbytes / 8;
-  const double r2 = p.max_distance * p.max_distance;
+  // max_distance^2 underflows to 0 below ~1e-162; the smallest positive double keeps "distance 0 <
+  // max_distance" true, and no two distinct float32 points are that close (their d^2 is >= 1e-90).
+  const double r2 = std::max(p.max_distance * p.max_distance, std::numeric_limits<double>::denorm_min());
   for (const Cell& c : src) {
     const int64_t i = c.idx;
     const double xi = kps[2 * i], yi = kps[2 * i + 1];

@@ -1,7 +1,10 @@
 // Host entry points of WELDON: argument checks in a fixed order, then dispatch by device.
 #include "weldon.h"
 
+#include <atomic>
 #include <cmath>
+
+#include "common/parallel.h"
 
 namespace semvis {
 namespace weldon {
@@ -53,6 +56,43 @@ const int64_t* check_valid_hw(const TensorView* vhw_host, const TensorView* vhw_
   return v;
 }
 
+// Every backend needs the positions in range: refuses the lowest flat position holding one outside
+// [-1, HW) (-1 pads unused slots). The GPU check is one pass and a stream synchronization.
+void check_indices(const TensorView& idx, int64_t HW, std::uintptr_t stream) {
+  const int64_t n = idx.numel();
+  if (n == 0) return;
+  int64_t bad = -1, value = 0;
+  if (idx.device == Device::kCPU) {
+    const int32_t* I = idx.ptr<const int32_t>();
+    std::atomic<int64_t> first{n};
+    parallel_for(0, n, 1 << 16, [&](int64_t lo, int64_t hi) {
+      for (int64_t j = lo; j < hi && j < first.load(std::memory_order_relaxed); ++j) {
+        if (I[j] < -1 || I[j] >= HW) {
+          int64_t cur = first.load();
+          while (j < cur && !first.compare_exchange_weak(cur, j)) {
+          }
+          break;
+        }
+      }
+    });
+    if (first.load() < n) {
+      bad = first.load();
+      value = I[bad];
+    }
+  } else {
+#ifdef SEMVIS_WITH_CUDA
+    bad = first_bad_index_cuda(idx, HW, &value, stream);
+#else
+    (void)stream;
+#endif
+  }
+  if (bad >= 0) {
+    const int64_t K = idx.size(2), C = idx.size(1);
+    failf(kOp, ": indices holds ", value, " at [", bad / (C * K), ", ", bad / K % C, ", ", bad % K,
+          "], outside [-1, ", HW, ")");
+  }
+}
+
 }  // namespace
 
 void forward(const TensorView& x, const TensorView* vhw_host, const TensorView* vhw_dev, const Params& p,
@@ -72,7 +112,7 @@ void forward(const TensorView& x, const TensorView* vhw_host, const TensorView* 
   check_same_device(x, "input", y, "output", kOp);
   check_same_device(x, "input", idx, "indices", kOp);
   check_output(y, kOp, "output", x.dtype, {B, C});
-  check_output(idx, kOp, "indices", DType::kInt64, {B, C, KT + KB});
+  check_output(idx, kOp, "indices", DType::kInt32, {B, C, KT + KB});
 
   if (x.device == Device::kCPU) {
     forward_cpu(x, vhw, p, KT, KB, y, idx);
@@ -100,7 +140,7 @@ void backward(const TensorView& gy, const TensorView& idx, const TensorView* vhw
   check_contiguous(gy, kOp, "grad_output");
   check_same_device(gy, "grad_output", idx, "indices", kOp);
   check_same_device(gy, "grad_output", gx, "grad_input", kOp);
-  check_dtype(idx, kOp, "indices", {DType::kInt64});
+  check_dtype(idx, kOp, "indices", {DType::kInt32});
   check_shape(idx, kOp, "indices", {B, C, KT + KB});
   check_contiguous(idx, kOp, "indices");
   check_dtype(gx, kOp, "grad_input", {gy.dtype});
@@ -108,6 +148,7 @@ void backward(const TensorView& gy, const TensorView& idx, const TensorView* vhw
   check_writable(gx, kOp, "grad_input");
   const int64_t* vhw = check_valid_hw(vhw_host, vhw_dev, gy, B, H, W, p);
   if (B == 0 || C == 0) return;
+  check_indices(idx, H * W, stream);
 
   if (gy.device == Device::kCPU) {
     backward_cpu(gy, idx, vhw, p, KT, KB, gx);

@@ -60,12 +60,14 @@ SEMVIS_HD void side_scales(const Params& p, int64_t kt, int64_t kb, double* st, 
 //   vhw_host [B, 2] int64 on the CPU (or null): valid (h, w) of each image
 //   vhw_dev  the same values on x's device (or null)
 //   y        [B, C] dtype of x, contiguous          (written)
-//   idx      [B, C, KT + KB] int64, contiguous      (written; -1 pads unused slots)
+//   idx      [B, C, KT + KB] int32, contiguous      (written; -1 pads unused slots)
 // KT / KB are resolve_k of the full map H * W (an upper bound for every image).
 void forward(const TensorView& x, const TensorView* vhw_host, const TensorView* vhw_dev, const Params& p,
              const TensorView& y, const TensorView& idx, std::uintptr_t stream);
 
 //   gy  [B, C] contiguous, idx from forward, gx [B, C, H, W] contiguous (fully written).
+// idx comes from the caller (semvis::weldon_pool_backward is public): on every device an entry
+// outside [-1, H * W) is refused here, before any backend runs or anything is written.
 void backward(const TensorView& gy, const TensorView& idx, const TensorView* vhw_host, const TensorView* vhw_dev,
               const Params& p, const TensorView& gx, std::uintptr_t stream);
 
@@ -79,6 +81,9 @@ void forward_cuda(const TensorView& x, const int64_t* vhw, const Params& p, int6
                   const TensorView& y, const TensorView& idx, std::uintptr_t stream);
 void backward_cuda(const TensorView& gy, const TensorView& idx, const int64_t* vhw, const Params& p, int64_t KT,
                    int64_t KB, const TensorView& gx, std::uintptr_t stream);
+// Lowest flat position j of the contiguous int64 idx (on the GPU) with idx[j] outside [-1, HW), or -1;
+// *value gets idx[j]. Synchronizes `stream`.
+int64_t first_bad_index_cuda(const TensorView& idx, int64_t HW, int64_t* value, std::uintptr_t stream);
 #endif
 
 }  // namespace weldon

@@ -4,6 +4,9 @@
 // arg-max over (value key, index) pairs, each round taking the best pair strictly below the
 // previous winner: no flags, no shared memory, deterministic, and the same order and summation
 // as the CPU kernel, so both backends return bit-identical results.
+#include <algorithm>
+#include <climits>
+
 #include "common/cuda_utils.h"
 #include "common/dispatch.h"
 #include "weldon.h"
@@ -52,7 +55,7 @@ __device__ __forceinline__ double value_of<double>(uint64_t k) {
 // Candidates are the row's cells; `last` excludes everything already taken.
 template <typename T, bool TOP, int REG>
 __device__ void select_side(const T* base, int64_t sH, int64_t sW, int64_t w, int64_t W, int64_t n, int64_t k,
-                            const uint64_t (&keys)[REG > 0 ? REG : 1], int lane, int64_t* out,
+                            const uint64_t (&keys)[REG > 0 ? REG : 1], int lane, int32_t* out,
                             double* sum) {
   double s = 0;
   Pair last{0, 0};
@@ -87,7 +90,7 @@ __device__ void select_side(const T* base, int64_t sH, int64_t sW, int64_t w, in
     const uint64_t vk = TOP ? best.v : ~best.v;
     if (lane == 0) {
       const int64_t i = best.i;
-      out[r] = (i / w) * W + (i % w);
+      out[r] = static_cast<int32_t>((i / w) * W + (i % w));
       s += value_of<T>(vk);
     }
   }
@@ -97,7 +100,7 @@ __device__ void select_side(const T* base, int64_t sH, int64_t sW, int64_t w, in
 template <typename T, int REG>
 __global__ void forward_kernel(const T* __restrict__ X, int64_t B, int64_t C, int64_t H, int64_t W, int64_t sB,
                                int64_t sC, int64_t sH, int64_t sW, const int64_t* __restrict__ vhw, Params p,
-                               int64_t KT, int64_t KB, T* __restrict__ Y, int64_t* __restrict__ I) {
+                               int64_t KT, int64_t KB, T* __restrict__ Y, int32_t* __restrict__ I) {
   using Acc = typename acc_type<T>::type;
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
@@ -121,7 +124,7 @@ __global__ void forward_kernel(const T* __restrict__ X, int64_t B, int64_t C, in
     }
   }
   const int64_t K = KT + KB;
-  int64_t* out = I + row * K;
+  int32_t* out = I + row * K;
   for (int64_t j = lane; j < K; j += 32) out[j] = -1;
   __syncwarp();
   double st = 0, sb = 0;
@@ -136,7 +139,7 @@ __global__ void forward_kernel(const T* __restrict__ X, int64_t B, int64_t C, in
 }
 
 template <typename T>
-__global__ void backward_kernel(const T* __restrict__ G, const int64_t* __restrict__ I, int64_t B, int64_t C,
+__global__ void backward_kernel(const T* __restrict__ G, const int32_t* __restrict__ I, int64_t B, int64_t C,
                                 int64_t H, int64_t W, const int64_t* __restrict__ vhw, Params p, int64_t KT,
                                 int64_t KB, T* __restrict__ GX) {
   using Acc = typename acc_type<T>::type;
@@ -156,8 +159,8 @@ __global__ void backward_kernel(const T* __restrict__ G, const int64_t* __restri
   double ft, fb;
   side_scales(p, kt, kb, &ft, &fb);
   const Acc gt = static_cast<Acc>(g * ft), gb = static_cast<Acc>(g * fb);
-  const int64_t* ix = I + row * (KT + KB);
-  // Positions are distinct within each side; out-of-range indices are skipped, never written.
+  const int32_t* ix = I + row * (KT + KB);
+  // Positions are distinct within each side and in range (checked by the host entry, weldon.cpp).
   for (int64_t j = lane; j < min(kt, KT); j += 32) {
     const int64_t q = ix[j];
     if (q >= 0 && q < HW) out[q] = store_acc<T>(gt);
@@ -169,7 +172,39 @@ __global__ void backward_kernel(const T* __restrict__ G, const int64_t* __restri
   }
 }
 
+__global__ void first_bad_index_kernel(const int32_t* __restrict__ I, int64_t n, int64_t HW,
+                                       unsigned long long* first) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n; j += stride)
+    if (I[j] < -1 || I[j] >= HW) {
+      atomicMin(first, static_cast<unsigned long long>(j));
+      return;  // later j of this thread are larger
+    }
+}
+
 }  // namespace
+
+int64_t first_bad_index_cuda(const TensorView& idx, int64_t HW, int64_t* value, std::uintptr_t stream) {
+  DeviceGuard guard(idx.device_id);
+  const int64_t n = idx.numel();
+  cudaStream_t st = as_stream(stream);
+  unsigned long long* first = nullptr;
+  SEMVIS_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&first), sizeof(unsigned long long), st));
+  SEMVIS_CUDA_CHECK(cudaMemsetAsync(first, 0xff, sizeof(unsigned long long), st));
+  const int threads = 256;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(n, threads), 4096));
+  first_bad_index_kernel<<<blocks, threads, 0, st>>>(idx.ptr<const int32_t>(), n, HW, first);
+  SEMVIS_CUDA_LAUNCH_CHECK();
+  unsigned long long pos = 0;
+  SEMVIS_CUDA_CHECK(cudaMemcpyAsync(&pos, first, sizeof(pos), cudaMemcpyDeviceToHost, st));
+  SEMVIS_CUDA_CHECK(cudaFreeAsync(first, st));
+  SEMVIS_CUDA_CHECK(cudaStreamSynchronize(st));
+  if (pos == ULLONG_MAX) return -1;
+  int32_t v32 = 0;
+  SEMVIS_CUDA_CHECK(cudaMemcpy(&v32, idx.ptr<const int32_t>() + pos, sizeof(int32_t), cudaMemcpyDeviceToHost));
+  *value = v32;
+  return static_cast<int64_t>(pos);
+}
 
 void forward_cuda(const TensorView& x, const int64_t* vhw, const Params& p, int64_t KT, int64_t KB,
                   const TensorView& y, const TensorView& idx, std::uintptr_t stream) {
@@ -182,11 +217,11 @@ void forward_cuda(const TensorView& x, const int64_t* vhw, const Params& p, int6
     if (H * W <= 32 * kRegPerLane) {
       forward_kernel<scalar_t, kRegPerLane><<<grid, block, 0, as_stream(stream)>>>(
           x.ptr<const scalar_t>(), B, C, H, W, x.stride(0), x.stride(1), x.stride(2), x.stride(3), vhw, p, KT, KB,
-          y.ptr<scalar_t>(), idx.ptr<int64_t>());
+          y.ptr<scalar_t>(), idx.ptr<int32_t>());
     } else {
       forward_kernel<scalar_t, 0><<<grid, block, 0, as_stream(stream)>>>(
           x.ptr<const scalar_t>(), B, C, H, W, x.stride(0), x.stride(1), x.stride(2), x.stride(3), vhw, p, KT, KB,
-          y.ptr<scalar_t>(), idx.ptr<int64_t>());
+          y.ptr<scalar_t>(), idx.ptr<int32_t>());
     }
   });
   SEMVIS_CUDA_LAUNCH_CHECK();
@@ -199,7 +234,7 @@ void backward_cuda(const TensorView& gy, const TensorView& idx, const int64_t* v
   const dim3 block(32 * kWarpsPerBlock);
   const dim3 grid(static_cast<unsigned>(ceil_div(B * C, kWarpsPerBlock)));
   SEMVIS_DISPATCH_FLOAT(gy.dtype, "weldon_pool", {
-    backward_kernel<scalar_t><<<grid, block, 0, as_stream(stream)>>>(gy.ptr<const scalar_t>(), idx.ptr<const int64_t>(),
+    backward_kernel<scalar_t><<<grid, block, 0, as_stream(stream)>>>(gy.ptr<const scalar_t>(), idx.ptr<const int32_t>(),
                                                                      B, C, H, W, vhw, p, KT, KB, gx.ptr<scalar_t>());
   });
   SEMVIS_CUDA_LAUNCH_CHECK();

@@ -117,10 +117,12 @@ class Config:
             raise ConfigError(f"config: unknown key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**dict(d))
 
-    @classmethod
-    def from_file(cls: Type[C], path: Union[str, os.PathLike], **overrides: Any) -> C:
-        """Reads a ``.json`` or ``.toml`` file (fields not in it keep their defaults), then ``overrides``."""
+    @staticmethod
+    def read_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+        """The mapping in a ``.json`` or ``.toml`` config file, unvalidated (:meth:`from_file` validates)."""
         p = os.fspath(path)
+        if os.path.isdir(p):
+            raise ConfigError(f"{p}: is a directory, not a config file")
         if not os.path.isfile(p):
             raise ConfigError(f"config file not found: {p}")
         try:
@@ -136,7 +138,12 @@ class Config:
             raise ConfigError(f"{p}: cannot parse config ({type(e).__name__}: {e})") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: a config file must hold a mapping, got {type(d).__name__}")
-        return cls.from_dict({**d, **overrides})
+        return d
+
+    @classmethod
+    def from_file(cls: Type[C], path: Union[str, os.PathLike], **overrides: Any) -> C:
+        """Reads a ``.json`` or ``.toml`` file (fields not in it keep their defaults), then ``overrides``."""
+        return cls.from_dict({**cls.read_file(path), **overrides})
 
     @classmethod
     def preset(cls: Type[C], name: str, **overrides: Any) -> C:

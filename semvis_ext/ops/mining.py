@@ -163,6 +163,43 @@ def _(q, db, k, largest, exclude_self, q_labels, db_labels, indptr, indices, den
     return q.new_empty((n, k), dtype=torch.float32), q.new_empty((n, k), dtype=torch.int64)
 
 
+def _topk_setup(ctx, inputs, output):
+    q, db = inputs[0], inputs[1]
+    _, idx = output
+    ctx.mark_non_differentiable(idx)
+    ctx.save_for_backward(q, db, idx)
+
+
+def _topk_backward(ctx, g_scores, g_idx):
+    """scores[i, j] = q[i] . db[idx[i, j]]: dq[i] = sum_j g[i, j] db[idx[i, j]] and db[idx[i, j]]
+    receives g[i, j] q[i]; padding slots (idx -1) carry no gradient. Chunks of rows bound the
+    [rows, k, d] gather."""
+    q, db, idx = ctx.saved_tensors
+    g = g_scores.float().masked_fill(idx < 0, 0.0)
+    safe = idx.clamp(min=0)
+    gq = gdb = None
+    n, k = idx.shape
+    d = q.shape[1]
+    step = max(1, (1 << 22) // max(1, k * d))
+    if ctx.needs_input_grad[0]:
+        gq = torch.empty((n, d), dtype=torch.float32, device=idx.device)
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            gq[a:b] = torch.bmm(g[a:b].unsqueeze(1), db[safe[a:b]].float()).squeeze(1)
+        gq = gq.to(q.dtype)
+    if ctx.needs_input_grad[1]:
+        gdb = torch.zeros((db.shape[0], d), dtype=torch.float32, device=idx.device)
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            contrib = g[a:b].unsqueeze(2) * q[a:b].float().unsqueeze(1)  # [rows, k, d]
+            gdb.index_add_(0, safe[a:b].reshape(-1), contrib.reshape(-1, d))
+        gdb = gdb.to(db.dtype)
+    return (gq, gdb) + (None,) * 10
+
+
+torch.library.register_autograd("semvis::topk_similar", _topk_backward, setup_context=_topk_setup)
+
+
 def _normalize_exclude(op, exclude, n, m, device):
     """-> (q_labels, db_labels, indptr, indices, dense)"""
     if exclude is None:
@@ -223,7 +260,12 @@ def topk_similar(
     Ties go to the lowest database index; NaN similarities (from overflowing products) rank
     above +inf, as in ``torch.topk``. A row with fewer than k admissible columns (a fully
     masked row has none) is padded with score ``-inf`` (``+inf`` when ``largest=False``) and
-    index -1. Scores are not differentiable: gather ``db[idx]`` to recompute them with a graph.
+    index -1. The scores are differentiable with respect to q and db (``scores[i, j] = q[i] .
+    db[idx[i, j]]``; the selection itself is piecewise constant and padding slots carry no
+    gradient); the gradients have the dtype of q / db.
+
+    Non-finite input is refused: q or db holding NaN or ±inf raises ValueError (a ranking of NaN
+    similarities means nothing). Products of finite values that overflow rank as described above.
 
     Returns:
         (scores Tensor[n, k] float32, indices Tensor[n, k] int64), best first.
@@ -288,7 +330,8 @@ def hard_triplets(
         tile: as in :func:`topk_similar`.
 
     Similarities are float32 (``s(q, d-)`` from the tiled GEMM, ``s(q, d+)`` from a dot product);
-    ties in loss go to the lowest pool position.
+    ties in loss go to the lowest pool position. Non-finite embeddings (NaN, ±inf) raise
+    ``ValueError``, as in :func:`topk_similar`: a ranking of NaN means nothing.
 
     Returns:
         Tensor[T, 3] int64 of (query row, positive db_emb row, negative db_emb row), ordered by
@@ -338,7 +381,8 @@ def hard_triplets(
         ex_cols = torch.cat([indices, self_col[has]])
     ex = _csr_from_pairs(ex_rows, ex_cols, n, P)
     k = min(per_pair, P)
-    s_neg, neg = topk_similar(q_emb, db_p, k, exclude=ex, tile=tile)
+    with torch.no_grad():  # indices only: no graph through the scores
+        s_neg, neg = topk_similar(q_emb, db_p, k, exclude=ex, tile=tile)
     if rows.numel() == 0:
         return torch.empty((0, 3), dtype=torch.int64, device=dev)
     # s(q, d+) for every pair, in bounded chunks
@@ -357,6 +401,37 @@ def hard_triplets(
     return torch.stack([rows[pair_of], pos_db[pair_of], neg_db], 1)
 
 
+def _checked_csr(op: str, t: Tensor) -> Tensor:
+    """A user-built sparse [N, V] tensor as CSR, its index structure checked first: torch's own
+    kernels trust it (check_invariants=False by default) and crash on a malformed one."""
+    N, V = t.shape
+    if t.layout == torch.sparse_coo:
+        ind, val = t._indices(), t._values()
+        if ind.dim() != 2 or ind.shape[0] != 2 or val.dim() != 1 or val.shape[0] != ind.shape[1]:
+            raise ValueError(f"{op}: a COO surrogate needs indices [2, nnz] and values [nnz] (no dense "
+                             f"dimensions), got {tuple(ind.shape)} and {tuple(val.shape)}")
+        if ind.numel() and (bool((ind < 0).any()) or bool((ind[0] >= N).any()) or bool((ind[1] >= V).any())):
+            raise ValueError(f"{op}: the COO surrogate holds indices outside its shape {(N, V)}")
+        return t.to_sparse_csr()
+    crow, col, val = t.crow_indices(), t.col_indices(), t.values()
+    if crow.dtype not in (torch.int32, torch.int64) or col.dtype != crow.dtype:
+        raise TypeError(f"{op}: the CSR surrogate's crow/col indices must be int32 or int64 alike, got "
+                        f"{crow.dtype} and {col.dtype}")
+    if crow.dim() != 1 or col.dim() != 1 or val.dim() != 1 or crow.shape[0] != N + 1:
+        raise ValueError(f"{op}: a CSR surrogate [{N}, {V}] needs crow_indices [{N + 1}], col_indices [nnz] and "
+                         f"values [nnz] (no batch or dense dimensions), got {tuple(crow.shape)}, "
+                         f"{tuple(col.shape)} and {tuple(val.shape)}")
+    nnz = col.shape[0]
+    if val.shape[0] != nnz:
+        raise ValueError(f"{op}: the CSR surrogate has {nnz} column indices but {val.shape[0]} values")
+    if int(crow[0]) != 0 or int(crow[-1]) != nnz or bool((crow[1:] < crow[:-1]).any()):
+        raise ValueError(f"{op}: the CSR surrogate's crow_indices must start at 0, be non-decreasing and end "
+                         f"at nnz={nnz}, got first {int(crow[0])}, last {int(crow[-1])}")
+    if nnz and (bool((col < 0).any()) or bool((col >= V).any())):
+        raise ValueError(f"{op}: the CSR surrogate's col_indices hold columns outside [0, {V})")
+    return t
+
+
 def relevance(
     surrogate: Tensor,
     k: int = 32,
@@ -372,7 +447,8 @@ def relevance(
     Args:
         surrogate (Tensor[N, V]): one surrogate vector per item (e.g. tf-idf rows), dense
             float32/float16/bfloat16, or a sparse CSR / COO float32 tensor (tiles are densified
-            one block at a time).
+            one block at a time; its index structure is checked first, a malformed one raises
+            ValueError). N, V >= 1. Finite values only: NaN or ±inf raises ValueError.
         k (int): neighbours per item (32 in the paper), ``k <= N - 1`` when exclude_self.
         exclude_self (bool): an item is not its own neighbour (default True).
         return_scores (bool): also return the similarities.
@@ -388,17 +464,24 @@ def relevance(
     if not isinstance(surrogate, Tensor):
         raise TypeError(f"{op}: surrogate must be a torch.Tensor, got {type(surrogate).__name__}")
     k = _check_k(op, "k", k)
-    N = surrogate.shape[0]
+    if not isinstance(exclude_self, bool):
+        raise TypeError(f"{op}: exclude_self must be a bool, got {type(exclude_self).__name__}")
+    if surrogate.dim() != 2:
+        raise ValueError(f"{op}: surrogate must be a 2-d [N, V] tensor, got shape {tuple(surrogate.shape)}")
+    N, V = surrogate.shape
+    if N == 0 or V == 0:
+        raise ValueError(f"{op}: surrogate must hold at least one item and one dimension, got shape {(N, V)}")
     if k > N - (1 if exclude_self else 0):
-        raise ValueError(f"{op}: k={k} exceeds the {N - int(exclude_self)} candidate items")
+        raise ValueError(f"{op}: k={k} exceeds the {N - int(exclude_self)} candidate items "
+                         f"({N} items{', each excluding itself' if exclude_self else ''})")
     if surrogate.layout == torch.strided:
-        s, idx = topk_similar(surrogate, surrogate, k, exclude_self=exclude_self)
+        _check_embeddings(op, surrogate, surrogate)
+        s, idx = topk_similar(surrogate.detach(), surrogate.detach(), k, exclude_self=exclude_self)
         return (idx, s) if return_scores else idx
     if surrogate.layout not in (torch.sparse_csr, torch.sparse_coo) or surrogate.dtype != torch.float32:
         raise TypeError(f"{op}: a sparse surrogate must be float32 in CSR or COO layout, got "
                         f"{surrogate.layout} {surrogate.dtype}")
-    csr = surrogate.to_sparse_csr() if surrogate.layout == torch.sparse_coo else surrogate
-    V = csr.shape[1]
+    csr = _checked_csr(op, surrogate.detach())
     crow, col, val = csr.crow_indices(), csr.col_indices(), csr.values()
     _check_finite(op, "surrogate", val)
     dev = val.device

@@ -49,6 +49,14 @@ def _entries_setup(n_rest: int):
     return setup
 
 
+def _poison(bad: Tensor, loss: Tensor, ei: Tensor, ej: Tensor, ew: Tensor):
+    """Where the 0-dim bool ``bad`` holds, the loss and every entry weight become NaN, so that the
+    loss and both gradients are NaN (every row of a and b has an entry only if it is used; rows a
+    triplet does not use keep a zero gradient)."""
+    nan = torch.full((), float("nan"), dtype=loss.dtype, device=loss.device)
+    return torch.where(bad, nan, loss), ei, ej, torch.where(bad, nan, ew)
+
+
 def _entries_backward(ctx, g_loss, g_ei, g_ej, g_ew):
     a, b, ei, ej, ew = ctx.saved_tensors
     ga, gb = _pair_backward(g_loss, a, b, ei, ej, ew)
@@ -77,7 +85,20 @@ def _vse_loss(
     ew = torch.empty(E, dtype=acc, device=img.device)
     _C.vse_forward(capsule(S), capsule(labels), margin, k, both, scale, capsule(loss), capsule(ei), capsule(ej),
                    capsule(ew), stream_of(img))
-    return loss, ei, ej, ew
+    # The kernel's hinge drops NaN; the definition does not: a non-finite similarity in play (a
+    # negative pair, or the positive of a query that has a negative) makes the loss and every gradient
+    # NaN. O(B^2) next to the O(B^2 d) product, no sync (a device-side select).
+    return _poison(_vse_nonfinite(S, labels, both), loss, ei, ej, ew)
+
+
+def _vse_nonfinite(S: Tensor, labels: Optional[Tensor], both: bool) -> Tensor:
+    B = S.shape[0]
+    neg = ~torch.eye(B, dtype=torch.bool, device=S.device)
+    if labels is not None:
+        neg &= labels.view(-1, 1) != labels.view(1, -1)
+    bad = ~torch.isfinite(S)
+    has_neg = neg.any(1) | neg.any(0) if both else neg.any(1)
+    return (bad & neg).any() | (bad.diagonal() & has_neg).any()
 
 
 @_vse_loss.register_fake
@@ -130,7 +151,14 @@ def vse_hardest_triplet_loss(
             other (several captions of one image in a batch). VSE++ has no such mask.
 
     The similarities are accumulated in float32 (float64 for float64); the loss is returned in
-    that type. Ties between equally hard negatives go to the lowest index. The backward pass
+    that type. Ties between equally hard negatives go to the lowest index.
+
+    NaN propagates: a similarity that is not finite (NaN or ±inf in ``img`` / ``txt``) at a pair
+    in play (a negative pair, or the matched pair of a query that has a negative) makes the loss
+    NaN and every entry of both gradients NaN, as VSE++'s definition gives NaN (or ±inf); a
+    diverged network never trains on a loss that looks healthy, and ``torch.amp.GradScaler`` sees
+    the non-finite gradients and skips the step. Pairs out of play (the diagonal with B = 1, pairs
+    ``labels`` masks) do not matter, as in the definition. The backward pass
     touches only the selected negatives: O(B * k * d) work, no B x B matrix kept.
 
     Returns:
@@ -163,7 +191,7 @@ def vse_hardest_triplet_loss(
                              f"{tuple(labels.shape)} on {labels.device}")
         labels = labels.contiguous()
     B = img.shape[0]
-    kk = max(B - 1, 1) if negatives == "all" else int(k)
+    kk = max(B - 1, 1) if negatives == "all" else min(int(k), max(B - 1, 1))  # clamped: any int k works
     scale = 1.0 / B if reduction == "mean" else 1.0
     loss, _, _, _ = _vse_loss(img, txt, labels, margin, kk, both_directions, scale)
     return loss
@@ -184,7 +212,16 @@ def _triplet_loss(
     ew = torch.empty(2 * T, dtype=acc, device=dev)
     _C.triplet_forward(capsule(anchors.contiguous()), capsule(candidates.contiguous()), capsule(triplets.contiguous()),
                        margin, scale, mean, capsule(loss), capsule(ei), capsule(ej), capsule(ew), stream_of(anchors))
-    return loss, ei, ej, ew
+    if T == 0:
+        return loss, ei, ej, ew
+    # NaN / inf in a row some triplet uses: the definition's hinge is NaN (or inf), the kernel's drops
+    # it; the loss and the gradients become NaN. O((n + m) d + T), no [T, d] intermediate, no sync.
+    # A row sum in float64 is non-finite iff the row holds NaN / inf (it cannot overflow for 16/32-bit
+    # rows) and costs a memory pass, ~100x less than isfinite(x).all(1).
+    bad_a = ~torch.isfinite(anchors.sum(1, dtype=torch.float64))
+    bad_c = bad_a if candidates is anchors else ~torch.isfinite(candidates.sum(1, dtype=torch.float64))
+    bad = (bad_a[triplets[:, 0]] | bad_c[triplets[:, 1]] | bad_c[triplets[:, 2]]).any()
+    return _poison(bad, loss, ei, ej, ew)
 
 
 @_triplet_loss.register_fake
@@ -224,6 +261,11 @@ def triplet_margin_loss(
 
     Dot products accumulate in float32 (float64 for float64) and the loss has that type. No
     triplet gives a zero loss that still has a graph (zero gradients).
+
+    NaN propagates: a NaN or ±inf in a row of ``anchors`` / ``candidates`` that some triplet uses
+    makes the loss NaN (the definition gives NaN, or +inf) and the gradients of the rows the
+    triplets use NaN; rows no triplet uses do not matter (zero gradient), as in the definition.
+    (float64 rows whose finite values sum past 1.8e308 count as non-finite too.)
 
     Returns:
         Tensor[] (0-dim): the loss.

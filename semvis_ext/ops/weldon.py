@@ -62,7 +62,10 @@ def _weldon_pool(
     kt = resolve_k(kmax, kmax_frac, H * W, wildcat)
     kb = resolve_k(kmin, kmin_frac, H * W, wildcat)
     y = torch.empty((B, C), dtype=x.dtype, device=x.device)
-    idx = torch.empty((B, C, kt + kb), dtype=torch.int64, device=x.device)
+    # a count beyond the map (up to 2**63 - 1) is refused by the kernel's checks, before it looks at
+    # idx: allocate no more than the map so that the error is ours, not an allocation overflow.
+    # Saved for backward as int32 (half the memory of int64).
+    idx = torch.empty((B, C, min(kt, H * W) + min(kb, H * W)), dtype=torch.int32, device=x.device)
     host, dev = _valid_hw_pair(valid_hw, x.device)
     _C.weldon_forward(
         capsule(x), capsule(host), capsule(dev), kmax, kmax_frac, kmin, kmin_frac, alpha, wildcat, ordered,
@@ -76,7 +79,7 @@ def _(x, valid_hw, kmax, kmax_frac, kmin, kmin_frac, alpha, wildcat, ordered):
     B, C, H, W = x.shape
     kt = resolve_k(kmax, kmax_frac, H * W, wildcat)
     kb = resolve_k(kmin, kmin_frac, H * W, wildcat)
-    return x.new_empty((B, C)), x.new_empty((B, C, kt + kb), dtype=torch.int64)
+    return x.new_empty((B, C)), x.new_empty((B, C, kt + kb), dtype=torch.int32)
 
 
 @torch.library.custom_op("semvis::weldon_pool_backward", mutates_args=())
@@ -199,6 +202,7 @@ def weldon_pool(
     if not return_indices:
         return y
     kt = resolve_k(kmax_c, kmax_f, x.shape[2] * x.shape[3], form == "wildcat")
+    idx = idx.long()  # the op saves int32 positions; the public result keeps torch.topk's int64
     return WeldonResult(y, idx[..., :kt], idx[..., kt:])
 
 

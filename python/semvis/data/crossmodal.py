@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["CaptionedImages", "Phrase", "read_karpathy_json", "read_flickr30k_tokens", "load_image"]
+__all__ = ["CaptionedImages", "Phrase", "read_karpathy_json", "read_flickr30k_tokens", "load_image",
+           "load_crossmodal_split"]
 
 
 @dataclass(frozen=True)
@@ -194,3 +195,24 @@ def read_flickr30k_tokens(path: Union[str, os.PathLike], image_root: Union[str, 
         raise ValueError(f"{path}: no caption for {len(missing)} listed images, e.g. {missing[:3]}")
     return CaptionedImages([os.path.join(os.fspath(image_root), n) for n in order], [caps[n] for n in order],
                            None, order)
+
+
+def load_crossmodal_split(split: str = "train", data: str = "synthetic", karpathy_json: Optional[str] = None,
+                          image_root: Optional[str] = None, n_train: int = 400, n_test: int = 100,
+                          image_size: int = 64, seed: int = 0) -> CaptionedImages:
+    """One split of a cross-modal data set: ``data="synthetic"`` (seeded scenes: the first
+    ``n_train`` are "train", the next ``n_test`` are "val" and "test") or ``"karpathy"`` (the split
+    of ``karpathy_json`` with images under ``image_root``)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    if data == "karpathy":
+        if not karpathy_json or not image_root:
+            raise ValueError("data='karpathy' needs karpathy_json and image_root")
+        return read_karpathy_json(karpathy_json, image_root, split=split)
+    if data != "synthetic":
+        raise ValueError(f"data must be 'synthetic' or 'karpathy', got {data!r}")
+    from .synthetic_scenes import SyntheticScenes
+
+    ds = SyntheticScenes(n_train + n_test, image_size=image_size, seed=seed)
+    idx = range(n_train) if split == "train" else range(n_train, n_train + n_test)
+    return CaptionedImages.from_synthetic(ds, idx)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["is_initialized", "rank", "world_size", "is_main_process", "all_gather_with_grad",
-           "all_gather_no_grad", "loss_scale", "barrier"]
+           "all_gather_no_grad", "loss_scale", "barrier", "shard"]
 
 
 def is_initialized() -> bool:
@@ -51,6 +51,16 @@ def world_size() -> int:
 def is_main_process() -> bool:
     """Rank 0 logs, writes checkpoints and shows progress bars."""
     return rank() == 0
+
+
+def shard(n: int) -> slice:
+    """This rank's rows of a global batch of ``n`` rows: contiguous, in rank order, sizes differing
+    by at most one (``torch.tensor_split``'s split), so that :func:`all_gather_with_grad` of the
+    per-rank results is the global batch in its original order."""
+    w, r = world_size(), rank()
+    q, m = divmod(int(n), w)
+    lo = r * q + min(r, m)
+    return slice(lo, lo + q + (1 if r < m else 0))
 
 
 def barrier() -> None:

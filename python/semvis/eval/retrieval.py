@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["first_relevant_rank", "recall_at_k", "median_rank", "rank_metrics", "crossmodal_retrieval_metrics"]
+__all__ = ["first_relevant_rank", "recall_at_k", "median_rank", "rank_metrics", "crossmodal_retrieval_metrics",
+           "mean_average_precision"]
 
 _ROW_CHUNK = 1024
 
@@ -182,3 +183,17 @@ def crossmodal_retrieval_metrics(
             for name, v in m.items():
                 acc[key][name] = acc[key].get(name, 0.0) + v / folds
     return acc
+
+
+def mean_average_precision(emb: Tensor, labels: Tensor) -> float:
+    """Exact mAP of embeddings ``emb`` [n, d] with class ``labels`` [n], every item querying all
+    the others by dot product (same label = relevant; items without a relevant item are left out)."""
+    s = emb @ emb.t()
+    n = s.shape[0]
+    s.fill_diagonal_(-float("inf"))
+    order = s.argsort(dim=1, descending=True)[:, : n - 1]
+    rel = (labels[order] == labels.view(-1, 1)).double()
+    hits = rel.cumsum(1)
+    ranks = torch.arange(1, n, dtype=torch.float64)
+    ap = (rel * hits / ranks).sum(1) / rel.sum(1).clamp(min=1)
+    return float(ap[rel.sum(1) > 0].mean())

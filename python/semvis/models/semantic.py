@@ -46,7 +46,7 @@ class SemanticRetrievalNet(nn.Module):
                  scales: Sequence[float] = (1.0,), pooling: str = "rmac", freeze_bn: bool = True,
                  weights=None, stages: int = 4):
         super().__init__()
-        from ..train.registry import build_pooling
+        from .registry import build_pooling
 
         if stages not in (3, 4):
             raise ValueError(f"stages must be 3 or 4, got {stages!r}")

@@ -15,28 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..text.captions import pad_captions
 from .sru import SRU
 
 __all__ = ["TextEncoder", "load_word2vec", "pad_captions"]
 
 PAD, UNK = "<pad>", "<unk>"
-
-
-def pad_captions(ids: Sequence[Sequence[int]], pad_index: int = 0) -> Tuple[Tensor, Tensor]:
-    """Right-pads token-id lists into (ids Tensor[B, T] int64, lengths Tensor[B] int64).
-
-    Raises ValueError on an empty caption (a caption with no token, e.g. only punctuation).
-    """
-    if len(ids) == 0:
-        raise ValueError("pad_captions: no captions")
-    lengths = [len(s) for s in ids]
-    for i, n in enumerate(lengths):
-        if n == 0:
-            raise ValueError(f"caption {i} is empty (no tokens): every caption needs at least one word")
-    out = torch.full((len(ids), max(lengths)), pad_index, dtype=torch.int64)
-    for i, s in enumerate(ids):
-        out[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.int64)
-    return out, torch.as_tensor(lengths, dtype=torch.int64)
 
 
 class TextEncoder(nn.Module):

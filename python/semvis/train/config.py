@@ -2,18 +2,14 @@
 errors that name the field, the value received and what is allowed."""
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Optional, Tuple
+
+from ..config import ConfigError
+from .base import TrainConfig
 
 __all__ = ["SemanticConfig", "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """A bad configuration value (a ValueError naming the field)."""
 
 
 _CHOICES = {
@@ -21,12 +17,17 @@ _CHOICES = {
     "backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "objective": ("visual", "joint", "wsabie"),
     "pooling": ("rmac",),
-    "device": ("cpu", "cuda"),
 }
+
+#: the paper's recipe scaled to synthetic scenes on 2 CPU cores (see SemanticConfig.synthetic_preset)
+_SYNTHETIC = dict(data="synthetic", n_images=1200, image_size=64, split_sizes=(800, 200, 200), backbone="resnet18",
+                  width=16, levels=2, stages=3, freeze_bn=False, mine_queries=64, positives_per_query=9, per_pair=100,
+                  remine_every=16, batch_size=32, steps=200, lr=3e-3, text_lr=1e-2, eval_queries=200, r_max=100,
+                  knn=32)
 
 
 @dataclass
-class SemanticConfig:
+class SemanticConfig(TrainConfig):
     """Every knob of ``semvis train-semantic``. Defaults are the paper's (spec 000.6-000.9) where
     it states them; :meth:`synthetic_preset` scales them to a 2-core CPU run.
 
@@ -45,10 +46,14 @@ class SemanticConfig:
     Optimisation: ``batch_size`` (triplets), ``steps``, ``lr``, ``text_lr``, ``lr_drop_at``
     (fraction of ``steps`` where lr is multiplied by ``lr_drop``).
     Evaluation: ``eval_queries``, ``r_max``.
-    Run: ``seed``, ``workers`` (dataloader processes decoding images), ``threads`` (torch CPU
-    threads; 0 leaves torch's default), ``device``,
-    ``checkpoint_every`` (0: only at the end), ``out_dir``, ``progress``.
+    Run: ``workers`` (dataloader processes decoding images) and the fields of
+    :class:`~semvis.train.base.TrainConfig` (``seed``, ``threads``, ``device``, ``out_dir``,
+    ``checkpoint_every`` in updates, ``progress``).
+
+    Presets: ``"paper"`` (the defaults) and ``"synthetic"`` (:meth:`synthetic_preset`).
     """
+
+    PRESETS = {"paper": {}, "synthetic": _SYNTHETIC}
 
     data: str = "synthetic"
     data_root: Optional[str] = None
@@ -81,124 +86,56 @@ class SemanticConfig:
     lr_drop: float = 0.1
     eval_queries: int = 1000
     r_max: int = 1000
-    seed: int = 0
     workers: int = 0
-    threads: int = 0
-    device: str = "cpu"
-    checkpoint_every: int = 0
-    out_dir: Optional[str] = None
-    progress: bool = True
 
-    def __post_init__(self):
-        self.validate()
-
-    # ------------------------------------------------------------------ validation
     def validate(self) -> "SemanticConfig":
-        def fail(name, msg):
-            raise ConfigError(f"config.{name}: {msg}, got {getattr(self, name)!r}")
-
+        super().validate()
         for name, choices in _CHOICES.items():
-            if getattr(self, name) not in choices:
-                fail(name, f"must be one of {choices}")
+            self.check_choice(name, choices)
         ints = {"n_images": 4, "image_size": 32, "max_side": 0, "width": 1, "levels": 1, "knn": 1,
                 "mine_queries": 1, "positives_per_query": 1, "per_pair": 1, "remine_every": 1, "batch_size": 1,
-                "steps": 0, "eval_queries": 1, "r_max": 1, "seed": 0, "data_seed": 0, "workers": 0, "threads": 0,
-                "checkpoint_every": 0}
+                "steps": 0, "eval_queries": 1, "r_max": 1, "data_seed": 0, "workers": 0}
         for name, lo in ints.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                fail(name, "must be an int")
-            if v < lo:
-                fail(name, f"must be >= {lo}")
+            self.check_int(name, lo=lo)
         for name in ("margin", "lr", "lr_drop_at", "lr_drop"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                fail(name, "must be a finite number")
+            self.check_float(name)
+        self.check_float("lr", lo=0, lo_open=True)
         if 0 < self.max_side < 32:
-            fail("max_side", "must be 0 (chosen from the images and the device) or >= 32")
-        if self.lr <= 0:
-            fail("lr", "must be > 0")
-        if self.text_lr is not None and (not isinstance(self.text_lr, (int, float)) or not self.text_lr > 0):
-            fail("text_lr", "must be a number > 0 or null")
+            self.fail("max_side", "must be 0 (chosen from the images and the device) or >= 32")
+        if self.text_lr is not None and (isinstance(self.text_lr, bool) or not isinstance(self.text_lr, (int, float))
+                                         or not self.text_lr > 0):
+            self.fail("text_lr", "must be a number > 0 or null")
         if not 0 <= self.lr_drop_at <= 1:
-            fail("lr_drop_at", "must be in [0, 1]")
+            self.fail("lr_drop_at", "must be in [0, 1]")
         if not 0 < self.lr_drop <= 1:
-            fail("lr_drop", "must be in (0, 1]")
-        if self.margin < 0:
-            fail("margin", "must be >= 0")
+            self.fail("lr_drop", "must be in (0, 1]")
+        self.check_float("margin", lo=0)
         ss = self.split_sizes
         if (not isinstance(ss, (list, tuple)) or len(ss) != 3
                 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in ss)):
-            fail("split_sizes", "must be three ints >= 1 (train, val, test)")
+            self.fail("split_sizes", "must be three ints >= 1 (train, val, test)")
         self.split_sizes = tuple(ss)
         sc = self.scales
         if (not isinstance(sc, (list, tuple)) or not sc
                 or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 4 for s in sc)):
-            fail("scales", "must be a non-empty list of numbers in (0, 4]")
+            self.fail("scales", "must be a non-empty list of numbers in (0, 4]")
         self.scales = tuple(float(s) for s in sc)
-        if not isinstance(self.freeze_bn, bool):
-            fail("freeze_bn", "must be true or false")
+        self.check_bool("freeze_bn")
         if self.stages not in (3, 4):
-            fail("stages", "must be 3 (conv4, stride 16) or 4 (conv5, stride 32)")
-        if not isinstance(self.init_whitening, bool):
-            fail("init_whitening", "must be true or false")
-        if not isinstance(self.progress, bool):
-            fail("progress", "must be true or false")
+            self.fail("stages", "must be 3 (conv4, stride 16) or 4 (conv5, stride 32)")
+        self.check_bool("init_whitening")
         if self.data != "synthetic" and not self.data_root:
-            fail("data_root", f"is required for data={self.data!r}")
+            self.fail("data_root", f"is required for data={self.data!r}")
         if self.data_root is not None and not os.path.exists(self.data_root):
-            fail("data_root", "does not exist")
+            self.fail("data_root", "does not exist")
         if self.weights is not None and not os.path.isfile(self.weights):
-            fail("weights", "is not a file")
+            self.fail("weights", "is not a file")
         return self
-
-    # ------------------------------------------------------------------ io
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "SemanticConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"config must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"config: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
-
-    @classmethod
-    def from_file(cls, path: Union[str, os.PathLike]) -> "SemanticConfig":
-        """Reads a ``.json`` or ``.toml`` config file."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file not found: {path}")
-        p = str(path)
-        try:
-            if p.endswith(".toml"):
-                import tomllib
-
-                with open(p, "rb") as f:
-                    d = tomllib.load(f)
-            else:
-                with open(p) as f:
-                    d = json.load(f)
-        except Exception as e:  # noqa: BLE001 - any parse error is a bad file
-            raise ConfigError(f"{path}: cannot parse config ({e})") from None
-        return cls.from_dict(d)
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["split_sizes"] = list(self.split_sizes)
-        d["scales"] = list(self.scales)
-        return d
-
-    def replace(self, **kw) -> "SemanticConfig":
-        return SemanticConfig.from_dict({**self.to_dict(), **kw})
 
     @classmethod
     def synthetic_preset(cls, **kw) -> "SemanticConfig":
         """The paper's recipe scaled to synthetic scenes on 2 CPU cores: a narrow ResNet-18 cut
-        after conv4 (64-px images would leave a 2 x 2 conv5 map), trained from scratch (no pretrained weights exist offline), BN statistics trained, lr
-        3e-3 (the paper's 1e-5 assumes ImageNet weights), 8 x smaller mining pools."""
-        base = dict(data="synthetic", n_images=1200, image_size=64, split_sizes=(800, 200, 200),
-                    backbone="resnet18", width=16, levels=2, stages=3, freeze_bn=False, mine_queries=64,
-                    positives_per_query=9, per_pair=100, remine_every=16, batch_size=32, steps=200,
-                    lr=3e-3, text_lr=1e-2, eval_queries=200, r_max=100, knn=32)
-        base.update(kw)
-        return cls.from_dict(base)
+        after conv4 (64-px images would leave a 2 x 2 conv5 map), trained from scratch (no
+        pretrained weights exist offline), BN statistics trained, lr 3e-3 (the paper's 1e-5
+        assumes ImageNet weights), 8 x smaller mining pools. Same as ``preset("synthetic", **kw)``."""
+        return cls.preset("synthetic", **kw)

@@ -16,210 +16,77 @@ Defaults follow the paper where it speaks and the public codes where it does not
   trunk's BatchNorm layers in eval mode while the trunk is frozen (vsepp#30), ``"frozen"``
   always, ``"train"`` never;
 * evaluation always runs the model in eval mode (dropout off, BatchNorm running statistics);
-* DDP-ready: under ``torch.distributed`` each rank trains on its shard of every epoch's batches
-  (the negatives are those of the local batch) and only rank 0 writes checkpoints and progress.
+* the global batch under ``torch.distributed`` (torchrun): every rank iterates the same batches,
+  embeds its share of each, and the hardest negatives are mined over the embeddings of all ranks
+  (:func:`semvis.distributed.all_gather_with_grad`), so a step equals one on the whole batch; only
+  rank 0 writes checkpoints and progress.
+
+The encoders live in :mod:`semvis.models.crossmodal`, the image preparation in
+:mod:`semvis.data.transforms`, the tokenisation in :mod:`semvis.text.captions` and the evaluation
+in :mod:`semvis.eval.crossmodal` (re-exported here).
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-import os
-import time
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..data.crossmodal import CaptionedImages
-from ..eval.pointing import centre_points, pointing_game
-from ..eval.retrieval import crossmodal_retrieval_metrics
+from ..data.crossmodal import CaptionedImages, load_crossmodal_split
+from ..data.transforms import prepare_images, random_crop
+from ..distributed import all_gather_with_grad, shard
+from ..eval.crossmodal import evaluate_crossmodal
 from ..losses import hardest_negative_triplet_loss
-from ..models.bean import BEAN, set_batchnorm_eval
-from ..models.localization import heatmap_points, text_heatmap
-from ..models.text_encoder import pad_captions
-from ..text import Vocabulary, tokenize
+from ..models.bean import BEAN, PRESETS as BEAN_PRESETS, set_batchnorm_eval
+from ..models.crossmodal import (CHECKPOINT_FORMATS, default_heatmap_k, encode_captions, encode_images,
+                                 load_crossmodal_checkpoint)
+from ..text import Vocabulary
+from ..text.captions import build_vocabulary, pad_captions, tokenize_captions
+from .base import TrainConfig, Trainer
 
 __all__ = ["CrossModalConfig", "CrossModalTrainer", "build_vocabulary", "tokenize_captions", "prepare_images",
-           "encode_images", "encode_captions", "evaluate_crossmodal", "load_crossmodal_checkpoint"]
+           "encode_images", "encode_captions", "evaluate_crossmodal", "load_crossmodal_checkpoint",
+           "default_heatmap_k", "crossmodal_data"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CHECKPOINT_FORMAT = "semvis.crossmodal/1"
+#: the 2-core CPU recipe on synthetic scenes (benchmarks/RESULTS.md)
+_SYNTHETIC = dict(data="synthetic", epochs=15, batch_size=32, crop_size=None, crop_scale=(0.8, 1.0), test_size=None,
+                  lr=2e-3, lr_decay_epochs=0, warmup_epochs=None, model="tiny",
+                  model_args={"stages": 2, "dim": 128, "feature_dim": 256})
 
-
-# ---- text ------------------------------------------------------------------------------------
-
-def build_vocabulary(captions: Sequence[str], min_count: int = 1, max_size: Optional[int] = None) -> Vocabulary:
-    """Word vocabulary of training captions: ``<pad>`` = 0, ``<unk>`` = 1, then words by count."""
-    docs = [tokenize(c) for c in captions]
-    return Vocabulary.build(docs, min_count=min_count, count="token", specials=("<pad>", "<unk>"), unk="<unk>",
-                            max_size=max_size)
-
-
-def tokenize_captions(vocab: Vocabulary, captions: Sequence[str], max_len: Optional[int] = None
-                      ) -> Tuple[Tensor, Tensor]:
-    """Captions → (ids Tensor[B, T] int64, lengths Tensor[B]); unknown words → ``<unk>``.
-
-    Raises ValueError for a caption without any word (empty, or only digits/punctuation).
-    """
-    if vocab.unk is None or vocab.get("<pad>") != 0:
-        raise ValueError("the vocabulary must have '<pad>' at index 0 and an unk token (see build_vocabulary)")
-    seqs = []
-    for i, c in enumerate(captions):
-        if not isinstance(c, str):
-            raise TypeError(f"caption {i} must be a str, got {type(c).__name__}")
-        toks = tokenize(c)
-        if not toks:
-            raise ValueError(f"caption {i} is empty (no word): {c!r}")
-        ids = vocab.encode(toks, oov="unk")
-        seqs.append(ids[:max_len] if max_len else ids)
-    return pad_captions(seqs, pad_index=0)
-
-
-# ---- images ----------------------------------------------------------------------------------
-
-def _to_float(img: np.ndarray) -> Tensor:
-    if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 [H, W, 3] arrays, got {getattr(img, 'dtype', type(img).__name__)} "
-                         f"{getattr(img, 'shape', '')}")
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
-
-
-def _normalize(x: Tensor) -> Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(3, 1, 1)
-    return (x - mean) / std
-
-
-def _resize(x: Tensor, size: Tuple[int, int]) -> Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x.unsqueeze(0), size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-
-
-def prepare_images(images: Sequence[np.ndarray], size: Optional[int] = 400) -> Tensor:
-    """uint8 [H, W, 3] arrays → normalized Tensor[B, 3, size, size] (resized regardless of aspect
-    ratio, as BEAN tests; ``size=None`` keeps the sizes, which must then agree)."""
-    out = []
-    for img in images:
-        x = _to_float(img)
-        out.append(_normalize(_resize(x, (size, size)) if size else x))
-    shapes = {tuple(t.shape) for t in out}
-    if len(shapes) > 1:
-        raise ValueError(f"images of different sizes {sorted(shapes)[:3]}: give a size to resize them")
-    return torch.stack(out)
-
-
-def _random_crop(img: np.ndarray, size: int, scale: Tuple[float, float], ratio: Tuple[float, float],
-                 rng: np.random.Generator) -> Tensor:
-    """VSE++-style random rectangular crop resized to size × size (torchvision RandomResizedCrop)."""
-    x = _to_float(img)
-    H, W = x.shape[1:]
-    area = H * W
-    for _ in range(10):
-        a = area * rng.uniform(*scale)
-        r = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        w, h = int(round(math.sqrt(a * r))), int(round(math.sqrt(a / r)))
-        if 0 < w <= W and 0 < h <= H:
-            y0, x0 = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
-            x = x[:, y0:y0 + h, x0:x0 + w]
-            break
-    return _normalize(_resize(x, (size, size)))
-
-
-# ---- encoding --------------------------------------------------------------------------------
-
-@torch.no_grad()
-def encode_images(model: BEAN, data: CaptionedImages, size: Optional[int], batch_size: int = 64,
-                  device: str = "cpu", maps: bool = False):
-    """Image embeddings Tensor[M, d] (and, with ``maps``, the activation maps Tensor[M, D', h, w])
-    in eval mode."""
-    was = model.training
-    model.eval()
-    embs, Gs = [], []
-    try:
-        for i0 in range(0, len(data), batch_size):
-            x = prepare_images([data.image(i) for i in range(i0, min(i0 + batch_size, len(data)))], size).to(device)
-            G = model.image.activation_maps(x)
-            embs.append(model.image.embed_maps(G).float().cpu())
-            if maps:
-                Gs.append(G.float().cpu())
-    finally:
-        model.train(was)
-    e = torch.cat(embs)
-    return (e, torch.cat(Gs)) if maps else e
-
-
-@torch.no_grad()
-def encode_captions(model: BEAN, vocab: Vocabulary, captions: Sequence[str], batch_size: int = 256,
-                    device: str = "cpu") -> Tensor:
-    """Caption (or phrase) embeddings Tensor[N, d] in eval mode."""
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for c0 in range(0, len(captions), batch_size):
-            ids, lengths = tokenize_captions(vocab, captions[c0:c0 + batch_size])
-            out.append(model.text(ids.to(device), lengths.to(device)).float().cpu())
-    finally:
-        model.train(was)
-    return torch.cat(out) if out else torch.zeros(0, model.dim)
-
-
-def default_heatmap_k(d: int) -> int:
-    """The paper's k = 180 of d = 2400, scaled to other widths: max(1, round(0.075 d))."""
-    return max(1, int(round(d * 180 / 2400)))
-
-
-def evaluate_crossmodal(model: BEAN, vocab: Vocabulary, data: CaptionedImages, size: Optional[int] = 400,
-                        folds: int = 1, heatmap_k: Optional[int] = None, device: str = "cpu", batch_size: int = 64
-                        ) -> Dict[str, Any]:
-    """R@1/5/10, MedR both ways with and without re-ranking, and the pointing game (when the data
-    have grounded phrases) against the centre baseline.
-
-    ``heatmap_k`` defaults to the paper's share of the dimensions, 180 / 2400 of d (180 at d = 2400).
-
-    Returns:
-        ``{"retrieval": {"i2t": ..., "t2i": ...}, "retrieval_rerank": {...}, "pointing": {"accuracy",
-        "centre_baseline", "phrases"}}`` (recalls and accuracies in %).
-    """
-    caps, owner = data.flat_captions()
-    img, G = encode_images(model, data, size, batch_size, device, maps=True)
-    txt = encode_captions(model, vocab, caps, device=device)
-    owner_t = torch.as_tensor(owner, dtype=torch.int64)
-    out: Dict[str, Any] = {
-        "retrieval": crossmodal_retrieval_metrics(img, txt, owner_t, folds=folds),
-        "retrieval_rerank": crossmodal_retrieval_metrics(img, txt, owner_t, folds=folds, rerank=True),
-    }
-    if data.phrases is not None and any(data.phrases):
-        A = model.image.fc.weight.detach().float().cpu()
-        k = default_heatmap_k(A.shape[0]) if heatmap_k is None else min(heatmap_k, A.shape[0])
-        points, boxes, sizes = [], [], []
-        for i, ph in enumerate(data.phrases):
-            if not ph:
-                continue
-            H_img, W_img = data.image(i).shape[:2]
-            v = encode_captions(model, vocab, [p.text for p in ph], device=device)
-            H = text_heatmap(G[i], A, v, k)  # [P, h, w]
-            points.append(heatmap_points(H, (W_img, H_img)))
-            boxes.extend(p.box for p in ph)
-            sizes.extend([(W_img, H_img)] * len(ph))
-        pts = torch.cat(points)
-        _, acc = pointing_game(pts, boxes)
-        _, base = pointing_game(centre_points(sizes), boxes)
-        out["pointing"] = {"accuracy": acc, "centre_baseline": base, "phrases": len(boxes), "k": k}
-    return out
-
-
-# ---- training --------------------------------------------------------------------------------
 
 @dataclass
-class CrossModalConfig:
-    """Training knobs (defaults: the paper / public code; see the module docstring)."""
+class CrossModalConfig(TrainConfig):
+    """Every knob of a BEAN / DSVE-loc training run (defaults: the paper / public code; see the
+    module docstring).
 
+    Data: ``data`` ("synthetic" | "karpathy"), ``karpathy_json`` + ``image_root`` (karpathy),
+    ``n_train`` / ``n_test`` / ``image_size`` (synthetic scenes, seeded by ``seed``).
+    Model: ``model`` (a ``semvis.models.BEAN_PRESETS`` name) and ``model_args`` (overrides of it).
+    Optimisation: ``epochs``, ``batch_size``, ``lr``, ``lr_decay`` applied after each of the first
+    ``lr_decay_epochs`` epochs, ``grad_clip`` (None: off).
+    Loss: ``margin``, ``reduction`` ("sum" | "mean"), ``negatives`` ("hardest" | "all"), ``k``,
+    ``warmup_epochs`` (first epochs with the sum over all negatives; None: every epoch).
+    Trunk: ``freeze_trunk_epochs``, ``bn`` ("auto" | "frozen" | "train").
+    Images: ``crop_size`` (None: the synthetic ``image_size``), ``crop_scale``, ``crop_ratio``,
+    ``test_size`` (evaluation resize; None: native sizes), ``max_caption_len``.
+    Run: the :class:`~semvis.train.base.TrainConfig` fields (``checkpoint_every`` in epochs, 1 by default).
+
+    Presets: ``"paper"`` (the defaults) and ``"synthetic"`` (the 2-core recipe of RESULTS.md).
+    """
+
+    PRESETS = {"paper": {}, "synthetic": _SYNTHETIC}
+
+    checkpoint_every: int = 1
+    data: str = "synthetic"
+    karpathy_json: Optional[str] = None
+    image_root: Optional[str] = None
+    n_train: int = 400
+    n_test: int = 100
+    image_size: int = 64
+    model: str = "dsve_paper"
+    model_args: Dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 160
     lr: float = 1e-3
@@ -229,81 +96,124 @@ class CrossModalConfig:
     reduction: str = "sum"
     negatives: str = "hardest"
     k: int = 1
-    warmup_epochs: int = 0
+    warmup_epochs: Optional[int] = 0
     freeze_trunk_epochs: int = 0
     bn: str = "auto"
-    crop_size: int = 256
+    crop_size: Optional[int] = 256
     crop_scale: Tuple[float, float] = (0.5, 1.0)
     crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
     test_size: Optional[int] = 400
     grad_clip: Optional[float] = 2.0
     max_caption_len: Optional[int] = None
-    seed: int = 0
-    device: str = "cpu"
-    checkpoint_dir: Optional[str] = None
-    progress: bool = True
 
-    def __post_init__(self):
-        if self.bn not in ("auto", "frozen", "train"):
-            raise ValueError(f"bn must be 'auto', 'frozen' or 'train', got {self.bn!r}")
-        for name in ("epochs", "batch_size", "k"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+    def validate(self) -> "CrossModalConfig":
+        super().validate()
+        self.check_choice("data", ("synthetic", "karpathy"))
+        if self.data == "karpathy":
+            self.check_path("karpathy_json", "file", optional=False)
+            self.check_path("image_root", "dir", optional=False)
+        for name in ("n_train", "n_test", "epochs", "batch_size", "k"):
+            self.check_int(name, lo=1)
+        self.check_int("image_size", lo=8)
         if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2 (the negatives come from the batch)")
-        if not (self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.negatives not in ("hardest", "all"):
-            raise ValueError(f"negatives must be 'hardest' or 'all', got {self.negatives!r}")
-        if self.reduction not in ("sum", "mean"):
-            raise ValueError(f"reduction must be 'sum' or 'mean', got {self.reduction!r}")
+            self.fail("batch_size", "must be >= 2 (the negatives come from the batch)")
+        self.check_choice("model", tuple(sorted(BEAN_PRESETS)))
+        if not isinstance(self.model_args, dict):
+            self.fail("model_args", "must be a mapping of BEAN arguments")
+        self.check_float("lr", lo=0, lo_open=True)
+        self.check_float("lr_decay", lo=0, lo_open=True, hi=1)
+        self.check_int("lr_decay_epochs", lo=0)
+        self.check_float("margin", lo=0)
+        self.check_choice("reduction", ("sum", "mean"))
+        self.check_choice("negatives", ("hardest", "all"))
+        self.check_int("warmup_epochs", lo=0, optional=True)
+        self.check_int("freeze_trunk_epochs", lo=0)
+        self.check_choice("bn", ("auto", "frozen", "train"))
+        self.check_int("crop_size", lo=1, optional=True)
+        if self.crop_size is None and self.data != "synthetic":
+            self.fail("crop_size", "may be null (the image size) only for synthetic data")
+        for name, lo, hi in (("crop_scale", 0.0, 1.0), ("crop_ratio", 0.0, 100.0)):
+            v = getattr(self, name)
+            if (not isinstance(v, (list, tuple)) or len(v) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not lo < x <= hi for x in v)
+                    or v[0] > v[1]):
+                self.fail(name, f"must be two increasing numbers in ({lo}, {hi}]")
+            setattr(self, name, tuple(float(x) for x in v))
+        self.check_int("test_size", lo=1, optional=True)
+        self.check_float("grad_clip", lo=0, lo_open=True, optional=True)
+        self.check_int("max_caption_len", lo=1, optional=True)
+        return self
 
 
-def _dist():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+def crossmodal_data(config, split: str) -> CaptionedImages:
+    """The ``split`` of the data set a :class:`CrossModalConfig` (or its dict) names."""
+    get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
+    return load_crossmodal_split(split, data=get("data", "synthetic"), karpathy_json=get("karpathy_json"),
+                                 image_root=get("image_root"), n_train=get("n_train", 400), n_test=get("n_test", 100),
+                                 image_size=get("image_size", 64), seed=get("seed", 0))
 
 
-class CrossModalTrainer:
-    """Trains a :class:`BEAN` on a :class:`CaptionedImages` set.
+class CrossModalTrainer(Trainer):
+    """Trains a :class:`BEAN` on a :class:`CaptionedImages` set, one epoch per unit.
 
-    ``fit()`` runs ``config.epochs`` epochs (resuming from ``resume(path)`` if called) and returns
-    the per-epoch history (loss, lr, seconds, images/s). Checkpoints (``checkpoint_dir``) hold the
-    model configuration, weights, optimizer, epoch, config and vocabulary:
-    :func:`load_crossmodal_checkpoint` rebuilds the model from one.
+    ``CrossModalTrainer(model, vocab, train, config)`` trains a given model;
+    :meth:`from_config` builds the data, vocabulary and model a config names. ``fit()`` runs
+    ``config.epochs`` epochs and returns the per-epoch history (loss, lr, negatives, seconds,
+    images/s). Checkpoints (``out_dir/checkpoint.pt``, every ``checkpoint_every`` epochs) hold the
+    model configuration, weights, optimizer, counters, config, vocabulary and RNG states:
+    ``CrossModalTrainer.resume(path)`` continues a run, :func:`load_crossmodal_checkpoint`
+    rebuilds the model for search and evaluation.
     """
 
-    def __init__(self, model: BEAN, vocab: Vocabulary, train: CaptionedImages, config: Optional[CrossModalConfig] = None,
-                 val: Optional[CaptionedImages] = None):
-        self.config = config or CrossModalConfig()
-        self.model = model.to(self.config.device)
+    KIND = "crossmodal"
+    CONFIG = CrossModalConfig
+    UNIT = "epoch"
+    LEGACY_FORMATS = CHECKPOINT_FORMATS[1:]
+
+    def __init__(self, model: BEAN, vocab: Vocabulary, train: CaptionedImages,
+                 config: Optional[CrossModalConfig] = None, val: Optional[CaptionedImages] = None):
+        super().__init__(config if config is not None else CrossModalConfig())
+        self.model = model.to(self.device)
         self.vocab = vocab
         self.train_set, self.val_set = train, val
         if len(vocab) != model.text.num_words:
             raise ValueError(f"the vocabulary has {len(vocab)} words but the model {model.text.num_words}")
         if len(train) < 2:
             raise ValueError("the training set needs at least 2 images")
-        self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=self.config.lr)
-        self.epoch = 0
-        self.history: List[Dict[str, float]] = []
-        self.rng = np.random.default_rng(self.config.seed)
+        self.build_optimizer([{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.config.lr}])
+        # crops draw from a per-rank stream under torch.distributed (rank 0's is the single-process one)
+        self.rng = np.random.default_rng(self.config.seed if self.world == 1 else [self.config.seed, 1 + self.rank])
+        self._negatives = self.config.negatives
         # pre-tokenize every caption once
         self._cap_ids: List[List[Tuple[Tensor, int]]] = []
         for caps in train.captions:
             ids, lengths = tokenize_captions(vocab, caps, self.config.max_caption_len)
             self._cap_ids.append([(ids[j, : lengths[j]], int(lengths[j])) for j in range(len(caps))])
-        rank, world = _dist()
-        self.rank, self.world = rank, world
-        self.ddp_model = model
-        if world > 1:
-            self.ddp_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        self.ddp_model = self.wrap_ddp(model, find_unused_parameters=True)
+
+    @classmethod
+    def from_config(cls, config: CrossModalConfig, train: Optional[CaptionedImages] = None,
+                    val: Optional[CaptionedImages] = None) -> "CrossModalTrainer":
+        """The data (unless given), vocabulary of the training captions and model that ``config``
+        names (torch seeded with ``config.seed`` first, so that a run is reproducible)."""
+        if not isinstance(config, CrossModalConfig):
+            raise TypeError(f"config must be a CrossModalConfig, got {type(config).__name__}")
+        torch.manual_seed(config.seed)
+        train = train if train is not None else crossmodal_data(config, "train")
+        vocab = build_vocabulary([c for cs in train.captions for c in cs])
+        model = BEAN.from_preset(config.model, len(vocab), **config.model_args)
+        return cls(model, vocab, train, config, val)
 
     # -- schedule / staging
+    def budget(self) -> int:
+        return self.config.epochs
+
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch``: lr · decay^min(epoch, lr_decay_epochs)."""
         return self.config.lr * self.config.lr_decay ** min(epoch, self.config.lr_decay_epochs)
+
+    def lr_factor(self) -> float:
+        return self.config.lr_decay ** min(self.epoch, self.config.lr_decay_epochs)
 
     def _set_stage(self, epoch: int) -> None:
         frozen = epoch < self.config.freeze_trunk_epochs
@@ -313,122 +223,81 @@ class CrossModalTrainer:
         if self.config.bn == "frozen" or (self.config.bn == "auto" and frozen):
             set_batchnorm_eval(self.model.image.trunk)
 
+    def on_epoch_start(self) -> Dict[str, Any]:
+        c = self.config
+        self._set_stage(self.epoch)
+        warm = c.warmup_epochs is None or self.epoch < c.warmup_epochs
+        self._negatives = "all" if warm else c.negatives
+        return {"negatives": self._negatives, "loss_backend": "semvis_ext"}
+
     # -- batches
-    def _batches(self) -> List[np.ndarray]:
-        perm = self.rng.permutation(len(self.train_set))
+    def epoch_batches(self) -> List[np.ndarray]:
+        # under torch.distributed every rank iterates the same batches (one permutation per epoch
+        # from the seed) and embeds its share of each; the crops come from a per-rank stream
+        perm = (self.rng if self.world == 1 else np.random.default_rng([self.config.seed, self.epoch])
+                ).permutation(len(self.train_set))
         bs = self.config.batch_size
         batches = [perm[i:i + bs] for i in range(0, len(perm), bs)]
         if len(batches) > 1 and len(batches[-1]) < 2:
             batches = batches[:-1]  # a single-pair batch has no negative
-        return batches[self.rank::self.world]
+        return batches
+
+    def _crop_size(self) -> int:
+        return self.config.crop_size if self.config.crop_size is not None else self.config.image_size
 
     def _make_batch(self, idx: np.ndarray):
         c = self.config
-        imgs = torch.stack([_random_crop(self.train_set.image(int(i)), c.crop_size, c.crop_scale, c.crop_ratio, self.rng)
+        size = self._crop_size()
+        imgs = torch.stack([random_crop(self.train_set.image(int(i)), size, c.crop_scale, c.crop_ratio, self.rng)
                             for i in idx])
         seqs = []
         for i in idx:
             opts = self._cap_ids[int(i)]
             seqs.append(opts[int(self.rng.integers(len(opts)))][0].tolist())
         ids, lengths = pad_captions(seqs)
-        return imgs.to(c.device), ids.to(c.device), lengths.to(c.device)
+        return imgs.to(self.device), ids.to(self.device), lengths.to(self.device)
 
-    def train_epoch(self) -> Dict[str, float]:
+    def train_step(self, idx: np.ndarray) -> Dict[str, Any]:
         c = self.config
-        epoch = self.epoch
-        lr = self.lr_at(epoch)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        self._set_stage(epoch)
-        negatives = "all" if epoch < c.warmup_epochs else c.negatives
-        batches = self._batches()
-        bar = None
-        if c.progress and self.rank == 0:
-            try:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{c.epochs}", leave=False)
-            except ImportError:
-                bar = None
-        t0 = time.perf_counter()
-        total, n_img = 0.0, 0
-        for idx in batches:
+        if self.world > 1:
+            # the global batch: the loss (hardest negatives over every rank's pairs) on the gathered
+            # embeddings; every rank computes the same loss, so the scale is 1 (DDP averages)
+            imgs, ids, lengths = self._make_batch(idx[shard(len(idx))])
+            x, v = self.ddp_model(imgs, ids, lengths)
+            x, v = all_gather_with_grad(x), all_gather_with_grad(v)
+        else:
             imgs, ids, lengths = self._make_batch(idx)
             x, v = self.ddp_model(imgs, ids, lengths)
-            loss = hardest_negative_triplet_loss(x, v, c.margin, c.reduction, negatives=negatives, k=c.k)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            self.optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            n_img += len(idx)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        if bar is not None:
-            bar.close()
-        dt = time.perf_counter() - t0
-        self.epoch += 1
-        rec = {"epoch": self.epoch, "loss": total / max(n_img, 1), "lr": lr, "negatives": negatives,
-               "loss_backend": "semvis_ext",
-               "seconds": dt, "images_per_s": n_img / dt if dt > 0 else float("nan")}
-        self.history.append(rec)
-        if c.checkpoint_dir and self.rank == 0:
-            self.save(os.path.join(c.checkpoint_dir, "last.pt"))
-        return rec
+        loss = hardest_negative_triplet_loss(x, v, c.margin, c.reduction, negatives=self._negatives, k=c.k)
+        self.update(loss, clip=c.grad_clip, parameters=self.model.parameters())
+        return {"loss": float(loss.detach()), "n": len(idx)}
 
-    def fit(self) -> List[Dict[str, float]]:
-        while self.epoch < self.config.epochs:
-            self.train_epoch()
+    def on_fit_end(self) -> None:
         self.model.eval()
-        return self.history
 
     # -- checkpoints
-    def save(self, path: str) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "model_config": self.model.config,
-            "state_dict": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "config": dataclasses.asdict(self.config),
-            "vocab": {"terms": self.vocab.terms, "counts": self.vocab.counts, "unk": self.vocab.unk},
-            "history": self.history,
-            "rng": self.rng.bit_generator.state,
-        }
-        tmp = path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    def extra_state(self) -> Dict[str, Any]:
+        return {"model_config": self.model.config, "model": self.model.state_dict(),
+                "vocab": {"terms": self.vocab.terms, "counts": self.vocab.counts, "unk": self.vocab.unk},
+                "np_rng": self.rng.bit_generator.state}
 
-    def resume(self, path: str) -> None:
-        ck = _read_checkpoint(path)
-        self.model.load_state_dict(ck["state_dict"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.epoch = int(ck["epoch"])
-        self.history = list(ck.get("history", []))
-        if "rng" in ck:
-            self.rng.bit_generator.state = ck["rng"]
+    def load_extra_state(self, ck: Dict[str, Any]) -> None:
+        self.model.load_state_dict(ck["model"] if "model" in ck else ck["state_dict"])
+        st = ck.get("np_rng", ck.get("rng") if isinstance(ck.get("rng"), dict) else None)
+        if st is not None:
+            self.rng.bit_generator.state = st
 
-
-def _read_checkpoint(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file
-        raise ValueError(f"could not read checkpoint {path}: {e}") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a semvis cross-modal checkpoint (format tag {CHECKPOINT_FORMAT!r} missing)")
-    return ck
-
-
-def load_crossmodal_checkpoint(path: str) -> Tuple[BEAN, Vocabulary, Dict[str, Any]]:
-    """(model in eval mode, vocabulary, the raw checkpoint dict) from a trainer checkpoint."""
-    ck = _read_checkpoint(path)
-    model = BEAN(**ck["model_config"])
-    model.load_state_dict(ck["state_dict"])
-    model.eval()
-    v = ck["vocab"]
-    return model, Vocabulary(v["terms"], v["counts"], unk=v["unk"]), ck
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Dict[str, Any], train: Optional[CaptionedImages] = None,
+                        val: Optional[CaptionedImages] = None, **overrides) -> "CrossModalTrainer":
+        """The trainer of ``checkpoint``: its model and vocabulary, its config with ``overrides``,
+        the training data ``train`` (default: the split the config names)."""
+        cfg = dict(checkpoint["config"])
+        if "checkpoint_dir" in cfg:  # "semvis.crossmodal/1" checkpoints
+            cfg["out_dir"] = cfg.pop("checkpoint_dir")
+        config = CrossModalConfig.from_dict({**cfg, **overrides})
+        model = BEAN(**checkpoint["model_config"])
+        v = checkpoint["vocab"]
+        vocab = Vocabulary(v["terms"], v["counts"], unk=v["unk"])
+        train = train if train is not None else crossmodal_data(config, "train")
+        return cls(model, vocab, train, config, val)

@@ -1,4 +1,13 @@
-"""Multi-stage backward for listwise losses on large batches (Revaud et al., ICCV 2019, Sec. 4).
+"""Listwise training with the AP loss (Revaud et al., ICCV 2019): :class:`ListwiseTrainer` and the
+multi-stage backward for large batches (Sec. 4).
+
+``ListwiseTrainer`` fine-tunes a small image embedding (:class:`~semvis.models.small.SmallMACNet`:
+conv x3, MAC, projection, l2) on :class:`~semvis.data.synthetic_patterns.SyntheticPatterns`: each
+step draws ``num_classes x per_class`` images and minimizes ``APLoss`` over the batch's score
+matrix (every image ranks the other ones); the test mAP is the exact mean AP on a held-out set,
+every image querying all the others (``semvis listwise train``; measured: 0.12 -> 0.60 in 100 steps).
+
+Multi-stage backward:
 
 A listwise loss needs the embeddings of the whole batch at once (the paper uses 4,096 images), but
 the activations of 4,096 high-resolution images do not fit in memory. The loss only depends on the
@@ -14,10 +23,20 @@ R-MAC recipe uses), same inputs.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from ..data.synthetic_patterns import SyntheticPatterns
+from ..eval.retrieval import mean_average_precision
+from ..losses import APLoss
+from ..distributed import all_gather_with_grad, loss_scale, shard
+from ..models.small import SmallMACNet
+from .base import TrainConfig, Trainer
+
+__all__ = ["multistage_backward", "ListwiseConfig", "ListwiseTrainer", "train"]
 
 
 def multistage_backward(net: nn.Module, images: Tensor, loss_fn: Callable[[Tensor], Tensor],
@@ -48,3 +67,119 @@ def multistage_backward(net: nn.Module, images: Tensor, loss_fn: Callable[[Tenso
     for c, g in zip(chunks, grad.split(chunk_size)):
         net(c).backward(g)
     return loss.detach()
+
+
+@dataclass
+class ListwiseConfig(TrainConfig):
+    """The listwise (AP loss) example run: ``steps``, ``per_class`` (images per class in a batch),
+    ``num_classes``, ``bins`` (AP histogram bins), ``lr`` (Adam), ``eval_every`` (steps between
+    test-mAP evaluations), ``test_per_class``, ``chunk_size`` (> 0: the multi-stage backward,
+    images per chunk), ``dim`` / ``width`` (the network), and the
+    :class:`~semvis.train.base.TrainConfig` fields. Preset ``"example"`` = the defaults."""
+
+    PRESETS = {"example": {}}
+
+    steps: int = 100
+    per_class: int = 5
+    num_classes: int = 12
+    bins: int = 20
+    lr: float = 3e-3
+    eval_every: int = 20
+    test_per_class: int = 10
+    chunk_size: int = 0
+    dim: int = 32
+    width: int = 16
+
+    def validate(self) -> "ListwiseConfig":
+        super().validate()
+        for name, lo in (("steps", 0), ("per_class", 2), ("num_classes", 2), ("bins", 2), ("eval_every", 1),
+                         ("test_per_class", 2), ("chunk_size", 0), ("dim", 1), ("width", 1)):
+            self.check_int(name, lo=lo)
+        self.check_float("lr", lo=0, lo_open=True)
+        return self
+
+
+class ListwiseTrainer(Trainer):
+    """Trains :class:`SmallMACNet` with the AP loss (see the module docstring). ``evaluate()``
+    gives the test mAP; history records carry ``test_map`` every ``eval_every`` steps and at the
+    last one."""
+
+    KIND = "listwise"
+    CONFIG = ListwiseConfig
+    UNIT = "step"
+
+    def __init__(self, config: Optional[ListwiseConfig] = None):
+        super().__init__(config if config is not None else ListwiseConfig())
+        c = self.config
+        self.seed_torch()
+        self.data = SyntheticPatterns(num_classes=c.num_classes, seed=c.seed)
+        self.test_x, self.test_y = self.data.dataset(per_class=c.test_per_class, seed=c.seed + 1000)
+        self.model = SmallMACNet(dim=c.dim, width=c.width).to(self.device)
+        if self.world > 1 and c.chunk_size > 0:
+            raise ValueError("config.chunk_size: the multi-stage backward is not supported under torch.distributed "
+                             "(each rank already embeds only its share of the batch); set chunk_size=0")
+        self.net = self.wrap_ddp(self.model)
+        self.loss_fn = APLoss(bins=c.bins)
+        self.build_optimizer([{"params": list(self.model.parameters()), "lr": c.lr}])
+        self.gen = torch.Generator().manual_seed(c.seed + 1)
+        self.batch_labels = torch.arange(c.num_classes).repeat_interleave(c.per_class)
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Exact test mAP of the current network (eval mode)."""
+        self.model.eval()
+        m = mean_average_precision(self.model(self.test_x.to(self.device)).cpu(), self.test_y)
+        self.model.train()
+        return m
+
+    def budget(self) -> int:
+        return self.config.steps
+
+    def next_batch(self) -> Tensor:
+        return self.data.sample(self.batch_labels, self.gen)
+
+    def train_step(self, x: Tensor) -> Dict[str, Any]:
+        c = self.config
+        x, labels = x.to(self.device), self.batch_labels.to(self.device)
+        if c.chunk_size > 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = multistage_backward(self.model, x, lambda e: self.loss_fn(e, labels), c.chunk_size)
+            self.optimizer.step()
+        elif self.world > 1:
+            # the global batch: every rank draws the same batch, embeds its rows, and the AP loss sees
+            # all ranks' embeddings (every rank computes the same loss: scale 1, DDP averages)
+            emb = all_gather_with_grad(self.net(x[shard(x.shape[0])]))
+            loss = self.loss_fn(emb, labels) * loss_scale("mean", local_queries=False)
+            self.update(loss)
+        else:
+            loss = self.loss_fn(self.model(x), labels)
+            self.update(loss)
+        rec: Dict[str, Any] = {"loss": loss.item()}
+        if self.step % c.eval_every == 0 or self.step == c.steps:
+            rec["test_map"] = self.evaluate()
+        return rec
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {"model": self.model.state_dict(), "generator": self.gen.get_state()}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.gen.set_state(state["generator"])
+
+
+def train(steps: int = 100, per_class: int = 5, bins: int = 20, lr: float = 3e-3, seed: int = 0,
+          eval_every: int = 20, chunk_size: int = 0, log=print) -> List[Tuple[int, float, float]]:
+    """Runs the listwise example; returns [(step, loss, test mAP)] at step 0 (loss NaN) and every
+    ``eval_every`` steps (and the last). ``chunk_size > 0`` trains with the multi-stage backward."""
+    tr = ListwiseTrainer(ListwiseConfig(steps=steps, per_class=per_class, bins=bins, lr=lr, seed=seed,
+                                        eval_every=eval_every, chunk_size=chunk_size, progress=False))
+    hist = [(0, float("nan"), tr.evaluate())]
+    log(f"step {0:4d}  loss {hist[0][1]:.4f}  test mAP {hist[0][2]:.4f}")
+
+    def on_record(rec):
+        if "test_map" in rec:
+            hist.append((rec["step"], rec["loss"], rec["test_map"]))
+            log(f"step {rec['step']:4d}  loss {rec['loss']:.4f}  test mAP {rec['test_map']:.4f}")
+
+    tr.fit(log=on_record)
+    return hist

@@ -1,7 +1,8 @@
 """cirtorch-style registries for the pluggable parts of the semantic trainer.
 
 A typo in a config name gets a ValueError listing the known names. ``implementations()`` reports
-what each part resolves to (printed by ``semvis train-semantic`` and stored in checkpoints).
+what each part resolves to (printed by ``semvis semantic train`` and stored in checkpoints); the poolings live in
+:mod:`semvis.models.registry` (a network builds its own pooling).
 """
 from __future__ import annotations
 
@@ -10,23 +11,13 @@ from typing import Callable, Dict
 import semvis_ext
 
 from ..losses import OBJECTIVES, TextProjection, build_loss
+from ..models.registry import POOLINGS, build_pooling
 
 __all__ = ["POOLINGS", "MINERS", "OBJECTIVES", "build_pooling", "build_miner", "build_objective",
            "build_text_projection", "implementations"]
 
 
-def _rmac(dim: int, levels: int, whitening: bool = True):
-    return semvis_ext.nn.RMAC(dim, levels=levels, whitening=whitening)
-
-
-POOLINGS: Dict[str, Callable] = {"rmac": _rmac}
 MINERS: Dict[str, Callable] = {"hard_triplets": lambda: semvis_ext.hard_triplets}
-
-
-def build_pooling(name: str, dim: int, levels: int):
-    if name not in POOLINGS:
-        raise ValueError(f"unknown pooling {name!r}; expected one of {sorted(POOLINGS)}")
-    return POOLINGS[name](dim, levels)
 
 
 def build_miner(name: str = "hard_triplets") -> Callable:

@@ -10,8 +10,9 @@
 Needs OpenCV (``pip install "semvis[video]"``).
 """
 from .features import FrameFeatures, OrbExtractor
+from .config import VideoIndexConfig
 from .index import METHODS, VideoHit, VideoIndex
 from .io import FrameSource, VideoReadError, open_frames, read_image
 
-__all__ = ["VideoIndex", "VideoHit", "METHODS", "OrbExtractor", "FrameFeatures", "FrameSource", "VideoReadError",
+__all__ = ["VideoIndex", "VideoIndexConfig", "VideoHit", "METHODS", "OrbExtractor", "FrameFeatures", "FrameSource", "VideoReadError",
            "open_frames", "read_image"]

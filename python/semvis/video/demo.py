@@ -85,7 +85,7 @@ def run_demo(n_videos: int = 3, n_queries: int = 40, seed: int = 0, budgets=(10,
             indexes[key] = idx
         idx = indexes[key]
         mem = idx.memory()
-        row = {"method": label, "features": int(idx._codes.shape[0]), "mem": mem}
+        row = {"method": label, "features": idx.n_items, "mem": mem}
         if exact:
             r = evaluate(idx, queries, ranges, exact=True, query_features=qfeat)
             row.update({f"shot@{b}": r["shot_r1"] for b in budgets})

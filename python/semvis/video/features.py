@@ -131,3 +131,39 @@ class OrbExtractor:
             return [self.detect(im) for im in images]
         with ThreadPoolExecutor(self.threads) as ex:
             return list(ex.map(self.detect, images))
+
+    def extract_video(self, src, batch_size: int = 64, progress: bool = False,
+                      desc: str = "") -> Tuple[FrameFeatures, np.ndarray]:
+        """(features of every frame, int64 decoding-order numbers) of a :class:`~semvis.video.io.FrameSource`,
+        ``batch_size`` frames at a time. Raises ``VideoReadError`` (naming the source and the
+        frame) for a frame that cannot be read or featurised, or a source without frames."""
+        from tqdm.auto import tqdm
+
+        from .io import VideoReadError
+
+        numbers: List[int] = []
+        parts: list = []
+
+        def run(batch):
+            try:
+                parts.extend(self.extract_many(batch))
+            except (TypeError, ValueError) as e:
+                raise VideoReadError(f"{src.name}: frame {numbers[-len(batch)]}..: {e}") from e
+            except Exception as e:  # cv2.error on a malformed frame
+                raise VideoReadError(f"{src.name}: feature extraction failed near frame {numbers[-len(batch)]}: "
+                                     f"{e}") from e
+            bar.update(len(batch))
+
+        with tqdm(total=len(src) or None, desc=desc, unit="frame", disable=not progress, leave=False) as bar:
+            batch: List[np.ndarray] = []
+            for i, frame in src:
+                numbers.append(i)
+                batch.append(frame)
+                if len(batch) == batch_size:
+                    run(batch)
+                    batch = []
+            if batch:
+                run(batch)
+        if not numbers:
+            raise VideoReadError(f"{src.name}: no frames")
+        return FrameFeatures.concat(parts), np.asarray(numbers, dtype=np.int64)

@@ -35,6 +35,8 @@ def _natural_key(name: str):
 def read_image(path: str) -> np.ndarray:
     """BGR uint8 image from a file; VideoReadError if it is missing or not a decodable image."""
     cv2 = _cv2()
+    if os.path.isdir(path):
+        raise VideoReadError(f"{path}: is a directory, not an image")
     if not os.path.isfile(path):
         raise VideoReadError(f"{path}: no such file")
     img = cv2.imread(path, cv2.IMREAD_COLOR)

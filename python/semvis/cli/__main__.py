@@ -1,0 +1,6 @@
+"""``python -m semvis.cli`` = ``semvis``."""
+import sys
+
+from . import main
+
+sys.exit(main())

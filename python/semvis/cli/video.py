@@ -1,0 +1,169 @@
+"""``semvis video index | search | demo`` (and ``semvis demo``): image-to-video search. Uses only
+the public ``semvis.video`` API (``VideoIndex`` add/build/search/save/load, ``run_demo``) and
+:mod:`semvis.search.video`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ._common import (Printer, UserError, add_json, add_out, add_quiet, add_verb, check_input_file,
+                      check_output_dir, check_output_file, one_line, user_errors)
+
+NAME = "video"
+
+
+def _video():
+    try:
+        import semvis.video as video
+    except ImportError as e:
+        raise UserError(f"image-to-video search needs OpenCV: pip install \"semvis[video]\" ({e})") from None
+    return video
+
+
+def _nonneg(name: str, v, lo: int = 0):
+    if v is not None and v < lo:
+        raise UserError(f"--{name} must be >= {lo}, got {v}")
+
+
+# ------------------------------------------------------------------ index
+def _index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", help="video files (mp4/avi/mkv...) or folders of frames")
+    add_out(p, "index file to write (e.g. index.svx; required); checked before indexing")
+    p.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # the old spelling
+    p.add_argument("--method", default="aggregation", choices=["aggregation", "all", "keyframes"])
+    p.add_argument("--step", type=int, default=1, help="index one frame in STEP (default 1)")
+    p.add_argument("--backtracks", type=int, default=50, help="default kd-tree budget B stored in the index")
+    p.add_argument("--verify", type=int, default=5,
+                   help="shots verified geometrically per query (default 5; 0: the paper's votes only)")
+    p.add_argument("--min-track-len", type=int, default=8,
+                   help="tracks of at least this many frames give a key feature (default 8, the paper's)")
+    p.add_argument("--id-from", choices=["name", "path"], default="name",
+                   help="video id: the file name without extension (default) or the path as given")
+    add_json(p)
+    add_quiet(p)
+
+
+def _index(args: argparse.Namespace) -> int:
+    """Indexes the videos that can be read (the others are reported: status 1) and writes the index."""
+    video = _video()
+    out = Printer(args)
+    check_output_file(args.out, "-o/--out")
+    _nonneg("step", args.step, 1)
+    _nonneg("backtracks", args.backtracks, 1)
+    _nonneg("verify", args.verify)
+    _nonneg("min-track-len", args.min_track_len, 1)
+    for path in args.paths:
+        if not os.path.exists(path):
+            raise UserError(f"{path}: no such file or folder")
+    with user_errors(ValueError, TypeError):
+        idx = video.VideoIndex(method=args.method, step=args.step, backtracks=args.backtracks, verify=args.verify,
+                               min_track_len=args.min_track_len, progress=not args.quiet)
+    failed = 0
+    for path in args.paths:
+        vid = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if args.id_from == "name" else path
+        try:
+            info = idx.add(path, vid)
+        except (video.VideoReadError, ValueError, TypeError, OSError) as e:
+            failed += 1
+            print(f"semvis video index: skipped {path}: {one_line(e)}", file=sys.stderr)
+            continue
+        out.info(f"{path}: {info['frames']} frames, {info['shots']} shots, {info['items']} indexed features")
+        if args.json:
+            out.record({"video": vid, "path": path, **{k: info[k] for k in ("frames", "shots", "items")}})
+    if len(idx) == 0:
+        raise UserError("no video could be indexed; nothing written")
+    idx.build()
+    with user_errors(OSError):
+        idx.save(args.out)
+    mem = idx.memory()
+    out.info(f"wrote {args.out}: {len(idx)} videos, {mem['total'] / 2**20:.2f} MiB in memory")
+    if args.json:
+        out.record({"index": args.out, "videos": len(idx), "memory_bytes": int(mem["total"])})
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------ search
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index file written by `semvis video index`")
+    p.add_argument("images", nargs="+", help="query images")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--backtracks", type=int, default=None, help="kd-tree budget B (default: the index's)")
+    p.add_argument("--verify", type=int, default=None,
+                   help="shots verified geometrically per query (default: the index's; 0: votes only)")
+    add_json(p)  # {"query": path, "results": [{"video", "shot", "frame", "score"}]} per query
+    add_quiet(p)
+
+
+def _search(args: argparse.Namespace) -> int:
+    """The video, shot and frame of each photo; an unreadable photo is reported (status 1)."""
+    from ..search.video import search
+
+    video = _video()
+    out = Printer(args)
+    _nonneg("top", args.top, 1)
+    _nonneg("backtracks", args.backtracks, 1)
+    _nonneg("verify", args.verify)
+    check_input_file(args.index, "index")
+    with user_errors(ValueError, FileNotFoundError, OSError):
+        idx = video.VideoIndex.load(args.index, progress=False)
+    if args.verify is not None:
+        idx.verify = args.verify
+    status = 0
+    for path in args.images:
+        try:
+            (hits,) = search(idx, path, top=args.top, backtracks=args.backtracks)
+        except (video.VideoReadError, ValueError, TypeError, OSError) as e:
+            msg = one_line(e)
+            print(f"semvis video search: {msg if path in msg else f'{path}: {msg}'}", file=sys.stderr)
+            status = 1
+            continue
+        rec = {"query": path, "results": [{"video": h.video, "shot": h.shot, "frame": h.frame,
+                                           "score": round(h.score, 6)} for h in hits]}
+        text = "\n".join([path] + [f"  {r}. {h.video}  shot {h.shot}  frame {h.frame}  score {h.score:.4f}"
+                                   for r, h in enumerate(hits, 1)])
+        out.record(rec, text)
+    return status
+
+
+# ------------------------------------------------------------------ demo
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--videos", type=int, default=3, help="synthetic videos (default 3)")
+    p.add_argument("--queries", type=int, default=40, help="phone-photo queries (default 40)")
+    p.add_argument("--seed", type=int, default=0)
+    add_out(p, "folder of the HTML report (default ./semvis_demo)", default="semvis_demo")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    add_quiet(p)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Image-to-video search end to end on a synthetic corpus (a minute or two)."""
+    _nonneg("videos", args.videos, 1)
+    _nonneg("queries", args.queries, 1)
+    _nonneg("seed", args.seed)
+    if not args.no_report:
+        check_output_dir(args.out)
+    _video()
+    from semvis.video.demo import run_demo
+
+    run_demo(n_videos=args.videos, n_queries=args.queries, seed=args.seed,
+             out_dir=None if args.no_report else args.out, progress=not args.quiet)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Adds ``semvis video index|search|demo``."""
+    system = subparsers.add_parser(NAME, help="image-to-video search: index videos, search with photos")
+    verbs = system.add_subparsers(dest="verb", metavar="VERB", required=True)
+    _index_args(add_verb(verbs, "index", _index, "index video files or folders of frames", command=f"{NAME} index"))
+    _search_args(add_verb(verbs, "search", _search, "find the video, shot and frame shown in photos",
+                          command=f"{NAME} search"))
+    _demo_args(add_verb(verbs, "demo", _demo, "end to end on a synthetic corpus (a minute or two)",
+                        command=f"{NAME} demo"))
+
+
+def register_demo(subparsers) -> None:
+    """``semvis demo``: the main job, kept at the top level."""
+    p = subparsers.add_parser("demo", help="image-to-video search end to end on a synthetic corpus (a minute or two)")
+    _demo_args(p)
+    p.set_defaults(func=_demo, command="demo")
