@@ -172,10 +172,11 @@ def test_published_layout_trains_with_data_and_root_only(tmp_path, kind, capfd, 
     and printed."""
     import torch
 
-    from semvis.data import captions
+    from semvis.data import captions, synthetic_shapes
     from semvis.train import SemanticConfig, SemanticTrainer, build_data
 
     monkeypatch.setitem(captions.AUTO_MAX_SIDE, "cpu", 64)
+    monkeypatch.setattr(synthetic_shapes, "IMAGE_SIZES", ((112, 84), (84, 112), (120, 90)))  # small, for speed
     n = torch.get_num_threads()
     ds = SyntheticShapes(60, seed=11, image_size=None)
     root = tmp_path / kind
@@ -188,7 +189,7 @@ def test_published_layout_trains_with_data_and_root_only(tmp_path, kind, capfd, 
                                           width=8)
     assert cfg.max_side == 0
     data = build_data(cfg)
-    assert "max_side = 64 (median largest image side" in capfd.readouterr().err
+    assert "max_side = 64 (median largest image side 112 px, capped at 64 px on cpu" in capfd.readouterr().err
     assert len(data) == 60 and len({tuple(x.shape) for x in data.load(data.train[:12])}) > 1  # mixed sizes
     tr = SemanticTrainer(cfg, data)
     assert not torch.equal(tr.model.pool.weight, torch.eye(tr.model.dim))  # whitening initialised (mixed sizes)
