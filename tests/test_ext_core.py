@@ -32,7 +32,7 @@ def _fwd(x, y, idx):
 def test_numpy_arrays_cross_via_dlpack():
     x = np.random.rand(2, 3, 4, 5).astype(np.float32)
     y = np.empty((2, 3), np.float32)
-    idx = np.empty((2, 3, 2), np.int64)
+    idx = np.empty((2, 3, 2), np.int32)
     _fwd(x, y, idx)  # objects with __dlpack__
     np.testing.assert_allclose(y, x.reshape(2, 3, -1).max(-1) + x.reshape(2, 3, -1).min(-1), rtol=1e-6)
 
@@ -41,7 +41,7 @@ def test_readonly_output_is_refused():
     x = np.random.rand(1, 1, 2, 2).astype(np.float32)
     y = np.empty((1, 1), np.float32)
     y.flags.writeable = False
-    idx = np.empty((1, 1, 2), np.int64)
+    idx = np.empty((1, 1, 2), np.int32)
     cap = y.__dlpack__(max_version=(1, 0))  # versioned capsule carries the read-only flag
     with pytest.raises(ValueError, match="output must be writable"):
         _fwd(x, cap, idx)
@@ -49,7 +49,7 @@ def test_readonly_output_is_refused():
 
 def test_not_a_tensor_and_consumed_capsule():
     x = torch.randn(1, 1, 2, 2)
-    y, idx = torch.empty(1, 1), torch.empty(1, 1, 2, dtype=torch.int64)
+    y, idx = torch.empty(1, 1), torch.empty(1, 1, 2, dtype=torch.int32)
     with pytest.raises(TypeError, match="input must be a tensor or array"):
         _fwd([1, 2], to_dlpack(y), to_dlpack(idx))
     cap = to_dlpack(x)
@@ -60,22 +60,22 @@ def test_not_a_tensor_and_consumed_capsule():
 
 def test_negative_strides_and_unsupported_dtypes_are_refused():
     x = np.random.rand(1, 1, 2, 4).astype(np.float32)[..., ::-1]
-    y, idx = np.empty((1, 1), np.float32), np.empty((1, 1, 2), np.int64)
+    y, idx = np.empty((1, 1), np.float32), np.empty((1, 1, 2), np.int32)
     with pytest.raises((ValueError, BufferError), match="negative strides|stride"):
         _fwd(x, y, idx)
     with pytest.raises(TypeError, match="unsupported element type"):
-        _fwd(torch.zeros(1, 1, 2, 2, dtype=torch.complex64), to_dlpack(torch.empty(1, 1)), to_dlpack(torch.empty(1, 1, 2, dtype=torch.int64)))
+        _fwd(torch.zeros(1, 1, 2, 2, dtype=torch.complex64), to_dlpack(torch.empty(1, 1)), to_dlpack(torch.empty(1, 1, 2, dtype=torch.int32)))
 
 
 def test_wrong_output_shapes_and_dtypes():
     x = torch.randn(2, 3, 4, 5)
-    idx = torch.empty(2, 3, 2, dtype=torch.int64)
+    idx = torch.empty(2, 3, 2, dtype=torch.int32)
     with pytest.raises(ValueError, match=r"output must have shape \[2, 3\]"):
         _fwd(to_dlpack(x), to_dlpack(torch.empty(3, 2)), to_dlpack(idx))
     with pytest.raises(ValueError, match="output must have dtype float32"):
         _fwd(to_dlpack(x), to_dlpack(torch.empty(2, 3, dtype=torch.float64)), to_dlpack(idx))
     with pytest.raises(ValueError, match="indices must be contiguous"):
-        _fwd(to_dlpack(x), to_dlpack(torch.empty(2, 3)), to_dlpack(torch.empty(2, 3, 4, dtype=torch.int64)[..., ::2]))
+        _fwd(to_dlpack(x), to_dlpack(torch.empty(2, 3)), to_dlpack(torch.empty(2, 3, 4, dtype=torch.int32)[..., ::2]))
 
 
 def test_lazy_import_is_cheap():
