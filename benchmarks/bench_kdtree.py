@@ -11,7 +11,7 @@ less. "× exact" is the ratio of queries/s to our exact search measured in the s
 
 Two ways to run the same code:
   python benchmarks/bench_kdtree.py --n 1000000 --nq 2000 [--no-faiss] [--json out.json]
-      one process, prints the markdown table and writes benchmarks/kdtree_recall_qps_n<n>.png
+      one process, prints the markdown table and writes benchmarks/kdtree_frontier_n<n>.png
   pytest benchmarks/bench_kdtree.py --benchmark-only -s
       default 200,000 keys, 1,000 queries (SEMVIS_BENCH_SIZE=large: 1M; SEMVIS_BENCH_KDTREE_N
       picks the sizes), the same table and plot at teardown.
@@ -198,23 +198,31 @@ class Run:
             import matplotlib.pyplot as plt
         except ImportError:
             return None
-        fig, ax = plt.subplots(figsize=(8, 5))
-        styles = {"kd-tree T=1 fifo": "o-", "kd-tree T=1 best_bin": "s-", "FAISS IVF": "^--", "FAISS HNSW": "v--"}
-        for fam in dict.fromkeys(r["family"] for r in self.rows):
-            pts = [(r["recall"], r["qps"]) for r in self.rows if r["family"] == fam]
-            if fam in ("exact", "FAISS Flat") or fam.startswith("MIH"):
-                ax.plot(*zip(*pts), "*", markersize=13, label=fam)
-            else:
-                ax.plot(*zip(*pts), styles.get(fam, ".-" if "fifo" in fam else "x:"), label=fam)
-        ax.set_yscale("log")
-        ax.set_xlabel("recall@1")
-        ax.set_ylabel("queries / s (wall, best of 3)")
-        ax.set_title(f"256-bit ORB-like codes, n = {self.n:,}, {get_num_threads()} threads (shared machine)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), f"kdtree_recall_qps_n{self.n}.png")
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+        fams = list(dict.fromkeys(r["family"] for r in self.rows))
+        colors = plt.get_cmap("tab20").colors
+        for ax, key, label in ((axes[0], "qps", "queries / s (wall clock, best of 3)"),
+                               (axes[1], "cpu", "queries per CPU-second (all threads)")):
+            for i, fam in enumerate(fams):
+                rows = [r for r in self.rows if r["family"] == fam]
+                pts = [(r["recall"], r["qps"] if key == "qps" else 1e6 / r["cpu_us"]) for r in rows]
+                c = colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+                if fam in ("exact", "FAISS Flat") or fam.startswith("MIH"):
+                    ax.plot(*zip(*pts), "*" if fam != "FAISS Flat" else "P", color=c, markersize=14, label=fam)
+                else:
+                    style = "--" if fam.startswith("FAISS") else (":" if "best_bin" in fam else "-")
+                    marker = "o" if "T=1" in fam else ("^" if fam.startswith("FAISS") else ".")
+                    ax.plot(*zip(*pts), marker + style, color=c, label=fam)
+            ax.set_yscale("log")
+            ax.set_xlabel("recall@1")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[1].legend(fontsize=7, ncol=2, loc="lower left")
+        fig.suptitle(f"256-bit ORB-like codes, n = {self.n:,}, {self.nq:,} queries, {get_num_threads()} threads "
+                     "(2-core machine shared with other jobs)")
+        path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), f"kdtree_frontier_n{self.n}.png")
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
 
@@ -233,21 +241,46 @@ def run_all(n, nq, faiss_rows=True, forests=FORESTS, orders_forest=("fifo", "bes
 
 
 # ------------------------------------------------------------------------ pytest entry
-def test_index_frontier():
+def _sizes():
     large = os.environ.get("SEMVIS_BENCH_SIZE", "default") == "large"
     sizes = [1_000_000] if large else [200_000]
     if os.environ.get("SEMVIS_BENCH_KDTREE_N"):
         sizes = [int(v) for v in os.environ["SEMVIS_BENCH_KDTREE_N"].split(",")]
-    for n in sizes:
-        run = run_all(n, 2_000 if large else 1_000)
+    return [(n, 2_000 if large else 1_000) for n in sizes]
+
+
+try:
+    import pytest
+
+    @pytest.mark.benchmark(group="kdtree-frontier")
+    @pytest.mark.parametrize("n,nq", _sizes(), ids=lambda v: str(v))
+    def test_index_frontier(benchmark, n, nq):
+        """The whole sweep once (the benchmark time is the sweep's); the table is printed (-s)."""
+        run = benchmark.pedantic(run_all, args=(n, nq), rounds=1, iterations=1)
         print("\n" + run.table())
         run.plot()
         for r in run.rows:  # every exact method is exact
             if r["family"] in ("exact", "FAISS Flat") or r["family"].startswith("MIH"):
                 assert r["recall"] == 1.0
+            benchmark.extra_info[r["method"]] = dict(recall_at_1=r["recall"], queries_per_s=r["qps"])
+except ImportError:  # pragma: no cover - running as a script without pytest
+    pass
+
+
+def replot(json_path):
+    """Table and plot again from a --json file."""
+    with open(json_path) as f:
+        data = json.load(f)
+    run = Run.__new__(Run)
+    run.n, run.nq, run.rows, run.notes = data["n"], data["nq"], data["rows"], data["notes"]
+    print(run.table())
+    print("plot:", run.plot())
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--replot":
+        replot(sys.argv[2])
+        sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--nq", type=int, default=1_000)

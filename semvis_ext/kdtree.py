@@ -434,6 +434,8 @@ class BinaryKDTree:
             ValueError: as :meth:`load`.
         """
         op = "BinaryKDTree.from_bytes"
+        if isinstance(buf, np.ndarray) and (buf.dtype != np.uint8 or buf.ndim != 1):
+            raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {buf.dtype}{list(buf.shape)}")
         try:
             mv = memoryview(buf).cast("B")
         except TypeError:
@@ -456,10 +458,12 @@ class BinaryKDTree:
         exact file size), the trees (checksums and structure: every node's bit, children and
         ranges, every forest permutation a permutation) and the ids (checksum, all >= 0). With
         ``verify=True`` (the default) also the checksums of the keys (codes), so that no corrupt
-        byte loads silently. Cost at 10 M 256-bit keys, memory-mapped, file in the page cache:
-        about 0.5 s with ``verify=True`` against 0.1 s with ``verify=False`` (the 305 MiB of keys
-        are read once; see benchmarks/RESULTS.md); ``verify=False`` trusts the keys of a file
-        you wrote yourself.
+        byte loads silently. Measured at 10 M 256-bit keys (a 391 MiB file in the page cache,
+        memory-mapped, 2-core machine under load): 0.56-0.67 s with ``verify=True`` against
+        0.16 s with ``verify=False`` (the 305 MiB of keys are read once; ``mmap=False``, which
+        reads everything, took 3.0 s); see benchmarks/RESULTS.md. ``verify=False`` trusts the
+        keys of a file you wrote yourself (searches on corrupt keys return wrong neighbours but
+        never crash or return ids outside the file).
 
         Args:
             path (str or PathLike): the file.

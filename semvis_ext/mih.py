@@ -35,9 +35,12 @@ class MultiIndexHash:
     r = 0, 1, ... and scoring the keys found (each once, full Hamming distance) finds the true
     neighbours; the search stops as soon as the k-th best distance is below the bound
     ``m * r + j + 1`` that every unseen key must reach, and finishes with a linear scan when the
-    next radius would cost more than ``n / 16`` lookups (far or adversarial queries), so the
-    result is always exact. Queries near their neighbours (a few bits, the usual case for image
-    descriptors) touch a few hundred keys.
+    next radius would bring the lookups past ``n / 128`` or more than ``n / 64`` keys were
+    scored (far or adversarial queries, large k), so the result is always exact. Queries near
+    their neighbours (a few bits, the usual case for image descriptors) touch a few hundred keys
+    and run hundreds of times faster than a linear scan; when the k-th neighbour is far (e.g.
+    k = 10 on clustered ORB codes, about 50 bits) MIH ends in the scan and costs up to about
+    twice :func:`semvis_ext.hamming_topk` -- use that instead for such searches.
 
     Results are those of :func:`semvis_ext.hamming_topk` exactly: the k nearest keys by
     (distance, id), nearest first, padded FAISS-style with -1 in both arrays when k exceeds the

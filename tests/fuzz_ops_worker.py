@@ -75,8 +75,8 @@ def dims(data, n, hi=4, label="dims"):
     return tuple(data.draw(st.lists(st.integers(0, hi), min_size=n, max_size=n), label=label))
 
 
-def k_value(data, n, floats=True):
-    opts = [st.integers(-1, n + 2), st.sampled_from([2**31, 2**63 - 1, 2**63, 2**64, -(2**63)])]
+def k_value(data, n, floats=True, huge=(2**31, 2**63 - 1, 2**63, 2**64, -(2**63))):
+    opts = [st.integers(-1, n + 2), st.sampled_from(huge)]
     if floats:
         opts.append(st.one_of(st.floats(-0.5, 1.5), st.just(float("nan"))))
     opts.append(st.sampled_from([True, None, "2", 1.0]))
@@ -193,7 +193,9 @@ def fuzz_kdtree(data):
     if not ok:
         return
     q = codes(data, data.draw(st.integers(0, 4), label="nq"), 32, "q")
-    k = k_value(data, n, floats=False)
+    # k past the tree's size is padded (FAISS): BinaryKDTree.search allocates nq * k, so k = 2**31 would
+    # take gigabytes; only sizes numpy refuses at once are drawn beyond n + 2
+    k = k_value(data, n, floats=False, huge=(2**63, 2**64, -(2**63)))
     ok, res = accepted(tree.search, q, k=k, backtracks=None)
     if ok:
         rD, rI = R.hamming_topk(np.asarray(q), np.asarray(c), k)
@@ -241,7 +243,7 @@ def fuzz_topk_similar(data):
     exclude_self = data.draw(st.booleans(), label="exclude_self")
     ok, res = accepted(se.topk_similar, q, db, k, largest=largest, exclude_self=exclude_self)
     if (q.dtype in (torch.float32, torch.float16, torch.bfloat16) and db.dtype == q.dtype and d and m
-            and isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= m and largest in (True, False)
+            and isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= m and isinstance(largest, bool)
             and clean(q if n else db) and clean(db)):
         assert ok, f"refused a valid call: {res}"
     if not ok:
@@ -392,11 +394,42 @@ def fuzz_video(data):
         np.testing.assert_array_equal(kt, rkt)
 
 
+def fuzz_soft_rank(data):
+    shape = data.draw(st.sampled_from([(0,), (1,), (5,), (2, 0), (3, 1), (2, 6), (1, 2, 3)]), label="shape")
+    s = tensor(data, shape, FLOATS + OTHER)
+    lam = data.draw(st.sampled_from([10.0, 0.5, 0.0, -1.0, float("inf"), 1e30]), label="lam")
+    normalize = data.draw(st.sampled_from([True, False, 1]), label="normalize")
+    ok, r = accepted(se.soft_rank, s, lam, normalize)
+    if not ok:
+        return
+    assert torch.isfinite(s.double()).all(), "non-finite scores must be refused"
+    ref = R.soft_rank(s.double(), lam, normalize)
+    tol = 1e-6 if s.dtype == torch.float64 else (1e-3 if s.dtype == torch.float32 else 5e-2)
+    torch.testing.assert_close(r.double(), ref, rtol=tol, atol=tol * max(1, s.shape[-1]))
+
+
+def fuzz_region_attention(data):
+    B, R_, d = dims(data, 3, 4)
+    G = tensor(data, (B, R_, d), FLOATS + OTHER)
+    mode = data.draw(st.sampled_from(["softmax", "mean", "1-att", "no-conv", "no-softmax", "max"]), label="mode")
+    lshape = {"1-att": (B, R_, 1)}.get(mode, (B, R_, d))
+    logits = tensor(data, lshape, [G.dtype, G.dtype, torch.float32]) if data.draw(st.booleans(), label="logits") \
+        else None
+    lengths = data.draw(st.one_of(st.none(), st.lists(st.integers(-1, R_ + 1), min_size=B, max_size=B)), label="lengths")
+    ok, x = accepted(se.region_attention, G, logits, lengths, mode)
+    if not ok:
+        return
+    ln = None if lengths is None else torch.tensor(lengths, dtype=torch.int64)
+    ref = R.region_attention(G.double(), None if logits is None else logits.double(), ln, mode)
+    tol = 1e-6 if G.dtype == torch.float64 else (1e-4 if G.dtype == torch.float32 else 5e-2)
+    torch.testing.assert_close(x.double(), ref, rtol=tol, atol=tol, equal_nan=True)
+
+
 GROUPS = {
     "pooling": [fuzz_weldon_pool, fuzz_region_pool, fuzz_rmac_regions],
     "search": [fuzz_hamming, fuzz_kdtree, fuzz_video],
     "mining": [fuzz_topk_similar, fuzz_topk_exact, fuzz_hard_triplets, fuzz_relevance],
-    "losses": [fuzz_quantized_ap, fuzz_vse_loss, fuzz_triplet_margin_loss],
+    "losses": [fuzz_quantized_ap, fuzz_vse_loss, fuzz_triplet_margin_loss, fuzz_soft_rank, fuzz_region_attention],
 }
 
 
@@ -406,6 +439,12 @@ def main() -> int:
     ap.add_argument("--examples", type=int, default=60)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    try:  # a runaway allocation fails here with MemoryError, instead of exhausting the machine
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    except (ImportError, ValueError, OSError):
+        pass
     failed = 0
     for fn in GROUPS[args.group]:
         test = settings(max_examples=args.examples, deadline=None, database=None, derandomize=True,

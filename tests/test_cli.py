@@ -38,7 +38,10 @@ def test_help_shows_one_grammar():
                 "search-crossmodal"):
         assert old not in text  # hidden aliases
         assert build_parser().parse_args([old, "x"] if old.startswith(("eval", "search")) else [old]).func
-    assert [m.NAME for m in SYSTEMS][:4] == ["semantic", "crossmodal", "listwise", "video"]
+    names = [m.NAME for m in SYSTEMS]
+    assert names[:4] == ["semantic", "crossmodal", "listwise", "video"] and len(set(names)) == len(names)
+    for m in SYSTEMS:  # every system module follows the register() pattern and is in --help
+        assert callable(m.register) and m.NAME in text
     sub = {"semantic": ("train", "eval", "search"), "crossmodal": ("train", "eval", "search"),
            "listwise": ("train", "eval"), "video": ("index", "search", "demo")}
     for system, verbs in sub.items():

@@ -226,3 +226,12 @@ def test_landmarks_ap_kernel_checks():
     with pytest.raises(ValueError, match="positions >= 0"):
         semvis_ext.landmarks_ap(np.array([0, 1]), np.array([-2]), np.array([1]), np.array([0, 0]),
                                 np.zeros(0, np.int64))
+
+
+def test_empty_inputs():
+    r = evaluate(np.zeros((5, 0), np.float32), [])
+    assert np.isnan(r["easy"].map) and r["easy"].aps.shape == (0,) and r["easy"].prs.shape == (0, 3)
+    r = evaluate(np.zeros((0, 1), np.float32), [{"easy": [], "hard": [], "junk": []}])
+    assert np.isnan(r["medium"].map) and np.isnan(r["medium"].aps[0])
+    r = compute_map(np.zeros((0, 1), np.int64), [{"ok": [], "junk": []}])
+    assert np.isnan(r.map)

@@ -1,6 +1,5 @@
 """Learned whitening, query expansion / DBA, diffusion and PQ of the landmark pipeline
 (semvis.models.whitening, semvis.search.landmarks, semvis.search.pq)."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -35,9 +35,24 @@ def test_load_roundtrip_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_torchvision_weights(b, tmp_path / "missing.pth")
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="could not read"):
+    with pytest.raises(ValueError, match="not a readable weights file"):
         load_torchvision_weights(b, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="unknown backbone"):
         resnet("resnet19")
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         b(torch.randn(1, 1, 32, 32))
+
+
+def test_unreadable_weights_files_get_our_message(tmp_path):
+    from semvis.models import load_torchvision_weights, resnet
+
+    m = resnet("resnet18", width=4)
+    (tmp_path / "w.pth").write_text("not weights\n")
+    with pytest.raises(ValueError, match="not a readable weights file") as e:
+        load_torchvision_weights(m, tmp_path / "w.pth")
+    assert "weights_only" not in str(e.value)
+    torch.save([1, 2], tmp_path / "l.pth")
+    with pytest.raises(ValueError, match="must hold a state dict"):
+        load_torchvision_weights(m, tmp_path / "l.pth")
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        load_torchvision_weights(m, tmp_path / "none.pth")

@@ -15,8 +15,9 @@
 // every unseen key has distance >= m r + j + 1; the search stops when k keys have been scored
 // and the k-th best distance is below that bound, so the result is exactly the brute-force top
 // k, ties by the lowest id (the (distance, id) order of hamming_topk). When the next radius
-// would cost more lookups than n / 16, or more than n / 4 keys were scored, or k >= n, the
-// unseen keys are scored by a linear scan instead (still exact).
+// would bring the lookups past n / 128, or more than n / 64 keys were scored, or k >= n, the
+// unseen keys are scored by a linear scan instead (still exact; the work spent before the scan
+// is bounded by about one scan).
 #pragma once
 
 #include <cstdint>

@@ -114,8 +114,11 @@ int64_t search_one(const IndexRef& x, const Layout& L, const uint8_t* q, int64_t
   }
   for (int64_t j = 0; j < m; ++j) s.qv[j] = substring(q, x.nbytes, L.begin[j], L.bits[j]);
   const int64_t min_bits = *std::min_element(L.bits.begin(), L.bits.end());
-  const double max_lookups = static_cast<double>(x.n) / 16.0;
-  const int64_t max_scored = x.n / 4;
+  // A probe or a scored key is a cache miss (tens of ns); the linear scan streams about one key
+  // per ns. Past these budgets the scan is the cheaper way to finish, so the worst case (far
+  // neighbours, large k) costs at most about twice the brute force.
+  const double max_lookups = static_cast<double>(x.n) / 128.0;
+  const int64_t max_scored = x.n / 64;
   double lookups = 0.0;
   bool done = false, scanned = false;
   for (int64_t r = 0; r <= min_bits && !done; ++r) {

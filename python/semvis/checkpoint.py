@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterable, Union
 
-__all__ = ["format_tag", "atomic_save", "read_checkpoint"]
+__all__ = ["format_tag", "atomic_save", "load_tensors", "read_checkpoint"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -40,6 +40,32 @@ def atomic_save(obj: Any, path: PathLike) -> None:
             os.remove(tmp)
 
 
+def load_tensors(path: PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with our own errors: a
+    FileNotFoundError when there is no file, a ValueError naming ``what`` and the path for a file
+    that is not a torch file, is truncated or corrupt, or holds Python objects beyond tensors and
+    plain data (never torch's hint to load it with ``weights_only=False``)."""
+    import pickle
+
+    import torch
+
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        raise FileNotFoundError(f"{p}: is a directory, not a {what} file")
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"{what} not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message for a refused global suggests weights_only=False: never repeat it
+        if "unsupported global" in str(e).lower():
+            raise ValueError(f"{p}: not a readable {what} (it holds Python objects beyond tensors and "
+                             f"plain data, which semvis does not load)") from None
+        raise ValueError(f"{p}: not a readable {what} (not a torch file, or a truncated or corrupt one)") from None
+    except Exception:  # noqa: BLE001 - zip errors, EOF, bad magic: all a corrupt or foreign file
+        raise ValueError(f"{p}: not a readable {what} (not a torch file, or a truncated or corrupt one)") from None
+
+
 def read_checkpoint(path: PathLike, formats: Iterable[str], what: str = "semvis") -> Dict[str, Any]:
     """Reads a checkpoint written by :func:`atomic_save` and checks its format tag.
 
@@ -56,28 +82,9 @@ def read_checkpoint(path: PathLike, formats: Iterable[str], what: str = "semvis"
         ValueError: not a torch checkpoint, a truncated or corrupt one, one holding Python objects
             beyond tensors and plain data, or one without an accepted format tag.
     """
-    import pickle
-
-    import torch
-
     p = os.fspath(path)
-    if os.path.isdir(p):
-        raise FileNotFoundError(f"{p}: is a directory, not a checkpoint file")
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"checkpoint not found: {p}")
     formats = tuple(formats)
-    try:
-        ck = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch's message for a refused global suggests weights_only=False: never repeat it
-        if "weights only load failed" in str(e).lower() and "unsupported global" in str(e).lower():
-            raise ValueError(f"{p}: not a readable checkpoint (it holds Python objects beyond tensors and "
-                             f"plain data, which semvis does not load)") from None
-        raise ValueError(f"{p}: not a readable checkpoint (not a torch checkpoint file, or a truncated or "
-                         f"corrupt one)") from None
-    except Exception:  # noqa: BLE001 - zip errors, EOF, bad magic: all a corrupt or foreign file
-        raise ValueError(f"{p}: not a readable checkpoint (not a torch checkpoint file, or a truncated or "
-                         f"corrupt one)") from None
+    ck = load_tensors(p, "checkpoint")
     if not isinstance(ck, dict) or ck.get("format") not in formats:
         got = ck.get("format") if isinstance(ck, dict) else None
         raise ValueError(f"{p}: not a semvis {what} checkpoint (format tag {formats[0]!r} missing"

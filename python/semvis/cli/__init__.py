@@ -4,6 +4,9 @@
     semvis crossmodal train | eval | search      BEAN / DSVE-loc text <-> image with localization
     semvis listwise   train | eval               the AP-loss (listwise) example
     semvis video      index | search | demo      image-to-video search
+    semvis landmarks  eval | synth               the revisited Oxford/Paris protocol, whitening, QE, diffusion
+    semvis simnet     train | eval | search      a learned non-metric similarity (SimNet)
+    semvis text2art   train | eval | search      text <-> painting retrieval (SemArt)
     semvis demo                                  the main job (= semvis video demo)
     semvis info                                  how semvis_ext was built
 
@@ -39,10 +42,10 @@ import sys
 from typing import List, Optional
 
 from ._common import Parser, UserError, one_line
-from . import crossmodal, listwise, semantic, simnet, text2art, video
+from . import crossmodal, landmarks, listwise, semantic, simnet, text2art, video
 
 #: the system modules, in --help order; each has ``register(subparsers)``
-SYSTEMS = [semantic, crossmodal, listwise, video, simnet, text2art]
+SYSTEMS = [semantic, crossmodal, listwise, video, landmarks, simnet, text2art]
 
 __all__ = ["main", "build_parser", "UserError", "SYSTEMS"]
 

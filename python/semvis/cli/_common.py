@@ -10,11 +10,11 @@ import os
 import re
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Type
 
-__all__ = ["UserError", "Parser", "add_verb", "add_config_options", "add_checkpoint", "add_out", "add_json",
-           "add_quiet", "load_config", "one_line", "user_errors", "check_input_file", "check_output_file", "check_output_dir",
-           "Printer"]
+__all__ = ["UserError", "Parser", "add_verb", "add_hidden_alias", "add_config_options", "add_checkpoint", "add_out",
+           "add_json", "add_quiet", "load_config", "one_line", "user_errors", "check_input_file", "check_output_file",
+           "check_output_dir", "Printer"]
 
 
 class UserError(Exception):
@@ -58,9 +58,9 @@ def add_checkpoint(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("checkpoint", help=f"a checkpoint written by `{what}`")
 
 
-def add_out(p: argparse.ArgumentParser, help: str, default: Optional[str] = None, required: bool = False) -> None:
-    """``-o/--out``: what the command writes."""
-    p.add_argument("-o", "--out", default=default, required=required, metavar="PATH", help=help)
+def add_out(p: argparse.ArgumentParser, help: str, default: Optional[str] = None) -> None:
+    """``-o/--out``: what the command writes (the command checks it before any work)."""
+    p.add_argument("-o", "--out", default=default, metavar="PATH", help=help)
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

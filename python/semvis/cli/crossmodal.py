@@ -155,9 +155,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 def _search(args: argparse.Namespace) -> int:
     """Text -> images and image -> texts, optionally re-ranked; heatmaps of the top images."""
-    from ..models.crossmodal import default_heatmap_k, encode_captions, encode_images
+    from ..models.crossmodal import default_heatmap_k, encode_captions
     from ..models.localization import heatmap_points, text_heatmap
-    from ..search.crossmodal import CrossModalIndex
+    from ..search.crossmodal import index_captioned_images
 
     out = Printer(args)
     outdir = args.out or args.heatmap_dir
@@ -172,10 +172,8 @@ def _search(args: argparse.Namespace) -> int:
     for i in args.image:
         if not 0 <= i < len(data):
             raise UserError(f"--image {i}: the {args.split} split has images 0..{len(data) - 1}")
-    caps, _ = data.flat_captions()
     with user_errors(ValueError):
-        img, G = encode_images(model, data, cfg.test_size, maps=True)
-        index = CrossModalIndex(img, encode_captions(model, vocab, caps))
+        index, caps, _, G = index_captioned_images(model, vocab, data, cfg.test_size, maps=True)
         q = encode_captions(model, vocab, args.text) if args.text else None
     res = {}
     if args.text:
@@ -198,7 +196,7 @@ def _search(args: argparse.Namespace) -> int:
                 write_png(path, heatmap_overlay(im, H.numpy(), point=pt.tolist()))
                 res["text_to_image"][n]["heatmap"] = path
     if args.image:
-        D, I = index.image_to_text(img[list(args.image)], args.top, rerank=args.rerank)
+        D, I = index.image_to_text(index.image_emb[list(args.image)], args.top, rerank=args.rerank)
         res["image_to_text"] = [{"image": data.ids[int(i)], "captions": [caps[int(j)] for j in I[n] if j >= 0],
                                  "scores": [round(float(s), 4) for s, j in zip(D[n], I[n]) if j >= 0]}
                                 for n, i in enumerate(args.image)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._common import (Printer, UserError, add_checkpoint, add_config_options, add_json, add_out, add_quiet,
+from ._common import (Printer, add_checkpoint, add_config_options, add_json, add_out, add_quiet,
                       add_verb, check_input_file, check_output_dir, load_config, user_errors)
 
 NAME = "listwise"

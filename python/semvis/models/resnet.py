@@ -146,12 +146,11 @@ def load_torchvision_weights(model: ResNet, weights: Union[str, os.PathLike, dic
     key is an error naming the keys: a silently half-loaded backbone is worse than none.
     """
     if isinstance(weights, (str, os.PathLike)):
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - report any unpickling failure as a clear error
-            raise ValueError(f"could not read weights from {weights}: {e}") from None
+        from ..checkpoint import load_tensors
+
+        state = load_tensors(weights, "weights file")
+        if not isinstance(state, dict):
+            raise ValueError(f"{os.fspath(weights)}: a weights file must hold a state dict, got {type(state).__name__}")
     elif isinstance(weights, dict):
         state = weights
     else:

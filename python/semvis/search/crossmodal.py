@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["rerank_image_retrieval", "rerank_caption_retrieval", "CrossModalIndex"]
+__all__ = ["rerank_image_retrieval", "rerank_caption_retrieval", "CrossModalIndex", "index_captioned_images"]
 
 
 def _check_matrix(name: str, S) -> Tensor:
@@ -186,3 +186,23 @@ class CrossModalIndex:
             Ds.append(D)
             Is.append(I)
         return torch.cat(Ds), torch.cat(Is)
+
+
+def index_captioned_images(model, vocab, data, size: Optional[int] = 400, maps: bool = False, device: str = "cpu"):
+    """A :class:`CrossModalIndex` of a captioned image set encoded by a BEAN model.
+
+    Args:
+        model (semvis.models.BEAN), vocab (Vocabulary), data (semvis.data.crossmodal.CaptionedImages).
+        size (int, optional): test resize (None: native sizes). maps (bool): also return the
+            images' activation maps (for text-conditioned heatmaps).
+
+    Returns:
+        (index, captions list[str], owner list[int] (image of each caption)[, maps Tensor[M, D', h, w]]).
+    """
+    from ..models.crossmodal import encode_captions, encode_images
+
+    caps, owner = data.flat_captions()
+    img = encode_images(model, data, size, device=device, maps=maps)
+    img, G = img if maps else (img, None)
+    index = CrossModalIndex(img, encode_captions(model, vocab, caps, device=device))
+    return (index, caps, owner, G) if maps else (index, caps, owner)

@@ -19,7 +19,7 @@ O(N·truncation).
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor

@@ -40,6 +40,7 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Sequ
 import torch
 from torch import Tensor, nn
 
+from .. import distributed
 from ..checkpoint import atomic_save, format_tag, read_checkpoint
 from ..config import Config, ConfigError
 
@@ -81,9 +82,7 @@ class TrainConfig(Config):
 
 def dist_info() -> Tuple[int, int]:
     """(rank, world size) under an initialised ``torch.distributed``, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+    return distributed.rank(), distributed.world_size()
 
 
 class _NoBar:
@@ -166,10 +165,13 @@ class Trainer:
         return self.base_lrs[0] * f if self.base_lrs else 0.0
 
     def update(self, loss: Tensor, clip: Optional[float] = None, parameters: Optional[Iterable[Tensor]] = None) -> None:
-        """zero_grad, backward, optional gradient-norm clipping of ``parameters``, optimizer step."""
+        """zero_grad, backward, optional gradient-norm clipping of ``parameters`` (default: every
+        parameter the optimizer updates), optimizer step."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:
+            if parameters is None:
+                parameters = [p for g in self.optimizer.param_groups for p in g["params"]]
             nn.utils.clip_grad_norm_(list(parameters), clip)
         self.optimizer.step()
 

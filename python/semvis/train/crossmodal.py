@@ -28,7 +28,7 @@ in :mod:`semvis.eval.crossmodal` (re-exported here).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
