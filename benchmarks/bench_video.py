@@ -7,6 +7,7 @@ key features of tracks (ours, with the paper's tracks of >= 8 frames, >= 6 and >
 verification, the default, and with the paper's votes only), all features (kd-tree and brute
 force) and key frames. Default: ~900 frames; SEMVIS_BENCH_SIZE=large: >= 20,000
 frames. A summary table is printed (run with -s) and written to .benchmarks/video_summary.json.
+Frame placement per camera-motion kind (pans, zooms, static, shake): benchmarks/video_camera_motion.py.
 
     python -m pytest benchmarks/bench_video.py --benchmark-only -s
 """

@@ -79,6 +79,10 @@ def _progress_callback(progress):
     return report
 
 
+#: the largest (D, I) result search() allocates when k exceeds the keys (the rest is padding)
+_MAX_RESULT_BYTES = 1 << 30
+
+
 class BinaryKDTree:
     """Binary kd-tree over packed Hamming codes (Algorithms 1 and 2 of B.3.6-B.3.7).
 
@@ -214,6 +218,10 @@ class BinaryKDTree:
         if order not in _ORDERS:
             raise ValueError(f"{op}: order must be one of {sorted(_ORDERS)}, got {order!r}")
         nq = queries.shape[0]
+        # results beyond the keys are -1 padding: refuse a k whose padding alone would not fit in memory
+        if k > len(self) and nq * k * 12 > _MAX_RESULT_BYTES:
+            raise ValueError(f"{op}: k = {k} for {nq} queries needs {nq * k * 12 / 2**30:.1f} GiB of results "
+                             f"but the index holds {len(self)} keys; ask for k <= {len(self)}")
         D = np.empty((nq, k), dtype=np.int32)
         I = np.empty((nq, k), dtype=np.int64)
         counts = np.empty((nq,), dtype=np.int64) if return_counts else None
@@ -437,9 +445,13 @@ class BinaryKDTree:
         if isinstance(buf, np.ndarray) and (buf.dtype != np.uint8 or buf.ndim != 1):
             raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {buf.dtype}{list(buf.shape)}")
         try:
-            mv = memoryview(buf).cast("B")
+            mv = memoryview(buf)
         except TypeError:
             raise TypeError(f"{op}: buf must be a bytes-like object, got {type(buf).__name__}") from None
+        if mv.itemsize != 1 or not mv.c_contiguous:
+            raise TypeError(f"{op}: buf must be contiguous bytes (items of 1 byte), got items of {mv.itemsize} "
+                            f"bytes in a {type(buf).__name__}")
+        mv = mv.cast("B")
         flat = np.frombuffer(mv, dtype=np.uint8)
 
         def section(off, shape, dt, mapped):

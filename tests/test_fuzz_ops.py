@@ -1,6 +1,6 @@
 """Property-based fuzzing of every public op (tests/fuzz_ops_worker.py) in subprocesses: a wrong
 result, an exception other than ValueError / TypeError, or a crash (a signal) fails the test,
-without taking pytest down. SEMVIS_FUZZ_EXAMPLES sets the examples per op (default 40: the four
+without taking pytest down. SEMVIS_FUZZ_EXAMPLES sets the examples per op (default 25: the four
 groups take well under a minute on 2 cores); the seed is fixed (hypothesis derandomize)."""
 import os
 import pathlib
@@ -15,7 +15,7 @@ import torch
 import semvis_ext as se
 
 WORKER = pathlib.Path(__file__).with_name("fuzz_ops_worker.py")
-EXAMPLES = int(os.environ.get("SEMVIS_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("SEMVIS_FUZZ_EXAMPLES", "25"))
 
 
 @pytest.mark.parametrize("group", ["pooling", "search", "mining", "losses"])
@@ -45,7 +45,7 @@ def test_worker_reports_a_wrong_result_and_a_crash(tmp_path):
         "    if mode == 'crash' and x == 2: os.kill(os.getpid(), signal.SIGSEGV)\n"
         "    if mode == 'wrong': assert x != 2, 'wrong result'\n"
         "w.GROUPS['t'] = [bad]\n"
-        "sys.argv = ['w', 't', '--examples', '30']\n"
+        "sys.argv = ['w', 't', '--examples', '12']\n"
         "sys.exit(w.main())\n")
     for mode, crashed in (("crash", True), ("wrong", False)):
         p = subprocess.run([sys.executable, str(shim), mode], capture_output=True, text=True, timeout=300)

@@ -777,3 +777,11 @@ def test_file_fuzzer_in_subprocess(tmp_path):
         r = subprocess.run([sys.executable, str(script), str(seed)], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, f"fuzzer seed {seed} exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
         assert "fuzz ok" in r.stdout
+
+
+def test_search_refuses_a_k_whose_padding_cannot_fit():
+    tree = semvis_ext.BinaryKDTree(np.random.default_rng(0).integers(0, 256, (50, 32), dtype=np.uint8))
+    D, I = tree.search(np.zeros((2, 32), np.uint8), k=60)  # k > keys: FAISS-style -1 padding
+    assert (I[:, 50:] == -1).all() and I.shape == (2, 60)
+    with pytest.raises(ValueError, match=r"k = 2147483648 .* GiB .* holds 50 keys"):
+        tree.search(np.zeros((1, 32), np.uint8), k=2**31)

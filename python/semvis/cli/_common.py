@@ -58,9 +58,9 @@ def add_checkpoint(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("checkpoint", help=f"a checkpoint written by `{what}`")
 
 
-def add_out(p: argparse.ArgumentParser, help: str, default: Optional[str] = None) -> None:
+def add_out(p: argparse.ArgumentParser, help: str, default: Optional[str] = None, required: bool = False) -> None:
     """``-o/--out``: what the command writes (the command checks it before any work)."""
-    p.add_argument("-o", "--out", default=default, metavar="PATH", help=help)
+    p.add_argument("-o", "--out", default=default, metavar="PATH", help=help, required=required)
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
