@@ -239,7 +239,7 @@ def make_hamming(tiny, device):
     import numpy as np
     import torch
     from semvis_ext import _C  # noqa: F401  (build check)
-    from semvis_ext.hamming import hamming_topk
+    from semvis_ext import hamming_topk
 
     n, nq, k = (20_000, 64, 10) if tiny else (10_000_000, 1_000, 10)
     rng = np.random.default_rng(0)
