@@ -1,4 +1,4 @@
-"""BinaryKDTree (semvis_ext.kdtree) against the transcriptions of Algorithms 1 and 2."""
+"""BinaryKDTree (semvis_ext.ops.kdtree) against the transcriptions of Algorithms 1 and 2."""
 import threading
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""MultiIndexHash (semvis_ext.mih): exact Hamming k-NN, equal to hamming_topk on every input."""
+"""MultiIndexHash (semvis_ext.ops.mih): exact Hamming k-NN, equal to hamming_topk on every input."""
 import threading
 
 import numpy as np
@@ -147,7 +147,7 @@ def test_properties_memory_and_default_m():
     codes = clustered(4096, seed=13)
     index = MultiIndexHash(codes)
     assert len(index) == 4096 and index.nbits == 256
-    assert index.m == semvis_ext.mih.default_m(4096, 256) == 22  # 12-bit substrings
+    assert index.m == semvis_ext.ops.mih.default_m(4096, 256) == 22  # 12-bit substrings
     assert "MultiIndexHash(n=4096" in repr(index)
     sb = index.substring_bits
     expect = codes.nbytes + 8 * 4096 + 4 * index.m * 4096 + 4 * sum(2 ** s + 1 for s in sb)

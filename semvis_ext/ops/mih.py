@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._numpy import capsule, check_codes, check_int
+from .._numpy import capsule, check_codes, check_int
 
 __all__ = ["MultiIndexHash"]
 
@@ -61,7 +61,7 @@ class MultiIndexHash:
     """
 
     def __init__(self, codes, ids=None, m: Optional[int] = None, *, copy: bool = True):
-        from . import _C
+        from .. import _C
 
         op = "MultiIndexHash"
         check_codes(op, "codes", codes)
@@ -110,7 +110,7 @@ class MultiIndexHash:
             ids, nearest first, ties by the lowest id; slots beyond the n keys hold -1 in both.
             With ``return_counts``, a third array ndarray[nq] int64.
         """
-        from . import _C
+        from .. import _C
 
         op = "MultiIndexHash.search"
         check_codes(op, "queries", queries, self._nbytes)

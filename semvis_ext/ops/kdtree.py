@@ -13,7 +13,7 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 
-from ._numpy import capsule, check_codes, check_int
+from .._numpy import capsule, check_codes, check_int
 
 __all__ = ["BinaryKDTree"]
 
@@ -174,7 +174,7 @@ class BinaryKDTree:
         return np.array(ids, dtype=np.int64, copy=True)
 
     def _build(self, progress):
-        from . import _C
+        from .. import _C
 
         self._nodes = _C.kdtree_build(capsule(self._codes), capsule(self._ids), self._leaf_size,
                                       _progress_callback(progress))
@@ -206,7 +206,7 @@ class BinaryKDTree:
             ids, nearest first, ties by the lowest id; slots beyond the keys scored hold -1 in
             both (as FAISS pads). With ``return_counts``, a third array ndarray[nq] int64.
         """
-        from . import _C
+        from .. import _C
 
         op = "BinaryKDTree.search"
         check_codes(op, "queries", queries, self._nbytes)
@@ -580,7 +580,7 @@ class BinaryKDTree:
         end = sec[2 * nsec - 2] + sec[2 * nsec - 1]
         if size > end:
             raise ValueError(f"{op}: {name} has {size - end} unexpected trailing bytes")
-        from . import _C
+        from .. import _C
 
         nbits = 8 * int(nbytes)
         _C.kdtree_validate(capsule(arrays[0]), int(n), nbits)
