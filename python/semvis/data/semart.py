@@ -136,16 +136,6 @@ def _timeframe(year: int) -> str:
     return f"{lo}-{lo + 49}"
 
 
-def _jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("writing the synthetic SemArt images needs Pillow (pip install pillow)") from None
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def write_synthetic_semart(root: PathLike, n: int = 300, splits: Tuple[float, float, float] = (0.8, 0.1, 0.1),
                            image_size: Tuple[int, int] = (96, 128), seed: int = 0) -> Dict[str, int]:
     """Writes a synthetic SemArt set (CSV files in Windows-1252, ``Images/`` JPEGs) under ``root``.
@@ -160,6 +150,7 @@ def write_synthetic_semart(root: PathLike, n: int = 300, splits: Tuple[float, fl
         the number of samples written per split.
     """
     from .synthetic_scenes import SyntheticScenes
+    from .synthetic_shapes import save_jpeg
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 3:
         raise ValueError(f"write_synthetic_semart: n must be an int >= 3, got {n!r}")
@@ -196,8 +187,7 @@ def write_synthetic_semart(root: PathLike, n: int = 300, splits: Tuple[float, fl
                                            shape=main.shape if main else "empty")
         comment = f"{body} {closer}"
         fname = f"{i + 1:05d}-{author.split(',')[0].lower().replace(' ', '')}-{typ}.jpg"
-        with open(os.path.join(root, "Images", fname), "wb") as f:
-            f.write(_jpeg_bytes(sc.image))
+        save_jpeg(sc.image, os.path.join(root, "Images", fname))
         rows.append([fname, comment, author, title, f"{r.choice(_TECHNIQUES)}, {40 + r.randrange(80)} x "
                      f"{50 + r.randrange(90)} cm", f"c. {year}", typ, school, _timeframe(year)])
     order = list(range(n))

@@ -46,6 +46,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .synthetic_scenes import _check_int, _pick
+
 __all__ = ["OBJECTS", "PALETTE", "FILLS", "SCALES", "GROUNDS", "IMAGE_SIZES", "ShapeItem", "ShapeRegion",
            "ShapeScene", "SyntheticShapes", "render_shapes", "save_jpeg"]
 
@@ -251,10 +253,6 @@ def save_jpeg(image: np.ndarray, path: Union[str, os.PathLike], quality: int = 9
 # language
 
 
-def _pick(rng: random.Random, seq):
-    return seq[rng.randrange(len(seq))]
-
-
 def _noun_phrase(rng: random.Random, o: ShapeItem) -> str:
     """A noun phrase with a random subset of the item's attributes (no article)."""
     words = []
@@ -293,14 +291,6 @@ def _corner(o: ShapeItem, w: int, h: int) -> Optional[str]:
 
 # ------------------------------------------------------------------------------------------
 # the data set
-
-
-def _check_int(name: str, v, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {v}")
-    return int(v)
 
 
 class SyntheticShapes:
