@@ -2,7 +2,8 @@
 
     semvis semantic   train | eval | search      caption-supervised semantic retrieval
     semvis crossmodal train | eval | search      BEAN / DSVE-loc text <-> image with localization
-    semvis listwise   train | eval               the AP-loss (listwise) example
+    semvis listwise   train | eval               listwise losses (AP, triplet, SoDeep) example
+    semvis sodeep     pretrain | eval            learned SoDeep sorters (Table 5.1)
     semvis video      index | search | demo      image-to-video search
     semvis landmarks  eval | synth               the revisited Oxford/Paris protocol, whitening, QE, diffusion
     semvis simnet     train | eval | search      a learned non-metric similarity (SimNet)
@@ -42,10 +43,10 @@ import sys
 from typing import List, Optional
 
 from ._common import Parser, UserError, one_line
-from . import crossmodal, landmarks, listwise, semantic, simnet, text2art, video
+from . import crossmodal, landmarks, listwise, semantic, simnet, sodeep, text2art, video
 
 #: the system modules, in --help order; each has ``register(subparsers)``
-SYSTEMS = [semantic, crossmodal, listwise, video, landmarks, simnet, text2art]
+SYSTEMS = [semantic, crossmodal, listwise, sodeep, video, landmarks, simnet, text2art]
 
 __all__ = ["main", "build_parser", "UserError", "SYSTEMS"]
 

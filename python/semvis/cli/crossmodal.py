@@ -1,5 +1,6 @@
-"""``semvis crossmodal train | eval | search``: BEAN / DSVE-loc (text <-> image retrieval with
-localization). Data come from the config (``--set data=karpathy --set karpathy_json=... --set
+"""``semvis crossmodal train | eval | search``: BEAN / DSVE-loc or SMILE (``--set model=smile``, the
+ablations with ``--set attention=mean|1-att|no-conv|no-softmax``): text <-> image retrieval with
+localization. Data come from the config (``--set data=karpathy --set karpathy_json=... --set
 image_root=...``, or the seeded synthetic scenes: ``--set n_train=400 --set image_size=64``); a
 checkpoint remembers its data, so ``eval`` and ``search`` need only the checkpoint."""
 from __future__ import annotations
@@ -168,12 +169,19 @@ def _search(args: argparse.Namespace) -> int:
     if outdir:
         check_output_dir(outdir)
     model, vocab, cfg = _load(args)
+    from ..models.crossmodal import is_region_model
+
+    region = is_region_model(model)
+    if region and outdir:
+        raise UserError("-o: heatmap overlays need a BEAN model (SMILE grounds phrases in regions: "
+                        "see `semvis crossmodal eval`'s pointing game)")
     data = _data(cfg, args.split)
     for i in args.image:
         if not 0 <= i < len(data):
             raise UserError(f"--image {i}: the {args.split} split has images 0..{len(data) - 1}")
     with user_errors(ValueError):
-        index, caps, _, G = index_captioned_images(model, vocab, data, cfg.test_size, maps=True)
+        index, caps, _, G = (index_captioned_images(model, vocab, data, cfg.test_size) + (None,) if region else
+                             index_captioned_images(model, vocab, data, cfg.test_size, maps=True))
         q = encode_captions(model, vocab, args.text) if args.text else None
     res = {}
     if args.text:

@@ -47,9 +47,11 @@ def _train(args: argparse.Namespace) -> int:
             out.record(rec, f"step {rec['step']:4d}  loss {rec['loss']:.4f}  test mAP {rec['test_map']:.4f}")
 
     tr.fit(log=log)
-    m1 = tr.evaluate()
-    out.record({"steps": tr.step, "map_before": m0, "map_after": m1, "seconds": time.time() - t0},
-               f"mAP {m0:.4f} -> {m1:.4f} in {time.time() - t0:.1f} s")
+    m = tr.evaluate_metrics()
+    m1 = m["map"]
+    out.record({"loss": tr.config.loss, "steps": tr.step, "map_before": m0, "map_after": m1, "r1_after": m["r1"],
+                "seconds": time.time() - t0},
+               f"loss {tr.config.loss}: mAP {m0:.4f} -> {m1:.4f}, R@1 {m['r1']:.1f} % in {time.time() - t0:.1f} s")
     return 0
 
 
@@ -60,22 +62,23 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    """Exact test mAP of a trained checkpoint on its held-out set."""
+    """Exact test mAP and R@1 of a trained checkpoint on its held-out set."""
     from ..train.listwise import ListwiseTrainer
 
     out = Printer(args)
     check_input_file(args.checkpoint, "checkpoint")
     with user_errors(FileNotFoundError, ValueError):
         tr = ListwiseTrainer.resume(args.checkpoint, progress=False, out_dir=None)
-    m = tr.evaluate()
-    out.record({"checkpoint": args.checkpoint, "steps": tr.step, "test_map": m})
+    m = tr.evaluate_metrics()
+    out.record({"checkpoint": args.checkpoint, "loss": tr.config.loss, "steps": tr.step, "test_map": m["map"],
+                "test_r1": m["r1"]})
     return 0
 
 
 def register(subparsers) -> None:
     """Adds ``semvis listwise train|eval``."""
-    system = subparsers.add_parser(NAME, help="listwise training with the AP loss (synthetic example)")
+    system = subparsers.add_parser(NAME, help="listwise training: AP, triplet or SoDeep losses (synthetic example)")
     verbs = system.add_subparsers(dest="verb", metavar="VERB", required=True)
-    _train_args(add_verb(verbs, "train", _train, "fine-tune a small embedding with the AP loss; test mAP goes up",
+    _train_args(add_verb(verbs, "train", _train, "fine-tune a small embedding (--set loss=ap|triplet|sodeep-map|sodeep-recall); test mAP goes up",
                          command=f"{NAME} train"))
     _eval_args(add_verb(verbs, "eval", _eval, "test mAP of a checkpoint", command=f"{NAME} eval"))

@@ -4,7 +4,10 @@
   in batches;
 * :func:`default_heatmap_k`: the paper's share of heatmap dimensions (180 of 2400);
 * :func:`load_crossmodal_checkpoint`: (model, vocabulary, checkpoint) from a checkpoint written by
-  ``semvis.train.CrossModalTrainer`` (read with ``weights_only=True``).
+  ``semvis.train.CrossModalTrainer`` (read with ``weights_only=True``);
+* :data:`CROSSMODAL_MODELS` / :func:`build_crossmodal_model`: the models a cross-modal config names,
+  BEAN's presets and SMILE (:mod:`semvis.models.smile`: "smile" = its tiny preset, "smile_paper");
+  :func:`model_from_config` rebuilds either from its ``model.config``.
 """
 from __future__ import annotations
 
@@ -17,10 +20,48 @@ from ..checkpoint import format_tag, read_checkpoint
 from ..data.transforms import prepare_images
 from ..text.captions import tokenize_captions
 from ..text.vocab import Vocabulary
-from .bean import BEAN
+from .bean import BEAN, PRESETS as BEAN_PRESETS
+from .smile import SMILE, SMILE_PRESETS
 
 __all__ = ["encode_images", "encode_captions", "default_heatmap_k", "load_crossmodal_checkpoint",
-           "CHECKPOINT_FORMATS"]
+           "CHECKPOINT_FORMATS", "CROSSMODAL_MODELS", "SMILE_MODELS", "build_crossmodal_model", "model_from_config",
+           "is_region_model"]
+
+#: SMILE's names in a cross-modal config -> its preset
+SMILE_MODELS = {"smile": "tiny", "smile_paper": "smile_paper"}
+#: every model name a cross-modal config accepts: BEAN's presets and SMILE's
+CROSSMODAL_MODELS = tuple(sorted(BEAN_PRESETS)) + tuple(SMILE_MODELS)
+#: BEAN arguments without a SMILE counterpart, ignored for SMILE (so that a preset's model_args apply
+#: to both): the pooled D' (SMILE's 1x1 conv goes straight to d) and the WELDON / dropout knobs
+_BEAN_ONLY = ("feature_dim", "kmax", "kmin", "alpha", "image_dropout", "use_tanh", "peephole")
+
+
+def is_region_model(model) -> bool:
+    """True for a region-attention model (SMILE): no activation maps, grounding by regions."""
+    return isinstance(model, SMILE)
+
+
+def build_crossmodal_model(name: str, num_words: int, attention: Optional[str] = None, **overrides):
+    """The model a cross-modal config names: a BEAN preset (``BEAN.from_preset``) or SMILE
+    ("smile": the tiny preset, "smile_paper"); ``attention`` (SMILE only) selects the ablation
+    ("softmax" = SMILE, "mean", "1-att", "no-conv", "no-softmax"). BEAN-only ``overrides``
+    (``feature_dim``, WELDON, dropout) are ignored for SMILE."""
+    if name in SMILE_MODELS:
+        kw = {k: v for k, v in overrides.items() if k not in _BEAN_ONLY}
+        if attention is not None:
+            kw["attention"] = attention
+        return SMILE.from_preset(SMILE_MODELS[name], num_words, **kw)
+    if name not in BEAN_PRESETS:
+        raise ValueError(f"unknown cross-modal model {name!r}; known: {list(CROSSMODAL_MODELS)}")
+    if attention is not None:
+        raise ValueError(f"attention={attention!r} applies to SMILE models only, not to {name!r}")
+    return BEAN.from_preset(name, num_words, **overrides)
+
+
+def model_from_config(config: Dict[str, Any]):
+    """A BEAN or SMILE from its ``model.config`` (SMILE's holds ``attention``)."""
+    return SMILE(**config) if "attention" in config else BEAN(**config)
+
 
 #: the tags of cross-modal checkpoints that load (current first; "semvis.crossmodal/1" before the
 #: common tag scheme, same content with ``state_dict`` for ``model``)
@@ -31,14 +72,19 @@ CHECKPOINT_FORMATS = (format_tag("crossmodal", 1), "semvis.crossmodal/1")
 def encode_images(model: BEAN, data, size: Optional[int], batch_size: int = 64, device: str = "cpu",
                   maps: bool = False):
     """Image embeddings Tensor[M, d] of ``data`` (a :class:`~semvis.data.crossmodal.CaptionedImages`)
-    and, with ``maps``, the activation maps Tensor[M, D', h, w]; eval mode, resized to ``size``
-    (None: native sizes, which must agree)."""
+    and, with ``maps``, the activation maps Tensor[M, D', h, w] (BEAN only: a region model has none);
+    eval mode, resized to ``size`` (None: native sizes, which must agree)."""
+    if maps and is_region_model(model):
+        raise ValueError("a SMILE model has no activation maps (its grounding scores regions: SMILE.point)")
     was = model.training
     model.eval()
     embs, Gs = [], []
     try:
         for i0 in range(0, len(data), batch_size):
             x = prepare_images([data.image(i) for i in range(i0, min(i0 + batch_size, len(data)))], size).to(device)
+            if is_region_model(model):
+                embs.append(model.image(x).float().cpu())
+                continue
             G = model.image.activation_maps(x)
             embs.append(model.image.embed_maps(G).float().cpu())
             if maps:
@@ -70,7 +116,7 @@ def default_heatmap_k(d: int) -> int:
     return max(1, int(round(d * 180 / 2400)))
 
 
-def load_crossmodal_checkpoint(path: str) -> Tuple[BEAN, Vocabulary, Dict[str, Any]]:
+def load_crossmodal_checkpoint(path: str) -> Tuple[Any, Vocabulary, Dict[str, Any]]:
     """(model in eval mode, vocabulary, the checkpoint dict) from a trainer checkpoint.
 
     Raises:
@@ -78,7 +124,7 @@ def load_crossmodal_checkpoint(path: str) -> Tuple[BEAN, Vocabulary, Dict[str, A
     """
     ck = read_checkpoint(path, CHECKPOINT_FORMATS, what="cross-modal")
     try:
-        model = BEAN(**ck["model_config"])
+        model = model_from_config(ck["model_config"])
         model.load_state_dict(ck["model"] if "model" in ck else ck["state_dict"])
         v = ck["vocab"]
         vocab = Vocabulary(v["terms"], v["counts"], unk=v["unk"])

@@ -40,8 +40,9 @@ from ..distributed import all_gather_with_grad, shard
 from ..eval.crossmodal import evaluate_crossmodal
 from ..losses import hardest_negative_triplet_loss
 from ..models.bean import BEAN, PRESETS as BEAN_PRESETS, set_batchnorm_eval
-from ..models.crossmodal import (CHECKPOINT_FORMATS, default_heatmap_k, encode_captions, encode_images,
-                                 load_crossmodal_checkpoint)
+from ..models.crossmodal import (CHECKPOINT_FORMATS, CROSSMODAL_MODELS, SMILE_MODELS, build_crossmodal_model,
+                                 default_heatmap_k, encode_captions, encode_images, load_crossmodal_checkpoint,
+                                 model_from_config)
 from ..text import Vocabulary
 from ..text.captions import build_vocabulary, pad_captions, tokenize_captions
 from .base import TrainConfig, Trainer
@@ -63,7 +64,10 @@ class CrossModalConfig(TrainConfig):
 
     Data: ``data`` ("synthetic" | "karpathy"), ``karpathy_json`` + ``image_root`` (karpathy),
     ``n_train`` / ``n_test`` / ``image_size`` (synthetic scenes, seeded by ``seed``).
-    Model: ``model`` (a ``semvis.models.BEAN_PRESETS`` name) and ``model_args`` (overrides of it).
+    Model: ``model`` (a ``semvis.models.BEAN_PRESETS`` name, or SMILE: "smile" (its tiny preset),
+    "smile_paper"), ``model_args`` (overrides of it; BEAN-only keys such as ``feature_dim`` are
+    ignored for SMILE) and ``attention`` (SMILE only: "softmax" = SMILE, or the ablations "mean",
+    "1-att", "no-conv", "no-softmax"; None: the model's default).
     Optimisation: ``epochs``, ``batch_size``, ``lr``, ``lr_decay`` applied after each of the first
     ``lr_decay_epochs`` epochs, ``grad_clip`` (None: off).
     Loss: ``margin``, ``reduction`` ("sum" | "mean"), ``negatives`` ("hardest" | "all"), ``k``,
@@ -87,6 +91,7 @@ class CrossModalConfig(TrainConfig):
     image_size: int = 64
     model: str = "dsve_paper"
     model_args: Dict[str, Any] = field(default_factory=dict)
+    attention: Optional[str] = None
     epochs: int = 10
     batch_size: int = 160
     lr: float = 1e-3
@@ -117,9 +122,14 @@ class CrossModalConfig(TrainConfig):
         self.check_int("image_size", lo=8)
         if self.batch_size < 2:
             self.fail("batch_size", "must be >= 2 (the negatives come from the batch)")
-        self.check_choice("model", tuple(sorted(BEAN_PRESETS)))
+        self.check_choice("model", CROSSMODAL_MODELS)
         if not isinstance(self.model_args, dict):
-            self.fail("model_args", "must be a mapping of BEAN arguments")
+            self.fail("model_args", "must be a mapping of model arguments")
+        if self.attention is not None:
+            if self.model not in SMILE_MODELS:
+                self.fail("attention", f"applies to the SMILE models {list(SMILE_MODELS)} only, not to "
+                                       f"model={self.model!r}")
+            self.check_choice("attention", ("softmax", "mean", "1-att", "no-conv", "no-softmax"))
         self.check_float("lr", lo=0, lo_open=True)
         self.check_float("lr_decay", lo=0, lo_open=True, hi=1)
         self.check_int("lr_decay_epochs", lo=0)
@@ -154,7 +164,8 @@ def crossmodal_data(config, split: str) -> CaptionedImages:
 
 
 class CrossModalTrainer(Trainer):
-    """Trains a :class:`BEAN` on a :class:`CaptionedImages` set, one epoch per unit.
+    """Trains a :class:`BEAN` (or a :class:`~semvis.models.smile.SMILE`: same text path, loss and
+    loop) on a :class:`CaptionedImages` set, one epoch per unit.
 
     ``CrossModalTrainer(model, vocab, train, config)`` trains a given model;
     :meth:`from_config` builds the data, vocabulary and model a config names. ``fit()`` runs
@@ -201,7 +212,7 @@ class CrossModalTrainer(Trainer):
         torch.manual_seed(config.seed)
         train = train if train is not None else crossmodal_data(config, "train")
         vocab = build_vocabulary([c for cs in train.captions for c in cs])
-        model = BEAN.from_preset(config.model, len(vocab), **config.model_args)
+        model = build_crossmodal_model(config.model, len(vocab), config.attention, **config.model_args)
         return cls(model, vocab, train, config, val)
 
     # -- schedule / staging
@@ -296,7 +307,7 @@ class CrossModalTrainer(Trainer):
         if "checkpoint_dir" in cfg:  # "semvis.crossmodal/1" checkpoints
             cfg["out_dir"] = cfg.pop("checkpoint_dir")
         config = CrossModalConfig.from_dict({**cfg, **overrides})
-        model = BEAN(**checkpoint["model_config"])
+        model = model_from_config(checkpoint["model_config"])
         v = checkpoint["vocab"]
         vocab = Vocabulary(v["terms"], v["counts"], unk=v["unk"])
         train = train if train is not None else crossmodal_data(config, "train")

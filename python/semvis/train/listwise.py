@@ -31,12 +31,15 @@ from torch import Tensor, nn
 
 from ..data.synthetic_patterns import SyntheticPatterns
 from ..eval.retrieval import mean_average_precision
-from ..losses import APLoss
+from ..losses import APLoss, TripletLoss
+from ..losses.sodeep import MAPRankLoss
+from ..models.sodeep import HandcraftedSorter
 from ..distributed import all_gather_with_grad, loss_scale, shard
 from ..models.small import SmallMACNet
 from .base import TrainConfig, Trainer
 
-__all__ = ["multistage_backward", "ListwiseConfig", "ListwiseTrainer", "train"]
+__all__ = ["multistage_backward", "ListwiseConfig", "ListwiseTrainer", "train", "LISTWISE_LOSSES",
+           "build_listwise_loss"]
 
 
 def multistage_backward(net: nn.Module, images: Tensor, loss_fn: Callable[[Tensor], Tensor],
@@ -69,12 +72,106 @@ def multistage_backward(net: nn.Module, images: Tensor, loss_fn: Callable[[Tenso
     return loss.detach()
 
 
+def _off_diagonal(emb: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
+    """Every image queries the others: scores Tensor[B, B-1] (cosine, the query's own column removed)
+    and relevance Tensor[B, B-1] (same label)."""
+    B = emb.shape[0]
+    keep = ~torch.eye(B, dtype=torch.bool, device=emb.device)
+    S = (emb @ emb.t())[keep].view(B, B - 1)
+    rel = (labels[:, None] == labels[None, :])[keep].view(B, B - 1)
+    return S, rel
+
+
+class _BatchAllTriplet(nn.Module):
+    """Triplet loss (margin) over every (anchor, positive, negative) triplet of the batch ("batch
+    all": the hardest-negative variant collapses from scratch on this example), mean over the
+    triplets (:class:`semvis.losses.TripletLoss` on the kernel)."""
+
+    def __init__(self, margin: float):
+        super().__init__()
+        self.loss = TripletLoss(margin=margin, scale=1.0)
+
+    def forward(self, emb: Tensor, labels: Tensor) -> Tensor:
+        B = emb.shape[0]
+        with torch.no_grad():
+            same = labels[:, None] == labels[None, :]
+            eye = torch.eye(B, dtype=torch.bool, device=emb.device)
+            a, p, n = ((same & ~eye)[:, :, None] & ~same[:, None, :]).nonzero(as_tuple=True)
+        return self.loss(emb[a], emb[p], emb[n])
+
+
+class _SoDeepMAP(nn.Module):
+    """Eq. 5.9 per query: the sorter ranks each query's B-1 scores; the mean normalised rank of its
+    positives is minimised (:class:`semvis.losses.sodeep.MAPRankLoss`, ``reduction="mean"``)."""
+
+    def __init__(self, sorter: nn.Module):
+        super().__init__()
+        self.loss = MAPRankLoss(sorter, reduction="mean")
+
+    def forward(self, emb: Tensor, labels: Tensor) -> Tensor:
+        S, rel = _off_diagonal(emb, labels)
+        return self.loss(S.t(), rel.t())
+
+
+class _SoDeepRecall(nn.Module):
+    """Eqs. 5.11-5.12 with several positives per query (the rank-space hard-negative recall loss):
+    the sorter ranks each query's B-1 scores; every positive must rank one step (``margin``, default
+    ``1 / (B - 1)`` as the official code) above the query's best-ranked negative:
+    ``mean_q sum_{p in P(q)} max(0, rank_p + margin - min_{n in N(q)} rank_n)``."""
+
+    def __init__(self, sorter: nn.Module, margin: Optional[float] = None):
+        super().__init__()
+        self.sorter, self.margin = sorter, margin
+
+    def forward(self, emb: Tensor, labels: Tensor) -> Tensor:
+        S, rel = _off_diagonal(emb, labels)
+        rank = self.sorter(S)
+        hard_neg = rank.masked_fill(rel, float("inf")).min(1, keepdim=True).values
+        margin = 1.0 / S.shape[1] if self.margin is None else self.margin
+        viol = torch.clamp(rank + margin - hard_neg, min=0) * rel.to(rank.dtype)
+        return viol.sum(1).mean()
+
+
+#: the losses ``ListwiseConfig.loss`` names; each builds ``fn(embeddings [B, D], labels [B]) -> scalar``
+LISTWISE_LOSSES = ("ap", "triplet", "sodeep-map", "sodeep-recall")
+
+
+def build_listwise_loss(config: "ListwiseConfig") -> nn.Module:
+    """The loss ``config.loss`` names (``bins`` for ap, ``margin`` for triplet, ``sorter`` /
+    ``sorter_lam`` for the SoDeep losses): a module ``(embeddings Tensor[B, D], labels Tensor[B]) ->
+    Tensor[]``. A learned sorter must have been trained for length B - 1 (the other images of a
+    batch); another length is refused with the length it was trained for."""
+    c = config
+    if c.loss not in LISTWISE_LOSSES:
+        raise ValueError(f"config.loss: unknown loss {c.loss!r}; known: {list(LISTWISE_LOSSES)}")
+    if c.loss == "ap":
+        return APLoss(bins=c.bins)
+    if c.loss == "triplet":
+        return _BatchAllTriplet(c.margin)
+    if c.sorter == "handcrafted":
+        sorter = HandcraftedSorter(c.sorter_lam)
+    else:
+        from .sodeep import load_pretrained_sorter
+
+        sorter = load_pretrained_sorter(c.sorter)
+        n = c.num_classes * c.per_class - 1
+        if sorter.seq_len != n:
+            raise ValueError(f"config.sorter: the sorter in {c.sorter} was trained for sequences of length "
+                             f"{sorter.seq_len}, but loss={c.loss} ranks {n} scores per query "
+                             f"(num_classes x per_class - 1); pretrain one with --set seq_len={n}")
+    return _SoDeepMAP(sorter) if c.loss == "sodeep-map" else _SoDeepRecall(sorter)
+
+
 @dataclass
 class ListwiseConfig(TrainConfig):
     """The listwise (AP loss) example run: ``steps``, ``per_class`` (images per class in a batch),
     ``num_classes``, ``bins`` (AP histogram bins), ``lr`` (Adam), ``eval_every`` (steps between
     test-mAP evaluations), ``test_per_class``, ``chunk_size`` (> 0: the multi-stage backward,
-    images per chunk), ``dim`` / ``width`` (the network), and the
+    images per chunk), ``dim`` / ``width`` (the network), ``loss`` (one of
+    :data:`LISTWISE_LOSSES`: "ap" the AP loss, "triplet" every triplet of the batch, ``margin``,
+    "sodeep-map" / "sodeep-recall" the SoDeep rank losses), ``sorter`` (SoDeep losses:
+    "handcrafted", the fused kernel with steepness ``sorter_lam``, or the path of a
+    ``semvis sodeep pretrain`` checkpoint of length ``num_classes * per_class - 1``), and the
     :class:`~semvis.train.base.TrainConfig` fields. Preset ``"example"`` = the defaults."""
 
     PRESETS = {"example": {}}
@@ -89,9 +186,20 @@ class ListwiseConfig(TrainConfig):
     chunk_size: int = 0
     dim: int = 32
     width: int = 16
+    loss: str = "ap"
+    margin: float = 0.1
+    sorter: str = "handcrafted"
+    sorter_lam: float = 10.0
 
     def validate(self) -> "ListwiseConfig":
         super().validate()
+        self.check_choice("loss", LISTWISE_LOSSES)
+        self.check_float("margin", lo=0)
+        self.check_float("sorter_lam", lo=0, lo_open=True)
+        if not isinstance(self.sorter, str) or not self.sorter:
+            self.fail("sorter", "must be 'handcrafted' or the path of a `semvis sodeep pretrain` checkpoint")
+        if self.sorter != "handcrafted":
+            self.check_path("sorter", "file", optional=False)
         for name, lo in (("steps", 0), ("per_class", 2), ("num_classes", 2), ("bins", 2), ("eval_every", 1),
                          ("test_per_class", 2), ("chunk_size", 0), ("dim", 1), ("width", 1)):
             self.check_int(name, lo=lo)
@@ -100,7 +208,8 @@ class ListwiseConfig(TrainConfig):
 
 
 class ListwiseTrainer(Trainer):
-    """Trains :class:`SmallMACNet` with the AP loss (see the module docstring). ``evaluate()``
+    """Trains :class:`SmallMACNet` with the loss ``config.loss`` names (the AP loss by default; see
+    :func:`build_listwise_loss` and the module docstring). ``evaluate()``
     gives the test mAP; history records carry ``test_map`` every ``eval_every`` steps and at the
     last one."""
 
@@ -119,7 +228,7 @@ class ListwiseTrainer(Trainer):
             raise ValueError("config.chunk_size: the multi-stage backward is not supported under torch.distributed "
                              "(each rank already embeds only its share of the batch); set chunk_size=0")
         self.net = self.wrap_ddp(self.model)
-        self.loss_fn = APLoss(bins=c.bins)
+        self.loss_fn = build_listwise_loss(c).to(self.device)
         self.build_optimizer([{"params": list(self.model.parameters()), "lr": c.lr}])
         self.gen = torch.Generator().manual_seed(c.seed + 1)
         self.batch_labels = torch.arange(c.num_classes).repeat_interleave(c.per_class)
@@ -127,10 +236,19 @@ class ListwiseTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self) -> float:
         """Exact test mAP of the current network (eval mode)."""
+        return self.evaluate_metrics()["map"]
+
+    @torch.no_grad()
+    def evaluate_metrics(self) -> Dict[str, float]:
+        """``{"map", "r1"}`` on the test set, every image querying all the others: the exact mean
+        AP and the recall at 1 (%: the share of queries whose nearest other image has their label)."""
         self.model.eval()
-        m = mean_average_precision(self.model(self.test_x.to(self.device)).cpu(), self.test_y)
+        emb = self.model(self.test_x.to(self.device)).cpu()
         self.model.train()
-        return m
+        S = emb @ emb.t()
+        S.fill_diagonal_(float("-inf"))
+        r1 = 100.0 * float((self.test_y[S.argmax(1)] == self.test_y).float().mean())
+        return {"map": mean_average_precision(emb, self.test_y), "r1": r1}
 
     def budget(self) -> int:
         return self.config.steps
