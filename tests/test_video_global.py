@@ -112,3 +112,117 @@ def test_shot_detection_scores():
         match_cuts([1], [1], tolerance=-1)
     with pytest.raises(TypeError, match="pred"):
         match_cuts([1.5], [1])
+
+
+# ---------------------------------------------------------------------- shot embeddings, trainer, index
+import torch  # noqa: E402
+
+from semvis.models.temporal import TemporalEncoder, mean_pool, shot_pair_loss, subsample  # noqa: E402
+
+
+def test_temporal_encoder_and_loss():
+    torch.manual_seed(0)
+    enc = TemporalEncoder(6, hidden=5, cell="gru", max_frames=4)
+    a, b = torch.randn(3, 6), torch.randn(9, 6)
+    v = enc([a, b])
+    assert v.shape == (2, 6)
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(2))
+    # variable lengths are packed: a shot's embedding does not depend on its batch mates
+    torch.testing.assert_close(enc([a])[0], v[0])
+    torch.testing.assert_close(enc([b])[0], enc([b[subsample(9, 4)]])[0])  # > max_frames: uniform subsample
+    assert subsample(9, 4).tolist() == [0, 3, 5, 8] and subsample(3, 50).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="shot 1"):
+        enc([a, torch.zeros(0, 6)])
+    torch.testing.assert_close(mean_pool(torch.tensor([[1.0, 0.0], [0.0, 1.0]])), torch.tensor([0.5 ** 0.5] * 2))
+    u = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    y = torch.tensor([1, 0, 0])
+    # pos: 1 - 1 = 0; neg orthogonal: max(0, 0 - 0.1) = 0; neg at 45 deg: cos - 0.1
+    torch.testing.assert_close(shot_pair_loss(u, w, y, 0.1), torch.tensor((0.5 ** 0.5 - 0.1) / 3))
+    uu = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    vv = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, q: shot_pair_loss(p, q, torch.tensor([1, 0, 1, 0])), (uu, vv))
+
+
+@pytest.fixture(scope="module")
+def trained(embedder, tmp_path_factory):
+    from semvis.train.global_video import GlobalVideoConfig, GlobalVideoTrainer
+
+    frames, cuts = clip([6, 7, 5, 8, 6, 5, 7, 6, 5, 6], seed=11)
+    E, _ = embedder.embed_video(frames, source_fps=3.0)
+    sid = np.searchsorted(np.array(cuts), np.arange(len(frames)), side="right") - 1
+    shots = [E[sid == s] for s in range(len(cuts))]
+    out = tmp_path_factory.mktemp("globalvid")
+    cfg = GlobalVideoConfig(steps=150, lr=1e-2, hidden=16, pairs=128, shots_per_batch=10, progress=False,
+                            out_dir=str(out), embed_width=8, image_width=96, seed=1)
+    tr = GlobalVideoTrainer(cfg, shots=shots, embedder=embedder)
+    hist = tr.fit()
+    return tr, hist, str(out / "checkpoint.pt")
+
+
+def test_trainer_learns_and_resumes(trained):
+    from semvis.train.global_video import GlobalVideoTrainer
+
+    tr, hist, path = trained
+    assert len(hist) == 150
+    first, last = np.mean([h["loss"] for h in hist[:10]]), np.mean([h["loss"] for h in hist[-10:]])
+    assert last < first
+    tr2 = GlobalVideoTrainer.resume(path, shots=[s.numpy() for s in tr.shots], embedder=tr.embedder)
+    assert tr2.step == 150
+    for k, v in tr.model.state_dict().items():
+        torch.testing.assert_close(tr2.model.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("agg", ["mean", "recurrent"])
+def test_global_index_search_save_load(trained, agg, tmp_path):
+    from semvis.video import VideoIndex
+
+    _, _, ck = trained
+    # global_fps 25: every frame of these 25 fps clips is a sample (1 px of pan apart)
+    idx = VideoIndex(method="global", global_aggregator=agg, global_model=ck, global_width=8,
+                     global_image_width=96, global_threshold=0.65, global_fps=25.0, progress=False)
+    vids = {}
+    for i in range(3):
+        frames, cuts = clip([5, 4, 6], seed=20 + i)
+        vids[f"v{i}"] = (frames, cuts)
+        info = idx.add(frames, f"v{i}")
+        assert info["frames"] == len(frames) and info["shots"] == 3 == info["items"]
+    idx.build()
+    frames, cuts = vids["v1"]
+    hits = idx.search(frames[cuts[1] + 2], top=3)
+    assert hits[0].video == "v1" and hits[0].shot == 1 and cuts[1] <= hits[0].frame < cuts[2]
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    vs = idx.method.video_scores(idx, frames[cuts[1] + 2])
+    assert max(vs, key=vs.get) == "v1" and vs["v1"] == pytest.approx(hits[0].score)
+    mem = idx.memory()
+    assert mem["frame_store"] == 9 * (4 * idx.method.dim + 4)  # emb + frame per shot
+    p = tmp_path / "g.svx"
+    idx.save(p)
+    back = VideoIndex.load(p, progress=False)
+    assert back.search(frames[cuts[1] + 2], top=3) == hits
+    # tampered model arrays are refused
+    import zipfile
+
+    with zipfile.ZipFile(p) as z:
+        assert any(n.startswith("model.trunk.") for n in z.namelist())
+        assert any(n.startswith("model.encoder.") for n in z.namelist()) == (agg == "recurrent")
+
+
+def test_global_bad_input(trained, tmp_path):
+    from semvis.config import ConfigError
+    from semvis.video import VideoIndex
+
+    with pytest.raises(ConfigError, match="global_model"):
+        VideoIndex(method="global", global_aggregator="recurrent", progress=False)
+    with pytest.raises(ConfigError, match="global_aggregator"):
+        VideoIndex(method="global", global_aggregator="max", progress=False)
+    idx = VideoIndex(method="global", global_model=trained[2], global_width=8, global_image_width=96, progress=False)
+    with pytest.raises(ValueError, match="no frames"):
+        idx.add(np.zeros((0, 72, 96, 3), np.uint8), "empty")
+    assert len(idx) == 0
+    with pytest.raises(ValueError, match="empty"):
+        idx.search(np.zeros((72, 96, 3), np.uint8))
+    frames, _ = clip([3], seed=5)  # shorter than one sampling period: one sample, one shot
+    assert idx.add(frames, "short") == {"frames": 1, "shots": 1, "features": 1, "items": 1}
+    with pytest.raises(ValueError, match="width"):  # a checkpoint of another embedder
+        VideoIndex(method="global", global_model=trained[2], progress=False).add(frames, "x")
