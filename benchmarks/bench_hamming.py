@@ -96,3 +96,47 @@ def test_distances_ours_vs_reference(benchmark, data):
     benchmark.extra_info["reference_seconds"] = time.perf_counter() - t0
     benchmark.extra_info["ratio_reference_over_ours"] = benchmark.extra_info["reference_seconds"] / benchmark.stats.stats.min
     np.testing.assert_array_equal(out, ref)
+
+
+def interleaved(n=200_000, nq=2_000, k=10, rounds=3, threads=None):
+    """Ours vs FAISS IndexBinaryFlat, interleaved round after round, on uniformly random and on
+    clustered (binary_codes.orb_like) 256-bit codes: {data: {contender: best seconds}}."""
+    import semvis_ext
+
+    if threads:
+        semvis_ext.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    sets = {"uniform": (rng.integers(0, 256, (n, 32), dtype=np.uint8), rng.integers(0, 256, (nq, 32), dtype=np.uint8)),
+            "clustered": orb_like(n, nq, seed=1)}
+    out = {}
+    for name, (codes, q) in sets.items():
+        index = faiss.IndexBinaryFlat(256)
+        index.add(codes)
+        best = {"ours": float("inf"), "faiss": float("inf")}
+        for _ in range(rounds):
+            t = time.perf_counter()
+            D, _ = hamming_topk(q, codes, k)
+            best["ours"] = min(best["ours"], time.perf_counter() - t)
+            t = time.perf_counter()
+            Df, _ = index.search(q, k)
+            best["faiss"] = min(best["faiss"], time.perf_counter() - t)
+        np.testing.assert_array_equal(D, Df)  # exact: the same distances
+        out[name] = best
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="ours vs FAISS IndexBinaryFlat, interleaved (issue 16.3)")
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--nq", type=int, default=2_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="threads for both (default: all cores)")
+    a = ap.parse_args()
+    if faiss is None:
+        raise SystemExit("faiss is not installed (pip install faiss-cpu)")
+    for name, best in interleaved(a.n, a.nq, 10, a.rounds, a.threads).items():
+        print(f"{name}: ours {best['ours'] * 1e3:.0f} ms, FAISS {best['faiss'] * 1e3:.0f} ms, "
+              f"FAISS / ours {best['faiss'] / best['ours']:.2f}x", flush=True)

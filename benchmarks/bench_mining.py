@@ -1,4 +1,6 @@
-"""Mining and triplet-loss benchmarks: ours vs the dense torch reference vs peers, one run.
+"""Mining benchmarks (topk_similar, batch-hard mining): ours vs the dense torch reference vs peers.
+
+The triplet losses (VSE++ hardest negative) are in bench_triplet_losses.py.
 
     pytest benchmarks/bench_mining.py --benchmark-only -s            # default sizes (2 cores)
     SEMVIS_BENCH_SIZE=large pytest benchmarks/bench_mining.py ...    # issue sizes
@@ -31,7 +33,6 @@ K = 100
 TOPK_SIZES = {"cpu": (20000, 20000, 512) if LARGE else (8000, 8000, 512),
               "cuda": (200000, 200000, 2048) if LARGE else (50000, 50000, 512)}
 PML_N = 8000  # the peer builds [n, n] distance and mask matrices: kept at the default size
-VSE_B, VSE_D = 160, 2400
 
 _RESULTS = {}
 
@@ -137,26 +138,6 @@ def test_batch_hard_vs_pml(benchmark, who):
     fn = run_pml_batch_hard if who == "pml_batch_hard" else run_ours_batch_hard
     benchmark.pedantic(lambda: fn(q, labels), rounds=3, warmup_rounds=1)
     _record(benchmark.group, who, benchmark, _peak_memory(f"run_{who}", n, n, d, "cpu"))
-
-
-@pytest.mark.parametrize("device", bench_devices())
-@pytest.mark.parametrize("who", ["ours", "vsepp"])
-def test_vse_loss_fwd_bwd(benchmark, device, who):
-    benchmark.group = f"vse hardest-negative loss fwd+bwd {device} B={VSE_B} d={VSE_D}"
-    g = torch.Generator().manual_seed(0)
-    img = torch.nn.functional.normalize(torch.randn(VSE_B, VSE_D, generator=g), dim=1).to(device).requires_grad_()
-    txt = torch.nn.functional.normalize(torch.randn(VSE_B, VSE_D, generator=g), dim=1).to(device).requires_grad_()
-
-    def call():
-        img.grad = None
-        txt.grad = None
-        loss = se.vse_hardest_triplet_loss(img, txt) if who == "ours" else R.vse_contrastive_loss(img, txt)
-        loss.backward()
-        sync(device)
-        return loss
-
-    benchmark.pedantic(call, rounds=30, warmup_rounds=3)
-    _record(benchmark.group, who, benchmark, None)
 
 
 def _fmt_mem(v):

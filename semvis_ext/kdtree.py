@@ -434,10 +434,16 @@ class BinaryKDTree:
             ValueError: as :meth:`load`.
         """
         op = "BinaryKDTree.from_bytes"
+        if isinstance(buf, np.ndarray) and (buf.dtype != np.uint8 or buf.ndim != 1):
+            raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {buf.dtype}{list(buf.shape)}")
         try:
-            mv = memoryview(buf).cast("B")
+            mv = memoryview(buf)
         except TypeError:
             raise TypeError(f"{op}: buf must be a bytes-like object, got {type(buf).__name__}") from None
+        if mv.itemsize != 1 or not mv.c_contiguous:
+            raise TypeError(f"{op}: buf must be contiguous bytes (items of 1 byte), got items of {mv.itemsize} "
+                            f"bytes in a {type(buf).__name__}")
+        mv = mv.cast("B")
         flat = np.frombuffer(mv, dtype=np.uint8)
 
         def section(off, shape, dt, mapped):

@@ -345,3 +345,32 @@ def test_relevance_refuses_malformed_coo_and_bad_shapes():
     c = t.to_sparse_csr()
     c32 = torch.sparse_csr_tensor(c.crow_indices().int(), c.col_indices().int(), c.values(), size=c.shape)
     assert torch.equal(se.relevance(c32, 3), se.relevance(c, 3))
+
+
+# ----------------------------------------------------------------------------- CPU selection (issue 16)
+# A row's first tile goes through the bitwise threshold search (after a block-maxima bound has
+# compacted the keys that can still win, when k is small against the tile); later tiles through
+# the 32-wide filtered scan. Cover both with ties, huge values, exclusions and both directions
+# (NaN / inf inputs are refused by the op; integer inputs keep every product exact whatever the
+# GEMM's summation order).
+
+@pytest.mark.parametrize("k", [1, 3, 20])
+@pytest.mark.parametrize("tile", [(7, 200), (16, 700), (3, 33)])
+def test_topk_threshold_fill_and_scan(k, tile):
+    g = torch.Generator().manual_seed(k * 1000 + tile[1])
+    n, m = 19, 900
+    q, db = ints(n, 4), ints(m, 4)  # integer scores: long runs of ties at every threshold
+    check_topk(q, db, k, tile=tile)
+    check_topk(q, db, k, largest=False, tile=tile)
+    # wider integers (exact products, few ties) with huge rows and duplicated far-apart columns
+    qf = ints(n, 6, lo=-60, hi=61)
+    dbf = ints(m, 6, lo=-60, hi=61)
+    dbf[::97] *= 2.0 ** 40
+    dbf[7::113] = dbf[7]
+    check_topk(qf, dbf, k, tile=tile)
+    check_topk(qf, dbf, k, largest=False, tile=tile)
+    mask = torch.rand(n, m, generator=g) < 0.5
+    mask[:, : tile[1]] = True  # first tile almost fully excluded: the heap stays partly empty
+    mask[0, 5] = False
+    check_topk(q, db, k, mask, exclude=mask, tile=tile)
+    check_topk(qf, dbf, k, mask, exclude=mask, largest=False, tile=tile)

@@ -203,3 +203,14 @@ def test_cli_train_eval_search(tmp_path, capsys):
     bad.write_text("not a zip")
     assert main(["simnet", "train", "--set", f"data={bad}"]) == 2
     assert "not a readable .npz" in capsys.readouterr().err
+
+
+def test_landmark_descriptors_feed_the_trainer(tmp_path):
+    from semvis.train.simnet import SimNetConfig, SimNetTrainer, landmark_descriptors
+    x, labels, split = landmark_descriptors(3, 4, seed=1, root=str(tmp_path), width=8)
+    assert x.shape[0] == 12 and torch.allclose(x.norm(dim=1), torch.ones(12), atol=1e-5)
+    assert labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4 and split.tolist() == [0, 1] * 6
+    tr = SimNetTrainer(SimNetConfig(data="landmarks", synthetic_classes=3, synthetic_per_class=4, hidden=[16],
+                                    steps=5, warmup_steps=2, progress=False, out_dir=str(tmp_path / "run")))
+    tr.fit()
+    assert tr.x.shape[0] == 12 and 0 < tr.evaluate()["map_cosine"] <= 1

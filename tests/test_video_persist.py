@@ -25,12 +25,23 @@ def test_files_written_before_the_split_load_and_search_the_same(kind, tmp_path)
     want = json.load(open(os.path.join(FIX, "v2_expected.json")))[kind]
     idx = VideoIndex.load(os.path.join(FIX, f"v2_{kind}.svx"), progress=False)
     assert idx.config() == {**want["config"], "verify": 5}  # recorded after the verify=0 searches
-    assert idx.memory() == want["memory"]
+    mem, wm = idx.memory(), dict(want["memory"])
+    if kind != "keyframes":  # the key index now keeps every frame's shift (int16 x 2; zeros in old files)
+        n_frames = len(idx.frame_numbers(idx.video_ids[0])) + len(idx.frame_numbers(idx.video_ids[1]))
+        wm["frame_store"] += 4 * n_frames
+        wm["total"] += 4 * n_frames
+    assert mem == wm
     qs = _queries()
     for verify, key in ((0, "results_verify0"), (5, "results_verify5")):
         idx.verify = verify
         got = [[list(h) for h in idx.search(None, top=3, features=f)] for f in qs]
-        assert got == want[key], (kind, verify)
+        if kind == "tracks" and verify:
+            # the frame search over key paths changed since (issue 16: the frame's border):
+            # the shots, their order and verified scores are the same
+            strip = lambda rs: [[[r[0], r[1], r[3]] for r in hits] for hits in rs]  # noqa: E731
+            assert strip(got) == strip(want[key]), (kind, verify)
+        else:
+            assert got == want[key], (kind, verify)
     # written again by this version, it reads back identically
     idx.save(tmp_path / "again.svx")
     back = VideoIndex.load(tmp_path / "again.svx", progress=False)
@@ -61,7 +72,9 @@ def test_kdtree_bytes_round_trip_and_checks(tmp_path):
         with pytest.raises(ValueError, match=what):
             BinaryKDTree.from_bytes(bad)
     flipped = bytearray(b)
-    flipped[-3] ^= 0x10  # in the buffered ids
+    at = b.find(np.arange(700, 705, dtype=np.int64).tobytes())  # the buffered ids (wherever the format puts them)
+    assert at > 0
+    flipped[at + 3] ^= 0x10
     with pytest.raises(ValueError, match="checksum"):
         BinaryKDTree.from_bytes(bytes(flipped))
 

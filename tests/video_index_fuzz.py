@@ -94,6 +94,9 @@ def crafted(meta, arrays):
         s[len(s) // 2] = s[len(s) // 2][::-1] + [1, -1]
         cases.append(("span reversed", meta, with_(span=s)))
         cases.append(("span as int64", meta, with_(span=A["span"].astype(np.int64))))
+    if "frame_shift" in A:
+        cases.append(("frame shift of one frame fewer", meta, with_(frame_shift=np.ascontiguousarray(A["frame_shift"][1:]))))
+        cases.append(("frame shift as float", meta, with_(frame_shift=A["frame_shift"].astype(np.float32))))
     so = A["shot_offsets"].copy()
     so[1], so[2] = so[2], so[1]
     cases.append(("shot offsets not monotone", meta, with_(shot_offsets=so)))

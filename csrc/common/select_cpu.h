@@ -289,6 +289,71 @@ inline void for_each_selected(const uint32_t* d, int64_t n, const Threshold& t, 
   }
 }
 
+namespace detail {
+// Lower bound of the k-th largest of key[0..8 nv): the smallest of the maxima of k disjoint
+// blocks of vectors (k distinct keys are >= it). 0 when some block holds only zeros.
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) inline uint32_t block_max_bound_avx2(const uint32_t* key, int64_t nv, int64_t k) {
+  const int64_t per = nv / k;
+  uint32_t L = 0xffffffffu;
+  for (int64_t b = 0; b < k; ++b) {
+    const int64_t v0 = b * per, v1 = b + 1 == k ? nv : v0 + per;
+    __m256i mx = _mm256_setzero_si256();
+    for (int64_t v = v0; v < v1; ++v)
+      mx = _mm256_max_epu32(mx, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(key + 8 * v)));
+    __m128i m = _mm_max_epu32(_mm256_castsi256_si128(mx), _mm256_extracti128_si256(mx, 1));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4e));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xb1));
+    L = std::min(L, static_cast<uint32_t>(_mm_cvtsi128_si32(m)));
+  }
+  return L;
+}
+#endif
+inline uint32_t block_max_bound(const uint32_t* key, int64_t nv, int64_t k) {
+#if defined(__x86_64__)
+  if (cpu_has_avx2()) return block_max_bound_avx2(key, nv, k);
+#endif
+  const int64_t per = nv / k;
+  uint32_t L = 0xffffffffu;
+  for (int64_t b = 0; b < k; ++b) {
+    const int64_t i0 = 8 * b * per, i1 = b + 1 == k ? 8 * nv : i0 + 8 * per;
+    uint32_t mx = 0;
+    for (int64_t i = i0; i < i1; ++i) mx = std::max(mx, key[i]);
+    L = std::min(L, mx);
+  }
+  return L;
+}
+}  // namespace detail
+
+// Calls f(i) for the k largest keys of key[0..n) in increasing i (ties: lowest i first), for
+// 1 <= k <= #{i : key[i] != 0}; key padded with zeros to a multiple of 8. For k much smaller
+// than n, a cheap bound (the smallest of k block maxima) first compacts the keys that can still
+// win, so that the bitwise search runs on a few k keys instead of n. Scratch: ck, ci.
+template <typename F>
+inline void for_each_top(const uint32_t* key, int64_t n, int64_t k, std::vector<uint32_t>& ck,
+                         std::vector<int32_t>& ci, F&& f) {
+  const int64_t nv = (n + 7) / 8;
+  if (nv >= 4 * k) {
+    const uint32_t L = detail::block_max_bound(key, nv, k);
+    if (L > 0) {
+      ck.resize(8 * nv + 8);
+      ci.resize(8 * nv + 8);
+      int64_t c = 0;
+      for (int64_t i = 0; i < n; ++i) {  // branch-free compaction, index order kept
+        ck[c] = key[i];
+        ci[c] = static_cast<int32_t>(i);
+        c += key[i] >= L;
+      }
+      for (int64_t i = c; i < (c + 7) / 8 * 8; ++i) ck[i] = 0;
+      const Threshold t = kth_largest_u32(ck.data(), c, k);
+      for_each_selected(ck.data(), c, t, [&](int64_t j) { f(static_cast<int64_t>(ci[j])); });
+      return;
+    }
+  }
+  const Threshold t = kth_largest_u32(key, n, k);
+  for_each_selected(key, n, t, f);
+}
+
 // ---- 3. partial selection of an array -------------------------------------------------------
 // Moves the k best (by Better) of a[0..n) to a[0..k), sorted best first when `sorted`.
 template <typename Key, typename Better>

@@ -82,7 +82,8 @@ SEMVIS_INLINE int64_t scan_words(const uint8_t* q, int nq, const uint8_t* codes,
       d[j] = s;
     }
     // One well-predicted branch per code: almost every code fails every filter.
-    if ((d[0] < t[0]) | (d[1] < t[1]) | (d[2] < t[2]) | (d[3] < t[3])) {
+    // d < t <=> d - t < 0 (both within [0, 2^31)): one sign test for the four filters.
+    if (((d[0] - t[0]) | (d[1] - t[1]) | (d[2] - t[2]) | (d[3] - t[3])) < 0) {
       for (int j = 0; j < kScanQueries; ++j) {
         if (d[j] < t[j]) {
           cand[c] = static_cast<uint32_t>(i * kScanQueries + j);

@@ -1,5 +1,7 @@
-// Hard-negative mining and the triplet losses built on it (Gordo & Larlus 2017, Sec. 3.3 / seed
-// 000.8; VSE++ / BEAN Eq. 7).
+// Hard-negative mining (Gordo & Larlus 2017, Sec. 3.3 / seed 000.8): the running top-k behind
+// topk_similar, hard_triplets and relevance (semvis_ext/ops/mining.py, tests/test_mining.py,
+// benchmarks/bench_mining.py). The triplet losses (VSE++, triplet margin) live in
+// csrc/triplet_losses.
 //
 // The similarity tiles are computed by the caller (the framework's GEMM, as FAISS does with its
 // GEMM tiles); these kernels do what a GEMM cannot: mask, select and reduce, with memory
@@ -14,12 +16,6 @@
 //    empty slots becoming (-inf, -1) (largest) or (+inf, -1) (smallest). The state layout is
 //    backend-private (a min-heap per row on the CPU, a descending list on the GPU): only
 //    finalize of the same backend reads it.
-// 2. VSE hardest-negative loss (vse_forward): from S = img txt^T [B, B], per row (image query)
-//    and per column (caption query) the K hardest negatives, hinge margin + S_neg - S_pos,
-//    summed; the gradient is returned as a list of weighted (i, j) entries dL/dS[i, j].
-// 3. Triplet margin loss over index triplets (triplet_forward), same entry-list gradient.
-// 4. pair_backward: gA[i] += g * w * B[j], gB[j] += g * w * A[i] over the entries: the backward of
-//    both losses without a [B, B] (or [T, d]) intermediate.
 #pragma once
 
 #include <cstdint>
@@ -83,65 +79,6 @@ void merge_tile_cuda(const float* S, int64_t lds, int64_t nb, int64_t tm, int64_
                      const Exclude& ex, bool largest, uint64_t* keys, int64_t k, int device, std::uintptr_t stream);
 void finalize_cuda(const uint64_t* keys, int64_t n, int64_t k, bool largest, float* scores, int64_t* idx,
                    int device, std::uintptr_t stream);
-#endif
-
-// ---- VSE hardest-negative loss ---------------------------------------------------------------
-struct VseParams {
-  double margin = 0.2;
-  int64_t k = 1;         // negatives per query; >= B - 1 means all of them (the VSE0 sum variant)
-  bool both = true;      // also the caption-query (column) direction
-  double scale = 1.0;    // reduction: 1 (sum) or 1 / B (mean over the batch, BEAN Eq. 7)
-};
-// Entries per direction and query: K = min(k, B - 1) selected negatives + 1 diagonal entry.
-inline int64_t vse_entries(int64_t B, const VseParams& p) {
-  const int64_t K = p.k < B - 1 ? p.k : B - 1;
-  return (p.both ? 2 : 1) * B * (K + 1);
-}
-//   S      [B, B] float32 or float64 contiguous (S[i, j] = img_i . txt_j)
-//   labels [B] int64 (optional, on S's device): pairs with equal labels are not negatives
-//   loss   [] dtype of S; ei, ej [E] int64; ew [E] dtype of S (E = vse_entries), all written.
-// Inactive entries carry weight 0 (and indices 0).
-void vse_forward(const TensorView& S, const TensorView* labels, const VseParams& p, const TensorView& loss,
-                 const TensorView& ei, const TensorView& ej, const TensorView& ew, std::uintptr_t stream);
-
-// ---- triplet margin loss over index triplets -------------------------------------------------
-struct TripletParams {
-  double margin = 0.1;
-  double scale = 0.5;   // the 1/2 of Gordo & Larlus Eq. 1
-  bool mean = true;     // divide by the number of triplets
-};
-//   A [na, d], Bt [nb, d] same float dtype, contiguous; trip [T, 3] int64 (anchor row of A,
-//   positive row of Bt, negative row of Bt), contiguous, checked in range.
-//   loss [] acc dtype; ei, ej [2T] int64; ew [2T] acc dtype (written).
-void triplet_forward(const TensorView& A, const TensorView& Bt, const TensorView& trip, const TripletParams& p,
-                     const TensorView& loss, const TensorView& ei, const TensorView& ej, const TensorView& ew,
-                     std::uintptr_t stream);
-
-// ---- backward of both losses -----------------------------------------------------------------
-//   g [] (or [1]) acc dtype: the upstream gradient; A [na, d], Bt [nb, d] contiguous, same dtype;
-//   ei, ej [E] int64; ew [E] acc dtype; gA [na, d], gB [nb, d] acc dtype contiguous (written).
-// Deterministic: each feature column sums its entries in entry order.
-void pair_backward(const TensorView& g, const TensorView& A, const TensorView& Bt, const TensorView& ei,
-                   const TensorView& ej, const TensorView& ew, const TensorView& gA, const TensorView& gB,
-                   std::uintptr_t stream);
-
-// Backend implementations (arguments validated).
-template <typename Acc>
-void vse_forward_cpu(const Acc* S, int64_t B, const int64_t* labels, const VseParams& p, Acc* loss, int64_t* ei,
-                     int64_t* ej, Acc* ew);
-void triplet_forward_cpu(const TensorView& A, const TensorView& Bt, const int64_t* trip, int64_t T,
-                         const TripletParams& p, void* loss, int64_t* ei, int64_t* ej, void* ew);
-void pair_backward_cpu(const TensorView& g, const TensorView& A, const TensorView& Bt, const int64_t* ei,
-                       const int64_t* ej, const TensorView& ew, const TensorView& gA, const TensorView& gB);
-#ifdef SEMVIS_WITH_CUDA
-void vse_forward_cuda(const TensorView& S, const int64_t* labels, const VseParams& p, const TensorView& loss,
-                      int64_t* ei, int64_t* ej, const TensorView& ew, std::uintptr_t stream);
-void triplet_forward_cuda(const TensorView& A, const TensorView& Bt, const int64_t* trip, int64_t T,
-                          const TripletParams& p, const TensorView& loss, int64_t* ei, int64_t* ej,
-                          const TensorView& ew, std::uintptr_t stream);
-void pair_backward_cuda(const TensorView& g, const TensorView& A, const TensorView& Bt, const int64_t* ei,
-                        const int64_t* ej, const TensorView& ew, const TensorView& gA, const TensorView& gB,
-                        std::uintptr_t stream);
 #endif
 
 }  // namespace mining

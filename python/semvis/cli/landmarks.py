@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     add_quiet(p)
     s = add_verb(verbs, "synth", _synth, "write a synthetic landmark set in the revisitop layout",
                  command=f"{NAME} synth")
-    add_out(s, "root folder the dataset folder is written into", required=True)
+    add_out(s, "root folder the dataset folder is written into (required)")
     s.add_argument("--name", default="rsynth")
     s.add_argument("--landmarks", type=int, default=8)
     s.add_argument("--views", type=int, default=24)

@@ -4,6 +4,7 @@ training split (relevance: the k = 32 nearest neighbours under s)."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..text.tfidf import TfidfModel, knn_relevance
-from .captions import load_image, read_coco_captions, read_visual_genome, split_ids
+from .captions import choose_max_side, load_image, read_captioned_images, split_ids
 from .synthetic_scenes import SyntheticScenes
 
 __all__ = ["SemanticData", "DATA_FIELDS", "build_semantic_data", "build_data", "stack_images"]
@@ -104,17 +105,19 @@ class SemanticData:
 
 
 #: the config fields that define a semantic data set (read by :func:`build_data`)
-DATA_FIELDS = ("data", "data_root", "n_images", "image_size", "data_seed", "split_sizes", "max_side", "knn", "workers")
+DATA_FIELDS = ("data", "data_root", "n_images", "image_size", "data_seed", "split_sizes", "max_side", "knn", "workers",
+               "device")
 
 
 def build_semantic_data(data: str = "synthetic", data_root: Optional[str] = None, n_images: int = 1200,
                         image_size: int = 64, data_seed: int = 0, split_sizes: Sequence[int] = (80_000, 10_000, 10_000),
-                        max_side: int = 576, knn: int = 32, workers: int = 0) -> SemanticData:
+                        max_side: int = 0, knn: int = 32, workers: int = 0, device: str = "cpu") -> SemanticData:
     """The data set named by ``data``: ``"synthetic"`` (seeded scenes: ``n_images``,
     ``image_size``, ``data_seed``), ``"visual_genome"`` (``data_root``: the folder with the JSON
     files; JPEGs, or folders of .npy arrays as written by ``SyntheticScenes.to_visual_genome``) or
     ``"coco"`` (``data_root``: the captions file). ``split_sizes`` (train, val, test) are scaled
-    down proportionally for small sets; real images are resized to ``max_side``."""
+    down proportionally for small sets; real images are resized to ``max_side`` (0: chosen from the
+    images' sizes and the ``device`` by :func:`~semvis.data.captions.choose_max_side`, and printed)."""
     if data == "synthetic":
         ds = SyntheticScenes(n_images, image_size=image_size, seed=data_seed)
         graphs = [ds.scene_graph(i) for i in range(len(ds))]
@@ -126,17 +129,14 @@ def build_semantic_data(data: str = "synthetic", data_root: Optional[str] = None
         raise ValueError(f"data must be 'synthetic', 'visual_genome' or 'coco', got {data!r}")
     if not data_root:
         raise ValueError(f"data_root is required for data={data!r}")
-    if data == "visual_genome":
-        vg = os.path.join(data_root, "VG_100K")
-        npy = os.path.isdir(vg) and any(f.endswith(".npy") for f in os.listdir(vg))
-        ims = read_visual_genome(data_root, image_ext=".npy" if npy else ".jpg")
-    else:
-        ims = read_coco_captions(data_root, images_dir=os.path.dirname(data_root))
-    if not ims:
-        raise ValueError(f"{data_root}: no captioned image found")
+    # as published: VG_100K(_2)/<id>.jpg (or .npy arrays); a COCO captions file or folder
+    ims = read_captioned_images(data, data_root)
     ids = [im.image_id for im in ims]
     pos = {iid: k for k, iid in enumerate(ids)}
     tr, va, te = (sorted(pos[i] for i in s) for s in split_ids(ids, split_sizes, seed=data_seed))
+    if not max_side:
+        max_side, why = choose_max_side([(im.width, im.height) for im in ims], device)
+        print(f"semvis: max_side = {max_side} ({why}; set max_side to override)", file=sys.stderr)
     return SemanticData(_FileSource([im.path for im in ims], max_side), [im.captions for im in ims], tr, va, te,
                         knn=knn, workers=workers)
 

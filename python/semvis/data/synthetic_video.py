@@ -163,12 +163,27 @@ def make_set(rng: np.random.Generator, size: Tuple[int, int] = (1800, 1200), n_p
     return canvas
 
 
+CAMERAS = ("mixed", "pan", "zoom", "static", "shake")
+
+
 def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (720, 405),
               photo: Optional[np.ndarray] = None, noise: float = 1.0, static_p: float = 0.25,
-              motion: float = 1.0, actors: Tuple[int, int] = (1, 3)) -> np.ndarray:
-    """One shot: uint8[n_frames, H, W, 3] from a camera panning/zooming over ``photo`` (a set
-    from :func:`make_set` if None), with ``actors`` (a range: how many) moving crops of
-    photographs, each on a straight path across the frame at 1.5-6 px per frame."""
+              motion: float = 1.0, actors: Tuple[int, int] = (1, 3), camera: str = "mixed") -> np.ndarray:
+    """One shot: uint8[n_frames, H, W, 3] from a camera moving over ``photo`` (a set from
+    :func:`make_set` if None).
+
+    ``camera="mixed"`` (the default): a pan, a zoom and a roll at once (or, with probability
+    ``static_p``, a static camera), with ``actors`` (a range: how many) moving crops of
+    photographs, each on a straight path across the frame at 1.5-6 px per frame. The other kinds
+    have no actors (nothing moves on its own: only the camera tells frames apart):
+    ``"pan"`` a steady pan at 1-2.5 px per frame in a random direction; ``"zoom"`` a steady zoom
+    in or out by 20-40 % over the shot; ``"static"`` a static camera; ``"shake"`` a handheld
+    camera: a slow drift (<= 0.4 px per frame) plus a smooth random shake of about 4 px and
+    0.3 degrees."""
+    if camera not in CAMERAS:
+        raise ValueError(f"make_shot: camera must be one of {CAMERAS}, got {camera!r}")
+    if camera != "mixed":
+        return _camera_shot(rng, n_frames, size, photo, noise, camera)
     cv2 = _cv2()
     W, H = size
     photos = photographs()
@@ -214,6 +229,18 @@ def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (
         th = rng.uniform(0, 2 * np.pi)
         p1 = np.clip(p0 + step * (n_frames - 1) * np.array([np.cos(th), np.sin(th)]), a_lo, a_hi)
         cast.append((img, mask, p0, p1))
+    centres = [(1 - t / max(n_frames - 1, 1)) * c0 + t / max(n_frames - 1, 1) * c1 for t in range(n_frames)]
+    rolls = [(1 - t / max(n_frames - 1, 1)) * roll0 + t / max(n_frames - 1, 1) * roll1 for t in range(n_frames)]
+    return _render(rng, src, size, centres, scales, rolls, cast, (g0, g1, gam0, gam1), noise)
+
+
+def _render(rng, src, size, centres, scales, rolls, cast, light, noise) -> np.ndarray:
+    """The frames of a camera path over ``src``: viewport centre (source px), scale (source px
+    per output px) and roll (degrees) per frame, actors pasted on top, lighting drift and noise."""
+    cv2 = _cv2()
+    W, H = size
+    n_frames = len(centres)
+    g0, g1, gam0, gam1 = light
     if noise > 0:  # one noise field per shot, sampled at a random offset per frame (cheap, uncorrelated)
         pad = 64
         cv2.setRNGSeed(int(rng.integers(2**31)))
@@ -222,9 +249,9 @@ def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (
     frames = np.empty((n_frames, H, W, 3), dtype=np.uint8)
     for t in range(n_frames):
         a = t / max(n_frames - 1, 1)
-        c = (1 - a) * c0 + a * c1
+        c = centres[t]
         s = scales[t]
-        th = np.deg2rad((1 - a) * roll0 + a * roll1)
+        th = np.deg2rad(rolls[t])
         # output (x, y) -> source: centre + s * R(th) * (x - W/2, y - H/2)
         R = s * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
         M = np.hstack([R, (c - R @ np.array([W / 2, H / 2]))[:, None]])
@@ -245,6 +272,39 @@ def make_shot(rng: np.random.Generator, n_frames: int, size: Tuple[int, int] = (
             f = cv2.add(f, noise_field[oy:oy + H, ox:ox + W], dtype=cv2.CV_8U)
         frames[t] = f
     return frames
+
+
+def _camera_shot(rng, n_frames, size, photo, noise, camera) -> np.ndarray:
+    """A shot of one camera-motion kind, without actors (see :func:`make_shot`)."""
+    W, H = size
+    src = photo if photo is not None else make_set(rng)
+    sh, sw = src.shape[:2]
+    s_max = 0.9 * min(sw / W, sh / H)
+    s0 = rng.uniform(0.45, 0.7) * s_max
+    t = np.arange(n_frames, dtype=np.float64)
+    a = t / max(n_frames - 1, 1)
+    zoom = float(np.exp(rng.choice([-1, 1]) * rng.uniform(0.2, 0.4))) if camera == "zoom" else 1.0
+    scales = s0 * zoom ** a
+    if scales.max() > s_max:  # a zoom out that would leave the set: start smaller
+        scales *= s_max / scales.max()
+    half = np.array([W, H]) * scales.max() / 2
+    lo, hi = half + 1, np.array([sw, sh]) - half - 1
+    speed = {"pan": rng.uniform(1.0, 2.5), "shake": rng.uniform(0.0, 0.4)}.get(camera, 0.0)  # output px/frame
+    ang = rng.uniform(0, 2 * np.pi)
+    v = speed * s0 * np.array([np.cos(ang), np.sin(ang)])
+    span = np.abs(v) * max(n_frames - 1, 1)
+    c0 = rng.uniform(lo + np.where(v < 0, span, 0), np.maximum(hi - np.where(v > 0, span, 0), lo + 1))
+    centres = c0 + a[:, None] * v * max(n_frames - 1, 1)
+    roll = np.full(n_frames, rng.uniform(-3, 3))
+    if camera == "shake":  # a smooth random shake: noise low-passed over ~4 frames
+        k = np.exp(-0.5 * (np.arange(-8, 9) / 2.0) ** 2)
+        smooth = lambda x: np.convolve(x, k / np.sqrt((k ** 2).sum()))[8:8 + n_frames]  # noqa: E731
+        jit = np.stack([smooth(rng.normal(0, 4.0, n_frames)) for _ in range(2)], 1)
+        centres = centres + jit * s0
+        roll = roll + smooth(rng.normal(0, 0.3, n_frames))
+    centres = np.clip(centres, lo, hi)
+    light = tuple(rng.uniform(0.85, 1.15, 2)) + tuple(rng.uniform(0.9, 1.1, 2))
+    return _render(rng, src, size, list(centres), scales, list(roll), [], light, noise)
 
 
 def make_video(rng: np.random.Generator, video_id: str, n_shots: int, frames_per_shot: Tuple[int, int] = (30, 80),

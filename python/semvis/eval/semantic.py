@@ -12,13 +12,17 @@ are skipped and counted (``skipped``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch import Tensor
 
-__all__ = ["CurveResult", "ndcg_curve", "pcc_curve", "auc", "method_agreement", "inter_user_agreement",
+from ..models.semantic import compose_query
+
+__all__ = ["JointQuery", "CurveResult", "ndcg_curve", "pcc_curve", "auc", "method_agreement", "inter_user_agreement",
            "choices_from_similarity", "retrieval_scores"]
 
 
@@ -220,3 +224,138 @@ def inter_user_agreement(answers: Sequence[Tuple[int, int, int]]) -> Tuple[float
         raise ValueError("inter_user_agreement: no triplet has two users who chose an image")
     means = np.asarray([np.mean(v) for v in per_user.values()])
     return float(100 * means.mean()), float(100 * means.std())
+
+
+class JointQuery:
+    """The (V+T, V+T) query of a trained joint model, calibrated on data with known captions.
+
+    Why: the ranking of a query q = phi_q + w theta_q against database images d is
+    phi_q.phi_d + w theta_q.theta... = phi_q.phi_d + w theta_q.phi_d, and the l2 of the query does
+    not change it. What matters is how much the two similarities *spread* over the database,
+    not the norms of phi and theta. With l2(phi + theta) (w = 1) the text term dominates wherever
+    the image similarities are compressed (an embedding trained for few steps, or one whose
+    images all look alike), and theta_q carries a query-independent part mu.phi_d (mu = the mean
+    text embedding) that ranks every database the same way for every query. If the text
+    projection generalises poorly (a small training vocabulary, query words unseen in training),
+    the joint query can then rank below the image alone, even below random.
+
+    The composition here (see :func:`compose_query`):
+
+    * ``center``: theta - mu, mu the mean text embedding of the calibration images;
+    * balance: w(q) = alpha * sigma(phi_q) / sigma(theta_q), sigma(x) = sqrt(x^T C x) the standard
+      deviation of x.phi_d over the calibration images' embeddings (C their covariance), so that
+      alpha = 1 gives text and image equal say in the ranking;
+    * ``alpha`` (and ``center``) chosen by :meth:`fit` on calibration images with known captions,
+      among candidates that include alpha = 0 (the image alone): the chosen query is never worse
+      than the image alone on the calibration data (mean of NDCG and PCC AUCs), and the text is
+      used only where it helps there.
+
+    Attributes:
+        alpha (float), center (bool), text_mean (Tensor[D]), cov (Tensor[D, D]) and ``scores``
+        (the calibration score of every candidate).
+    """
+
+    ALPHAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+    def __init__(self, alpha: float, cov: Tensor, text_mean: Optional[Tensor] = None, center: bool = True):
+        if not alpha >= 0:
+            raise ValueError(f"JointQuery: alpha must be >= 0, got {alpha!r}")
+        self.alpha, self.cov, self.center = float(alpha), cov.double(), bool(center)
+        self.text_mean = text_mean.double() if text_mean is not None else torch.zeros(cov.shape[0], dtype=torch.float64)
+        self.scores: dict = {}
+
+    def weights(self, phi: Tensor, theta: Tensor) -> Tensor:
+        """w(q) [Q] = alpha * sigma(phi_q) / sigma(theta_q - mu) (0 where the text is empty)."""
+        t = theta.double()
+        if self.center:
+            t = t - (t.abs().sum(1, keepdim=True) > 0).double() * self.text_mean
+        sp = ((phi.double() @ self.cov) * phi.double()).sum(1).clamp(min=0).sqrt()
+        st = ((t @ self.cov) * t).sum(1).clamp(min=0).sqrt()
+        ok = st > 1e-12 * sp.clamp(min=1e-300)
+        return torch.where(ok, self.alpha * sp / torch.where(ok, st, torch.ones_like(st)), torch.zeros_like(st))
+
+    def __call__(self, phi: Tensor, theta: Tensor) -> Tensor:
+        """The query embeddings [Q, D] (unit rows) of images ``phi`` with their texts ``theta``."""
+        if phi.dim() != 2 or phi.shape != theta.shape or phi.shape[1] != self.cov.shape[0]:
+            raise ValueError(f"JointQuery: phi and theta must be [Q, {self.cov.shape[0]}], got {tuple(phi.shape)} "
+                             f"and {tuple(theta.shape)}")
+        if self.alpha == 0:  # the image alone, bit for bit
+            return phi.clone()
+        w = self.weights(phi, theta).to(phi.dtype)
+        return compose_query(phi, theta, w, self.text_mean.to(phi.dtype) if self.center else None)
+
+    @classmethod
+    def fit(cls, phi: Tensor, theta: Tensor, rel: Tensor, alphas: Sequence[float] = ALPHAS, r_max: int = 100,
+            queries: Optional[Tensor] = None) -> "JointQuery":
+        """Chooses alpha and centring on calibration images.
+
+        Args:
+            phi (Tensor[N, D]): image embeddings of the calibration images (the database).
+            theta (Tensor[N, D]): text embeddings of their captions.
+            rel (Tensor[Q, N]): ground-truth relevance (the tf-idf similarity) of the queries to
+                the N images.
+            alphas (sequence of float >= 0): candidates; 0 (the image alone) is always added.
+            r_max (int): NDCG / PCC cut-off.
+            queries (LongTensor[Q], optional): the rows of ``phi`` that are the queries (each
+                excluded from its own ranking); default all N (rel then [N, N]).
+
+        The criterion is the mean of the NDCG and PCC AUCs; alpha = 0 wins ties, so the text is
+        used only where it strictly helps on these images.
+        """
+        phi, theta = phi.double(), theta.double()
+        if phi.dim() != 2 or phi.shape != theta.shape:
+            raise ValueError(f"JointQuery.fit: phi and theta must be [N, D] of one shape, got {tuple(phi.shape)} "
+                             f"and {tuple(theta.shape)}")
+        n = phi.shape[0]
+        qi = torch.arange(n) if queries is None else torch.as_tensor(queries, dtype=torch.long)
+        if rel.shape != (len(qi), n):
+            raise ValueError(f"JointQuery.fit: rel must be [{len(qi)}, {n}], got {tuple(rel.shape)}")
+        if n < 3:
+            raise ValueError(f"JointQuery.fit: need at least 3 calibration images, got {n}")
+        if any(not a >= 0 for a in alphas):
+            raise ValueError(f"JointQuery.fit: alphas must be >= 0, got {alphas}")
+        cov = torch.cov(phi.T)
+        known = theta.abs().sum(1) > 0
+        mean = theta[known].mean(0) if known.any() else torch.zeros(phi.shape[1], dtype=phi.dtype)
+        rel = rel.double().clone()
+        rows = torch.arange(len(qi))
+        rel[rows, qi] = 0.0
+        r = min(r_max, n - 1)
+
+        def score(jq: "JointQuery") -> float:
+            s = jq(phi[qi], theta[qi]) @ phi.T
+            s[rows, qi] = -math.inf
+            return 0.5 * (auc(ndcg_curve(s, rel, r).curve) + auc(pcc_curve(s, rel, r).curve))
+
+        best = cls(0.0, cov, mean, center=False)
+        best.scores[(0.0, False)] = best_s = score(best)
+        results = dict(best.scores)
+        for center in (False, True):
+            for a in sorted({float(a) for a in alphas} - {0.0}):
+                jq = cls(a, cov, mean, center)
+                s = results[(a, center)] = score(jq)
+                if s > best_s:
+                    best, best_s = jq, s
+        best.scores = results
+        return best
+
+    def __repr__(self) -> str:
+        return f"JointQuery(alpha={self.alpha}, center={self.center})"
+
+
+def fit_joint_query(phi: Tensor, theta: Tensor, t, max_queries: int = 200, r_max: int = 100,
+                    alphas: Sequence[float] = JointQuery.ALPHAS) -> JointQuery:
+    """:meth:`JointQuery.fit` on calibration images with known captions.
+
+    Args:
+        phi (Tensor[N, D]), theta (Tensor[N, D]): image and text embeddings of N images.
+        t (semvis.text.tfidf.CSR [N, V]): their l2-normalised tf-idf rows (relevance = t . t^T).
+        max_queries (int): the first ``max_queries`` images are the queries, all N the database.
+    """
+    from ..text.tfidf import surrogate_similarity
+
+    if len(t) != phi.shape[0]:
+        raise ValueError(f"fit_joint_query: t has {len(t)} rows for {phi.shape[0]} images")
+    q = torch.arange(min(max_queries, phi.shape[0]))
+    rel = surrogate_similarity(t.rows(q.numpy()), t)
+    return JointQuery.fit(phi, theta, rel, alphas=alphas, r_max=r_max, queries=q)

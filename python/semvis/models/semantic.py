@@ -2,7 +2,7 @@
 learnable PCA-whitening -> l2, multi-scale (sum over input scales, then l2)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .resnet import resnet
 
-__all__ = ["SemanticRetrievalNet", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_images"]
+__all__ = ["SemanticRetrievalNet", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_images", "compose_query"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -86,14 +86,43 @@ class SemanticRetrievalNet(nn.Module):
             out = e if out is None else out + e
         return F.normalize(out, dim=1)
 
+    def forward_list(self, images: Sequence[Tensor], batch: int = 64) -> Tensor:
+        """phi of a list of images [3, H_i, W_i] of any sizes (uint8 or normalised float): images of
+        one size are batched together (data sets with portrait and landscape photographs), rows in
+        the order given. Returns [len(images), C] (on the device of the model)."""
+        dev = next(self.parameters()).device
+        if not len(images):
+            return torch.zeros(0, self.dim, device=dev)
+        groups: dict = {}
+        for k, im in enumerate(images):
+            groups.setdefault(tuple(im.shape), []).append(k)
+        out = None
+        for ks in groups.values():
+            for i in range(0, len(ks), batch):
+                part = ks[i:i + batch]
+                e = self(torch.stack([images[k] for k in part]).to(dev))
+                if out is None:
+                    out = e.new_empty(len(images), e.shape[1])
+                out[torch.as_tensor(part, device=e.device)] = e
+        return out
+
     @torch.no_grad()
-    def init_whitening(self, images: Tensor, batch: int = 64) -> None:
-        """PCA-whitening initialisation (spec 000.6) from the regional vectors of ``images``."""
+    def init_whitening(self, images, batch: int = 64) -> None:
+        """PCA-whitening initialisation (spec 000.6) from the regional vectors of ``images``: a
+        Tensor [B, 3, H, W] or a list of [3, H_i, W_i] of any sizes (batched by size)."""
         was = self.training
         self.eval()
         feats = []
-        for i in range(0, len(images), batch):
-            x = images[i:i + batch]
+        if isinstance(images, Tensor):
+            chunks = [images[i:i + batch] for i in range(0, len(images), batch)]
+        else:
+            groups: dict = {}
+            for im in images:
+                groups.setdefault(tuple(im.shape), []).append(im)
+            chunks = [torch.stack(g[i:i + batch]) for g in groups.values() for i in range(0, len(g), batch)]
+        dev = next(self.parameters()).device
+        for x in chunks:
+            x = x.to(dev)
             if x.dtype == torch.uint8:
                 x = normalize_images(x)
             v, mask = self.pool.region_vectors(self.trunk(x), whiten=False)
@@ -103,3 +132,32 @@ class SemanticRetrievalNet(nn.Module):
             raise ValueError("init_whitening: need at least 2 region vectors")
         self.pool.fit_pca(f)
         self.train(was)
+
+
+# ------------------------------------------------------------------------------------------
+# the (V+T) query: image and its own text
+
+
+def compose_query(phi: Tensor, theta: Tensor, weight=1.0, text_mean: Optional[Tensor] = None) -> Tensor:
+    """The joint query q = l2(phi + w (theta - mu)) (spec 000.7 [D]: l2(phi + theta) is w = 1,
+    mu = 0).
+
+    Args:
+        phi (Tensor[Q, D]): image embeddings of the queries.
+        theta (Tensor[Q, D]): text embeddings of their captions (zero rows: no known word).
+        weight (float or Tensor[Q]): the text's weight per query (0: the image alone).
+        text_mean (Tensor[D], optional): mu, subtracted from non-zero theta rows.
+
+    Returns:
+        Tensor[Q, D], unit rows (a row stays zero only if phi is).
+    """
+    if phi.dim() != 2 or phi.shape != theta.shape:
+        raise ValueError(f"compose_query: phi and theta must be [Q, D] of one shape, got {tuple(phi.shape)} "
+                         f"and {tuple(theta.shape)}")
+    t = theta.to(phi.dtype)
+    if text_mean is not None:
+        known = (t.abs().sum(1, keepdim=True) > 0).to(t.dtype)  # a text with no word stays zero
+        t = t - known * text_mean.to(phi.dtype)
+    w = torch.as_tensor(weight, dtype=phi.dtype, device=phi.device)
+    w = w.view(-1, 1) if w.dim() else w
+    return F.normalize(phi + w * t, dim=1)

@@ -34,7 +34,8 @@ class SemanticConfig(TrainConfig):
     Data: ``data`` (synthetic | visual_genome | coco), ``data_root`` (folder with the JSON files,
     or the COCO captions file), ``n_images`` / ``image_size`` / ``data_seed`` (synthetic),
     ``split_sizes`` (train, val, test; scaled down proportionally when the set is smaller),
-    ``max_side`` (real images are resized so that their largest side is this).
+    ``max_side`` (real images are resized so that their largest side is this; 0: chosen from the
+    images' sizes and the device by ``semvis.data.captions.choose_max_side``, and printed).
     Model: ``backbone``, ``width``, ``levels``, ``scales``, ``pooling``, ``freeze_bn``, ``weights``,
     ``stages`` (4: conv5 as in the paper; 3: conv4, stride 16, for tiny images),
     ``init_whitening`` (PCA-whitening from training regions; False keeps the identity).
@@ -60,7 +61,7 @@ class SemanticConfig(TrainConfig):
     image_size: int = 64
     data_seed: int = 0
     split_sizes: Tuple[int, int, int] = (80_000, 10_000, 10_000)
-    max_side: int = 576
+    max_side: int = 0
     backbone: str = "resnet101"
     width: int = 64
     levels: int = 2
@@ -91,7 +92,7 @@ class SemanticConfig(TrainConfig):
         super().validate()
         for name, choices in _CHOICES.items():
             self.check_choice(name, choices)
-        ints = {"n_images": 4, "image_size": 32, "max_side": 32, "width": 1, "levels": 1, "knn": 1,
+        ints = {"n_images": 4, "image_size": 32, "max_side": 0, "width": 1, "levels": 1, "knn": 1,
                 "mine_queries": 1, "positives_per_query": 1, "per_pair": 1, "remine_every": 1, "batch_size": 1,
                 "steps": 0, "eval_queries": 1, "r_max": 1, "data_seed": 0, "workers": 0}
         for name, lo in ints.items():
@@ -99,6 +100,8 @@ class SemanticConfig(TrainConfig):
         for name in ("margin", "lr", "lr_drop_at", "lr_drop"):
             self.check_float(name)
         self.check_float("lr", lo=0, lo_open=True)
+        if 0 < self.max_side < 32:
+            self.fail("max_side", "must be 0 (chosen from the images and the device) or >= 32")
         if self.text_lr is not None and (isinstance(self.text_lr, bool) or not isinstance(self.text_lr, (int, float))
                                          or not self.text_lr > 0):
             self.fail("text_lr", "must be a number > 0 or null")

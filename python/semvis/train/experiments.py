@@ -74,8 +74,15 @@ def table2(cfg: SemanticConfig, data: Optional[SemanticData] = None, n_triplets:
         row(f"Proposed {name}" if objective != "wsabie" else name, tr.evaluate("val"), phi, phi,
             {"train_s": secs, "steps": tr.step})
         if objective == "joint":
-            q = F.normalize(phi + tr.text_embed(test).float().cpu(), dim=1)
+            q = tr.joint_query()(phi, tr.text_embed(test).float().cpu())
+            log(f"{'':28s} (V+T) query: {tr.joint_query()} calibrated on training images")
             row("Proposed (V+T, V+T)", tr.evaluate("val", query_mode="V+T"), q, phi)
+            # the paper's uncalibrated l2(phi + theta), for comparison (issue 23)
+            ids, qsel = data.val, tr.query_split("val")
+            pv = tr.embed(ids)
+            q0 = F.normalize(pv[qsel] + tr.text_embed(ids[qsel]).float().cpu(), dim=1)
+            row("(V+T, V+T) as l2(phi + theta)", evaluate_scores(q0 @ pv.T, data, ids, qsel, cfg.r_max),
+                F.normalize(phi + tr.text_embed(test).float().cpu(), dim=1), phi)
     return rows
 
 

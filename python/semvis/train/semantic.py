@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..data.semantic import SemanticData, build_data, stack_images
 from ..eval.semantic_split import evaluate_scores
+from ..eval.semantic import JointQuery, fit_joint_query
 from ..models.semantic import SemanticRetrievalNet
 from . import registry
 from .base import Trainer
@@ -63,9 +64,8 @@ class SemanticTrainer(Trainer):
         self.implementations = registry.implementations()
         # PCA-whitening initialisation on (up to 256) training images
         init_ids = self.data.train[: min(256, len(self.data.train))]
-        imgs = stack_images(self.data.load(init_ids)) if cfg.init_whitening else None
-        if imgs is not None:
-            self.model.init_whitening(imgs.to(self.device))
+        if cfg.init_whitening:  # images of mixed sizes are batched by size
+            self.model.init_whitening(self.data.load(init_ids))
         groups = [{"params": list(self.model.parameters()), "lr": cfg.lr}]
         if self.text is not None:
             groups.append({"params": list(self.text.parameters()), "lr": cfg.text_lr or cfg.lr})
@@ -79,7 +79,7 @@ class SemanticTrainer(Trainer):
         x = stack_images(images)
         if x is not None:
             return self.model(x.to(self.device))
-        return torch.cat([self.model(im[None].to(self.device)) for im in images])
+        return self.model.forward_list(images)  # mixed sizes: batched by size
 
     @torch.no_grad()
     def embed(self, ids: Sequence[int], batch: int = 128, images: Optional[List[Tensor]] = None) -> Tensor:
@@ -207,9 +207,18 @@ class SemanticTrainer(Trainer):
         qsel = self.query_split(split)
         phi = self.embed(ids) if phi is None else phi
         q = phi[qsel]
-        if query_mode == "V+T":
-            q = F.normalize(q + self.text_embed(ids[qsel]).float().cpu(), dim=1)
+        if query_mode == "V+T":  # calibrated on training images, never worse than "V" there
+            q = self.joint_query()(q, self.text_embed(ids[qsel]).float().cpu())
         return evaluate_scores(q @ phi.T, self.data, ids, qsel, r_max or self.cfg.r_max)
+
+    def joint_query(self) -> JointQuery:
+        """The (V+T) query composition (:class:`semvis.eval.semantic.JointQuery`) calibrated on
+        up to 400 training images at the current step."""
+        if getattr(self, "_joint", None) is None or self._joint[0] != self.step:
+            ids = self.data.train[np.sort(np.random.default_rng(self.cfg.seed + 2).permutation(len(self.data.train))[:400])]
+            self._joint = (self.step, fit_joint_query(self.embed(ids), self.text_embed(ids).float().cpu(),
+                                                      self.data.t.rows(ids), r_max=self.cfg.r_max))
+        return self._joint[1]
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> Dict[str, Any]:

@@ -15,8 +15,10 @@ Evaluation (:meth:`SimNetTrainer.evaluate`): every test descriptor queries the o
 cosine ranking and of its top-``shortlist`` re-ranked by SimNet (the thesis' use).
 
 The descriptors come from a ``.npz`` file (``x`` [N, K] float, ``labels`` [N] int, optional
-``split`` [N] with 0 = train, 1 = test) or, with ``data = "synthetic"``, from
-:func:`synthetic_descriptors`.
+``split`` [N] with 0 = train, 1 = test), with ``data = "landmarks"`` from R-MAC descriptors of a
+synthetic landmark set (:func:`landmark_descriptors`: photographs of textured scenes under
+perspective, crop, light and occlusion, the revisitop set's generator), or with
+``data = "synthetic"`` from :func:`synthetic_descriptors` (vectors, no images).
 """
 from __future__ import annotations
 
@@ -33,12 +35,13 @@ from torch import Tensor
 from ..models.simnet import SimNet, mine_pairs, random_pairs, simnet_loss
 from .base import TrainConfig, Trainer
 
-__all__ = ["SimNetConfig", "SimNetTrainer", "synthetic_descriptors", "average_precision_rows", "load_descriptors"]
+__all__ = ["SimNetConfig", "SimNetTrainer", "synthetic_descriptors", "landmark_descriptors", "average_precision_rows",
+           "load_descriptors"]
 
 
 @dataclass
 class SimNetConfig(TrainConfig):
-    """Every knob of ``semvis simnet train``: ``data`` ("synthetic" or a ``.npz`` path),
+    """Every knob of ``semvis simnet train``: ``data`` ("synthetic", "landmarks" or a ``.npz`` path),
     ``synthetic_classes`` / ``synthetic_per_class`` / ``dim`` (the synthetic descriptors),
     ``hidden`` (layer widths, the thesis' (4096, 4096)), ``delta`` (Δ of Eq. 3.2, 0.8 best in the
     thesis), ``steps``, ``warmup_steps``, ``batch_size``, ``lr`` / ``momentum`` / ``weight_decay``
@@ -69,8 +72,8 @@ class SimNetConfig(TrainConfig):
 
     def validate(self):
         super().validate()
-        if self.data != "synthetic" and not (isinstance(self.data, str) and os.path.isfile(self.data)):
-            self.fail("data", "must be 'synthetic' or an existing .npz file")
+        if self.data not in ("synthetic", "landmarks") and not (isinstance(self.data, str) and os.path.isfile(self.data)):
+            self.fail("data", "must be 'synthetic', 'landmarks' or an existing .npz file")
         for name, lo in (("synthetic_classes", 2), ("synthetic_per_class", 2), ("dim", 2), ("steps", 0),
                          ("warmup_steps", 0), ("batch_size", 2), ("mine_k", 1), ("shortlist", 1)):
             self.check_int(name, lo=lo)
@@ -102,6 +105,28 @@ def synthetic_descriptors(classes: int, per_class: int, dim: int, seed: int = 0)
     x = proto[labels] + coef @ nuis + 0.35 * torch.randn(n, dim, generator=g) / math.sqrt(dim) * math.sqrt(8)
     split = (torch.arange(n) % per_class >= per_class // 2).long()
     return F.normalize(x, dim=1), labels, split
+
+
+def landmark_descriptors(classes: int, per_class: int, seed: int = 0, root: Optional[str] = None,
+                         width: int = 32) -> Tuple[Tensor, Tensor, Tensor]:
+    """R-MAC descriptors (a random-init ResNet-18 trunk cut after conv4: no weights offline) of
+    ``per_class`` photographs of each of ``classes`` synthetic landmarks
+    (:func:`semvis.data.landmarks.write_synthetic_landmarks`, written under ``root`` or a
+    temporary folder); label = landmark; even views train, odd views test."""
+    import tempfile
+
+    from ..data.landmarks import RevisitopDataset, write_synthetic_landmarks
+    from ..eval.landmarks import _embedder, embed_images
+
+    root = root or tempfile.mkdtemp(prefix="simnet_landmarks_")
+    d = write_synthetic_landmarks(root, name="simnet", n_landmarks=classes, views=per_class, queries=1,
+                                  distractors=0, seed=seed)
+    ds = RevisitopDataset(os.path.dirname(d), "simnet")
+    trunk, head, _ = _embedder("resnet18", width, 3, 3, seed)
+    x = embed_images([ds.image(i) for i in range(len(ds.imlist))], trunk, head)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    split = (torch.arange(classes * per_class) % 2).long()
+    return x.float(), labels, split
 
 
 def load_descriptors(path: str) -> Tuple[Tensor, Tensor, Tensor]:
@@ -145,6 +170,9 @@ class SimNetTrainer(Trainer):
         c = config
         if c.data == "synthetic":
             x, labels, split = synthetic_descriptors(c.synthetic_classes, c.synthetic_per_class, c.dim, c.seed)
+        elif c.data == "landmarks":
+            x, labels, split = landmark_descriptors(c.synthetic_classes, c.synthetic_per_class, c.seed,
+                                                    root=os.path.join(c.out_dir, "landmarks") if c.out_dir else None)
         else:
             x, labels, split = load_descriptors(c.data)
         self.x, self.labels, self.split = x, labels, split

@@ -20,7 +20,7 @@ from .config import VideoIndexConfig
 from .features import FrameFeatures
 from .framesearch import TrackGeometry, track_scores
 from .geometry import POS_SCALE, FrameGeometry, ShotGeometry, table_scores
-from .store import CODES, ITEM, OFFSETS, ROWS, Block, Column, ShotView
+from .store import CODES, FRAME, ITEM, OFFSETS, ROWS, Block, Column, ShotView
 
 __all__ = ["IndexMethod", "TrackKeys", "AllFeatures", "KeyFrames", "method_for", "linear_paths"]
 
@@ -113,7 +113,8 @@ def _frame_csr(frame_of_row: np.ndarray, rows: np.ndarray, T: int) -> np.ndarray
 
 class TrackKeys(IndexMethod):
     def layout(self):
-        out = {"span": Column(ITEM, "int32", 2, shot_frames=True), "pos": Column(ITEM, "int16", 4)}
+        out = {"span": Column(ITEM, "int32", 2, shot_frames=True), "pos": Column(ITEM, "int16", 4),
+               "frame_shift": Column(FRAME, "int16", 2, optional=True)}
         if self.cfg.frame_store == "sketch":
             out.update(sketch=Column(ROWS, "uint8", CODES, table="sketch"),
                        sketch_offsets=Column(OFFSETS, "int64", table="sketch"),
@@ -124,9 +125,9 @@ class TrackKeys(IndexMethod):
         tr, ff = t.tr, t.ff
         keys, kt = _ext().majority_keys(ff.descriptors, tr.track, min_len=self.cfg.min_track_len, n_tracks=tr.n_tracks)
         kt = np.asarray(kt, np.int64)
-        cols = {"span": np.stack([t.first[kt], t.last[kt]], axis=1).astype(np.int32),
-                "pos": pack_pos(linear_paths(t.kp, t.frame_of_row, np.asarray(tr.track, np.int64), tr.n_tracks,
-                                             t.first, t.last)[kt])}
+        paths, shift = self.paths(t)
+        cols = {"span": np.stack([t.first[kt], t.last[kt]], axis=1).astype(np.int32), "pos": pack_pos(paths[kt]),
+                "frame_shift": pack_pos(shift)}
         if self.cfg.frame_store == "sketch":
             # the frame_features strongest features (detector response) of every frame
             N = ff.descriptors.shape[0]
@@ -137,6 +138,31 @@ class TrackKeys(IndexMethod):
             cols.update(sketch=np.ascontiguousarray(ff.descriptors[rows]), sketch_pos=pack_pos(t.kp[rows]),
                         sketch_offsets=_frame_csr(t.frame_of_row, rows, t.T))
         return keys, t.shot[t.first[kt]], cols
+
+    def paths(self, t: Tracks):
+        """(float64[n_tracks, 4] straight paths, float64[T, 2] frame shifts): every track's
+        straight path, and every frame's shift from the paths (the median offset of the positions
+        of the frame's key tracks from their paths: a handheld camera's shake, which no straight
+        path follows), the paths fitted to the positions with the shift taken out."""
+        track = np.asarray(t.tr.track, np.int64)
+        n, f = t.tr.n_tracks, t.frame_of_row
+        keyrow = (t.length >= self.cfg.min_track_len)[track]
+        shift = np.zeros((t.T, 2))
+        for _ in range(2):
+            paths = linear_paths(t.kp - shift[f], f, track, n, t.first, t.last)
+            a = ((f - t.first[track]) / np.maximum(t.last - t.first, 1)[track])[:, None]
+            res = t.kp - shift[f] - ((1 - a) * paths[track, :2] + a * paths[track, 2:])
+            for c in (0, 1):  # the median residual of every frame's key rows
+                r, fr = res[keyrow, c], f[keyrow]
+                order = np.lexsort((r, fr))
+                cnt = np.bincount(fr, minlength=t.T)
+                start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+                ok = cnt > 0
+                med = np.zeros(t.T)
+                med[ok] = 0.5 * (r[order][start[ok] + (cnt[ok] - 1) // 2] + r[order][start[ok] + cnt[ok] // 2])
+                shift[:, c] += med
+        paths = linear_paths(t.kp - shift[f], f, track, n, t.first, t.last)
+        return paths, shift
 
     def geometry(self, view, q, qkp):
         if self.cfg.frame_store == "tracks":

@@ -155,6 +155,9 @@ def read(path: Union[str, os.PathLike], with_model: bool = False) -> Tuple:
     except (TypeError, ValueError) as e:
         raise bad(f"invalid configuration in the header ({e})") from None
     layout = method_for(cfg).layout()
+    for k, c in layout.items():  # columns added since version 2 was first written: zeros
+        if c.optional and k not in arrays and isinstance(arrays.get("frame_numbers"), np.ndarray):
+            arrays[k] = np.zeros((len(arrays["frame_numbers"]), c.width), c.dtype)
     names = {"codes", "frame_numbers", "frame_base", "video_shot_offsets", "shot_offsets", "shot_video",
              "shot_local", "shot_first", "shot_last"} | set(layout)
     if names - set(arrays):

@@ -15,9 +15,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Column", "Block", "ShotView", "ITEM", "OFFSETS", "ROWS"]
+__all__ = ["Column", "Block", "ShotView", "ITEM", "OFFSETS", "ROWS", "FRAME"]
 
-ITEM, OFFSETS, ROWS = "item", "offsets", "rows"
+ITEM, OFFSETS, ROWS, FRAME = "item", "offsets", "rows", "frame"
 CODES = -1  # Column.width: as many bytes as a code
 
 
@@ -25,15 +25,17 @@ CODES = -1  # Column.width: as many bytes as a code
 class Column:
     """A method's array. ``kind``: ITEM (one row per indexed item), OFFSETS (int64 CSR over the
     sampled frames, T + 1 entries per video, into the rows of ``table``: ``"items"`` or a ROWS
-    group) or ROWS (rows of the frame table ``table``). ``width``: trailing dimension (None: 1-D;
-    CODES: the code bytes). ``shot_frames``: ITEM int columns whose values are sampled frames,
-    each within its item's shot."""
+    group), ROWS (rows of the frame table ``table``) or FRAME (one row per sampled frame).
+    ``width``: trailing dimension (None: 1-D; CODES: the code bytes). ``shot_frames``: ITEM int
+    columns whose values are sampled frames, each within its item's shot. ``optional``: a FRAME
+    column that files of earlier versions lack (read as zeros)."""
 
     kind: str
     dtype: str
     width: Optional[int] = None
     table: str = "items"
     shot_frames: bool = False
+    optional: bool = False
 
 
 def _concat_csr(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -187,7 +189,7 @@ class Block:
         for name, col in layout.items():
             a = self.cols[name]
             w = c.shape[1] if col.width == CODES else col.width
-            n = {ITEM: K, ROWS: rows.get(col.table, -1)}.get(col.kind)
+            n = {ITEM: K, ROWS: rows.get(col.table, -1), FRAME: T}.get(col.kind)
             if col.kind == OFFSETS:
                 csr(name, a, T, rows[col.table])
                 if col.table == "items":  # a shot's items are its frames' items
@@ -241,3 +243,7 @@ class ShotView:
 
     def frame_numbers(self) -> np.ndarray:
         return self._b.frame_numbers[self.g0:self.g0 + self.F]
+
+    def frame_col(self, name: str) -> np.ndarray:
+        """The shot's frames' rows of a FRAME column."""
+        return self._b.cols[name][self.g0:self.g0 + self.F]
