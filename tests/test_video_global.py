@@ -226,3 +226,32 @@ def test_global_bad_input(trained, tmp_path):
     assert idx.add(frames, "short") == {"frames": 1, "shots": 1, "features": 1, "items": 1}
     with pytest.raises(ValueError, match="width"):  # a checkpoint of another embedder
         VideoIndex(method="global", global_model=trained[2], progress=False).add(frames, "x")
+
+
+def test_cli_train_global_index_search(tmp_path, capsys):
+    """``semvis video train-global`` then ``index --method global --global-aggregator recurrent``
+    and ``search`` (tiny sizes)."""
+    import json
+
+    import cv2
+
+    from semvis.cli import main
+    from semvis.data.synthetic_video import write_video
+
+    ck = tmp_path / "ck"
+    assert main(["video", "train-global", "-o", str(ck), "--videos", "1", "--frame-size", "320x240", "--steps", "4",
+                 "--embed-width", "8", "--image-width", "96", "--hidden", "8", "--quiet"]) == 0
+    assert (ck / "checkpoint.pt").is_file()
+    frames, cuts = clip([40, 48], seed=31)
+    vid = write_video(str(tmp_path / "v.avi"), frames, fps=25.0)
+    photo = str(tmp_path / "q.png")
+    cv2.imwrite(photo, frames[cuts[1] + 10])
+    out = str(tmp_path / "g.svx")
+    assert main(["video", "index", vid, "-o", out, "--method", "global", "--global-aggregator", "recurrent",
+                 "--global-model", str(ck / "checkpoint.pt"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["video", "search", out, photo, "--json", "--top", "1"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["results"][0]["video"] == "v"
+    assert main(["video", "index", vid, "-o", out, "--method", "global", "--global-aggregator", "recurrent"]) == 2
+    assert "needs a trained encoder" in capsys.readouterr().err
