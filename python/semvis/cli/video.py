@@ -31,7 +31,11 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="video files (mp4/avi/mkv...) or folders of frames")
     add_out(p, "index file to write (e.g. index.svx; required); checked before indexing")
     p.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # the old spelling
-    p.add_argument("--method", default="aggregation", choices=["aggregation", "all", "keyframes"])
+    p.add_argument("--method", default="aggregation", choices=["aggregation", "all", "keyframes", "global"])
+    p.add_argument("--global-aggregator", choices=["mean", "recurrent"], default="mean",
+                   help="--method global: shot embedding by mean pooling or the trained temporal encoder")
+    p.add_argument("--global-model", default=None,
+                   help="--method global: a `semvis video train-global` checkpoint (needed for recurrent)")
     p.add_argument("--step", type=int, default=1, help="index one frame in STEP (default 1)")
     p.add_argument("--backtracks", type=int, default=50, help="default kd-tree budget B stored in the index")
     p.add_argument("--verify", type=int, default=5,
@@ -56,9 +60,20 @@ def _index(args: argparse.Namespace) -> int:
     for path in args.paths:
         if not os.path.exists(path):
             raise UserError(f"{path}: no such file or folder")
+    extra = {}
+    if args.method == "global":
+        if args.global_model is not None:
+            check_input_file(args.global_model, "--global-model")
+            with user_errors(ValueError, FileNotFoundError, OSError):
+                from semvis.video.global_method import load_global_model
+
+                e = load_global_model(args.global_model)["embedder"]
+            extra.update(global_width=int(e["width"]), global_image_width=int(e["image_width"]),
+                         global_fps=float(e["fps"]))
+        extra.update(global_aggregator=args.global_aggregator, global_model=args.global_model)
     with user_errors(ValueError, TypeError):
         idx = video.VideoIndex(method=args.method, step=args.step, backtracks=args.backtracks, verify=args.verify,
-                               min_track_len=args.min_track_len, progress=not args.quiet)
+                               min_track_len=args.min_track_len, progress=not args.quiet, **extra)
     failed = 0
     for path in args.paths:
         vid = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if args.id_from == "name" else path
@@ -126,6 +141,53 @@ def _search(args: argparse.Namespace) -> int:
     return status
 
 
+# ------------------------------------------------------------------ train-global
+def _train_global_args(p: argparse.ArgumentParser) -> None:
+    add_out(p, "folder of the checkpoint (checkpoint.pt; required)")
+    p.add_argument("--videos", type=int, default=4, help="synthetic training videos (default 4)")
+    p.add_argument("--cell", choices=["lstm", "gru"], default="lstm")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, the thesis')")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--frame-size", default="720x405", help="synthetic frame size WxH (default 720x405)")
+    p.add_argument("--embed-width", type=int, default=16, help="ResNet-18 trunk width (embedding dim = 8x)")
+    p.add_argument("--image-width", type=int, default=320, help="frames resized to this width (default 320)")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--seed", type=int, default=0)
+    add_quiet(p)
+
+
+def _train_global(args: argparse.Namespace) -> int:
+    """Trains the temporal encoder (thesis ch. 6) on a synthetic corpus; writes OUT/checkpoint.pt."""
+    _video()
+    from ..train.global_video import GlobalVideoConfig, GlobalVideoTrainer
+
+    out = Printer(args)
+    check_output_dir(args.out, "-o/--out")
+    for name in ("videos", "steps", "hidden", "embed_width"):
+        _nonneg(name.replace("_", "-"), getattr(args, name), 1)
+    try:
+        w, h = (int(x) for x in args.frame_size.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--frame-size must be WxH, e.g. 720x405, got {args.frame_size!r}") from None
+    ck = os.path.join(args.out, "checkpoint.pt")
+    with user_errors(ValueError, TypeError, FileNotFoundError, OSError):
+        if args.resume:
+            check_input_file(ck, "checkpoint")
+            tr = GlobalVideoTrainer.resume(ck, steps=args.steps, progress=not args.quiet)
+        else:
+            cfg = GlobalVideoConfig(out_dir=args.out, videos=args.videos, cell=args.cell, steps=args.steps, lr=args.lr,
+                                    hidden=args.hidden, frame_width=w, frame_height=h, embed_width=args.embed_width,
+                                    image_width=args.image_width, checkpoint_every=args.checkpoint_every,
+                                    seed=args.seed, progress=not args.quiet)
+            tr = GlobalVideoTrainer(cfg)
+        hist = tr.fit()
+    last = hist[-1]["loss"] if hist else float("nan")
+    out.info(f"wrote {ck}: {tr.step} steps, {len(tr.shots)} training shots, last loss {last:.4f}")
+    return 0
+
+
 # ------------------------------------------------------------------ demo
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", type=int, default=3, help="synthetic videos (default 3)")
@@ -152,12 +214,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    """Adds ``semvis video index|search|demo``."""
+    """Adds ``semvis video index|search|train-global|demo``."""
     system = subparsers.add_parser(NAME, help="image-to-video search: index videos, search with photos")
     verbs = system.add_subparsers(dest="verb", metavar="VERB", required=True)
     _index_args(add_verb(verbs, "index", _index, "index video files or folders of frames", command=f"{NAME} index"))
     _search_args(add_verb(verbs, "search", _search, "find the video, shot and frame shown in photos",
                           command=f"{NAME} search"))
+    _train_global_args(add_verb(verbs, "train-global", _train_global,
+                                "train the recurrent shot aggregator (global method) on a synthetic corpus",
+                                command=f"{NAME} train-global"))
     _demo_args(add_verb(verbs, "demo", _demo, "end to end on a synthetic corpus (a minute or two)",
                         command=f"{NAME} demo"))
 

@@ -10,7 +10,7 @@ from ..config import Config, ConfigError
 
 __all__ = ["VideoIndexConfig", "METHODS", "ConfigError"]
 
-METHODS = ("aggregation", "all", "keyframes")
+METHODS = ("aggregation", "all", "keyframes", "global")
 
 
 @dataclass
@@ -51,6 +51,14 @@ class VideoIndexConfig(Config):
             R@1 on a synthetic corpus of 40 videos (160 queries): 0.91 at 3 px, 0.95 at 12, 0.975
             at 30, 0.988 at 48, 0.994 at 64 and 75 (votes only: 0.963; all features: 1.000).
         inlier_px (float): the frame search's inlier error (px, at ``width``), in (0, 1e4).
+        global_aggregator (str): ``method="global"`` only (:mod:`~semvis.video.global_method`):
+            shot embedding by ``"mean"`` pooling or the ``"recurrent"`` temporal encoder.
+        global_model (str, optional): a ``semvis video train-global`` checkpoint (trunk, whitening,
+            encoder; required for ``"recurrent"``); its weights are copied into the index file.
+            None: the random-init trunk of ``global_seed`` with identity whitening.
+        global_width (int), global_image_width (int), global_seed (int), global_fps (float): the
+            frame embedder (trunk width: dim = 8 x width; input width; init seed; sampling rate).
+        global_threshold (float): shot boundary where consecutive samples' cosine < this (0.5).
     """
 
     PRESETS = {"paper": {"verify": 0, "vote": "count"}, "all": {"method": "all"},
@@ -75,6 +83,13 @@ class VideoIndexConfig(Config):
     verify: int = 5
     verify_px: float = 64.0
     inlier_px: float = 3.0
+    global_aggregator: str = "mean"
+    global_model: Optional[str] = None
+    global_width: int = 16
+    global_image_width: int = 320
+    global_seed: int = 0
+    global_fps: float = 3.0
+    global_threshold: float = 0.5
 
     def validate(self) -> "VideoIndexConfig":
         for name in self.field_names():  # numpy scalars (e.g. from an argparse type or a sweep) -> Python
@@ -85,6 +100,16 @@ class VideoIndexConfig(Config):
         self.check_choice("order", ("fifo", "best_bin"))
         self.check_choice("vote", ("soft", "count"))
         self.check_choice("frame_store", ("tracks", "sketch"))
+        self.check_choice("global_aggregator", ("mean", "recurrent"))
+        for name, lo in (("global_width", 1), ("global_image_width", 32), ("global_seed", 0)):
+            self.check_int(name, lo=lo)
+        self.check_float("global_fps", lo=0.0, lo_open=True)
+        self.check_float("global_threshold", lo=-1.0, hi=1.0)
+        if self.global_model is not None and not isinstance(self.global_model, str):
+            self.fail("global_model", "must be a checkpoint path or null")
+        if self.method == "global" and self.global_aggregator == "recurrent" and self.global_model is None:
+            self.fail("global_model", "global_aggregator='recurrent' needs a trained encoder (a "
+                                      "`semvis video train-global` checkpoint)")
         for name, lo in (("n_features", 1), ("width", 32), ("max_hamming", 0), ("min_track_len", 1),
                          ("leaf_size", 1), ("backtracks", 1), ("step", 1), ("match_threshold", 0),
                          ("frame_features", 1), ("verify", 0)):

@@ -131,6 +131,14 @@ class VideoIndex:
             dict: ``frames`` (sampled), ``shots``, ``features`` (extracted), ``items`` (indexed).
         """
         self._check_id("add", video_id)
+        if getattr(self.method, "global_method", False):  # frames -> R-MAC embeddings (global_method.py)
+            t0 = time.perf_counter()
+            block, info = self.method.index_video(video_id, video_or_frames, self.progress)
+            self._pending.append(block)
+            self.stats["frames"] += info["frames"]
+            self.stats["features"] += info["features"]
+            self.stats["extract_s"] += time.perf_counter() - t0
+            return info
         src = FrameSource(video_or_frames, step=self.cfg.step if step is None else step)
         t0 = time.perf_counter()
         ff, numbers = self.extractor.extract_video(src, self.batch_size, self.progress, f"index {video_id}")
@@ -234,7 +242,8 @@ class VideoIndex:
         (a zip of arrays with a JSON header holding a SHA-256 of every array; see
         :mod:`~semvis.video.persist`). Atomic: the file is written next to ``path`` and renamed."""
         self._ensure_built()
-        persist.write(path, self.cfg, self._store, self._tree, self.stats)
+        extra = self.method.model_arrays() if hasattr(self.method, "model_arrays") else None
+        persist.write(path, self.cfg, self._store, self._tree, self.stats, extra=extra)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], progress: bool = True) -> "VideoIndex":
@@ -243,8 +252,15 @@ class VideoIndex:
         no file); every array is range-checked (see :meth:`~semvis.video.store.Block.check`)."""
         if not isinstance(progress, bool):
             raise TypeError(f"VideoIndex.load: progress must be True or False, got {progress!r}")
-        cfg, block, tree, stats = persist.read(path)
+        cfg, block, tree, stats, extra = persist.read(path, with_model=True)
         idx = cls(cfg, progress=progress)
+        if hasattr(idx.method, "load_model_arrays"):
+            try:
+                idx.method.load_model_arrays(extra)
+            except (ValueError, TypeError, RuntimeError) as e:
+                raise ValueError(f"VideoIndex.load: {os.fspath(path)}: {e}") from None
+        elif extra:
+            raise ValueError(f"VideoIndex.load: {os.fspath(path)}: unexpected arrays {sorted(extra)}")
         idx._store, idx._tree = block, tree
         idx.stats.update(stats)
         return idx

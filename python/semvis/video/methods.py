@@ -225,4 +225,8 @@ class KeyFrames(AllFeatures):
 
 def method_for(cfg: VideoIndexConfig) -> IndexMethod:
     """The method object of a configuration."""
+    if cfg.method == "global":  # spatio-temporal global aggregation (semvis.video.global_method)
+        from .global_method import GlobalShots
+
+        return GlobalShots(cfg)
     return {"aggregation": TrackKeys, "all": AllFeatures, "keyframes": KeyFrames}[cfg.method](cfg)

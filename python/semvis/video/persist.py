@@ -16,7 +16,7 @@ import json
 import os
 import struct
 import zipfile
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -33,9 +33,15 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data).hexdigest()
 
 
-def write(path: Union[str, os.PathLike], cfg: VideoIndexConfig, block: Block, tree, stats: dict) -> None:
-    """Writes the file atomically (to ``path + ".tmp"``, then renamed)."""
+def write(path: Union[str, os.PathLike], cfg: VideoIndexConfig, block: Block, tree, stats: dict,
+          extra: Optional[Dict[str, np.ndarray]] = None) -> None:
+    """Writes the file atomically (to ``path + ".tmp"``, then renamed). ``extra``: a method's
+    model arrays (names starting ``model.``, e.g. the global method's weights)."""
     arrays = block.arrays()
+    for k, a in (extra or {}).items():
+        if not k.startswith("model."):
+            raise ValueError(f"persist.write: extra array names must start with 'model.', got {k!r}")
+        arrays[k] = a
     if tree is not None:
         arrays["tree"] = np.frombuffer(tree.to_bytes(), dtype=np.uint8)
     meta = {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "videos": block.video_ids, "stats": stats,
@@ -108,9 +114,10 @@ def _read_npy(m, limit: int, bad, name: str) -> np.ndarray:
     return a if a.flags.c_contiguous else a.copy(order="C")
 
 
-def read(path: Union[str, os.PathLike]) -> Tuple[VideoIndexConfig, Block, object, dict]:
-    """(config, store block, kd-tree or None, stats) of an index file; ValueError naming the file
-    and what is wrong, FileNotFoundError if there is no file."""
+def read(path: Union[str, os.PathLike], with_model: bool = False) -> Tuple:
+    """(config, store block, kd-tree or None, stats) of an index file, plus the ``model.*``
+    arrays (a dict) when ``with_model``; ValueError naming the file and what is wrong,
+    FileNotFoundError if there is no file."""
     from .methods import method_for
 
     path = os.fspath(path)
@@ -155,6 +162,7 @@ def read(path: Union[str, os.PathLike]) -> Tuple[VideoIndexConfig, Block, object
              "shot_local", "shot_first", "shot_last"} | set(layout)
     if names - set(arrays):
         raise bad(f"missing arrays {sorted(names - set(arrays))}")
+    model = {k: arrays.pop(k) for k in [k for k in arrays if k.startswith("model.")]}
     if set(arrays) - names - {"tree"}:
         raise bad(f"unexpected arrays {sorted(set(arrays) - names - {'tree'})}")
     block = Block(vids, arrays, {k: arrays[k] for k in layout})
@@ -167,7 +175,7 @@ def read(path: Union[str, os.PathLike]) -> Tuple[VideoIndexConfig, Block, object
     if K == 0:
         if "tree" in arrays:
             raise bad("a kd-tree in an index without items")
-        return cfg, block, None, stats
+        return (cfg, block, None, stats, model) if with_model else (cfg, block, None, stats)
     if "tree" not in arrays:
         raise bad("missing kd-tree")
     from semvis_ext import BinaryKDTree
@@ -185,4 +193,4 @@ def read(path: Union[str, os.PathLike]) -> Tuple[VideoIndexConfig, Block, object
     for a in range(0, K, 1 << 20):  # the tree's keys are the index's (in chunks: bounded memory)
         if not np.array_equal(tree.codes[a:a + (1 << 20)], block.codes[ids[a:a + (1 << 20)]]):
             raise bad("the kd-tree's keys are not the index's items")
-    return cfg, block, tree, stats
+    return (cfg, block, tree, stats, model) if with_model else (cfg, block, tree, stats)

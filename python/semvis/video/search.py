@@ -42,6 +42,11 @@ def search(index, image, top: int = 5, backtracks: Optional[int] = None, exact: 
     B = cfg.backtracks if backtracks is None else backtracks
     if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1:
         raise ValueError(f"search: backtracks must be an int >= 1, got {B!r}")
+    if getattr(index.method, "global_method", False):  # cosine over shot embeddings (global_method.py)
+        if len(index) == 0:
+            raise ValueError("search: the index is empty (add videos with add() first)")
+        index._ensure_built()
+        return index.method.search(index, image, int(top), features)
     qkp, q = _query(index, image, features)
     if len(index) == 0:
         raise ValueError("search: the index is empty (add videos with add() first)")
