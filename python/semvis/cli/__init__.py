@@ -46,7 +46,7 @@ from ._common import Parser, UserError, one_line
 from . import crossmodal, landmarks, listwise, semantic, simnet, sodeep, text2art, video
 
 #: the system modules, in --help order; each has ``register(subparsers)``
-SYSTEMS = [semantic, crossmodal, listwise, sodeep, video, landmarks, simnet, text2art]
+SYSTEMS = [semantic, crossmodal, listwise, video, sodeep, landmarks, simnet, text2art]
 
 __all__ = ["main", "build_parser", "UserError", "SYSTEMS"]
 

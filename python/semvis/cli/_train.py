@@ -25,9 +25,10 @@ def add_eval_options(p: argparse.ArgumentParser, what: str) -> None:
     add_quiet(p)
 
 
-def trainer_from_args(config_cls, trainer_cls, args: argparse.Namespace):
-    """A new trainer (config from the options) or, with ``--resume``, the saved one with the
-    ``--set`` overrides. Output folders are checked before any work."""
+def trainer_from_args(config_cls, trainer_cls, args: argparse.Namespace, build=None):
+    """A new trainer (config from the options; ``build(config)`` makes it, default
+    ``trainer_cls(config)``) or, with ``--resume``, the saved one with the ``--set`` overrides.
+    Output folders are checked before any work."""
     from ..config import parse_overrides
 
     if args.out:
@@ -41,7 +42,7 @@ def trainer_from_args(config_cls, trainer_cls, args: argparse.Namespace):
         cfg = load_config(config_cls, args, **fixed)
         if cfg.out_dir and not args.out:
             check_output_dir(cfg.out_dir, "--set out_dir")
-        return trainer_cls(cfg)
+        return (build or trainer_cls)(cfg)
 
 
 def trainer_from_checkpoint(trainer_cls, args: argparse.Namespace):

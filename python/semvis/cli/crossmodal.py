@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from ._common import (Printer, UserError, add_config_options, add_hidden_alias, add_json, add_out, add_quiet,
-                      add_verb, check_input_file, check_output_dir, check_output_file, load_config, user_errors)
+from ._train import add_train_options, trainer_from_args
+from ._common import (Printer, UserError, add_hidden_alias, add_json, add_out, add_quiet, add_verb,
+                      check_input_file, check_output_dir, check_output_file, user_errors)
 
 NAME = "crossmodal"
 _PRESETS = ("synthetic", "paper")
@@ -62,12 +63,8 @@ def _data(config, split: str):
 
 # ------------------------------------------------------------------ train
 def _train_args(p: argparse.ArgumentParser) -> None:
-    add_config_options(p, _PRESETS, "synthetic", "CrossModalConfig")
-    add_out(p, "run folder: checkpoint.pt goes there (sets out_dir)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT")
+    add_train_options(p, _PRESETS, "synthetic", "CrossModalConfig")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
-    add_json(p)
-    add_quiet(p)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -75,22 +72,13 @@ def _train(args: argparse.Namespace) -> int:
     from ..train.crossmodal import CrossModalConfig, CrossModalTrainer
 
     out = Printer(args)
-    if args.out:
-        check_output_dir(args.out)
-    fixed = {"out_dir": args.out, "progress": False if args.quiet else None}
-    with user_errors(FileNotFoundError, ValueError):
-        if args.resume:
-            check_input_file(args.resume, "--resume")
-            from ..config import parse_overrides
 
-            over = {**parse_overrides(args.set), **{k: v for k, v in fixed.items() if v is not None}}
-            tr = CrossModalTrainer.resume(args.resume, **over)  # the Trainer sets the config's threads
-        else:
-            cfg = load_config(CrossModalConfig, args, **fixed)
-            if cfg.out_dir and not args.out:
-                check_output_dir(cfg.out_dir, "--set out_dir")
-            _threads(cfg)
-            tr = CrossModalTrainer.from_config(cfg)
+    def build(cfg):
+        _threads(cfg)
+        return CrossModalTrainer.from_config(cfg)
+
+    # on --resume the Trainer sets the config's threads itself
+    tr = trainer_from_args(CrossModalConfig, CrossModalTrainer, args, build=build)
     out.record({"config": tr.config.to_dict()}, f"training {tr.config.model} for {tr.config.epochs} epochs "
                f"(epoch {tr.epoch} now) on {len(tr.train_set)} images")
     tr.fit(log=out.record)

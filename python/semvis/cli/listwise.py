@@ -5,39 +5,23 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._common import (Printer, add_checkpoint, add_config_options, add_json, add_out, add_quiet,
-                      add_verb, check_input_file, check_output_dir, load_config, user_errors)
+from ._train import add_train_options, trainer_from_args
+from ._common import (Printer, add_checkpoint, add_json, add_quiet, add_verb, check_input_file,
+                      user_errors)
 
 NAME = "listwise"
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    add_config_options(p, ("example",), "example", "ListwiseConfig")
-    add_out(p, "run folder: checkpoint.pt goes there (sets out_dir)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT")
-    add_json(p)
-    add_quiet(p)
+    add_train_options(p, ("example",), "example", "ListwiseConfig")
 
 
 def _train(args: argparse.Namespace) -> int:
     """Fine-tunes the small MAC network with the AP loss; the test mAP every ``eval_every`` steps."""
-    from ..config import parse_overrides
     from ..train.listwise import ListwiseConfig, ListwiseTrainer
 
     out = Printer(args)
-    if args.out:
-        check_output_dir(args.out)
-    fixed = {"out_dir": args.out, "progress": False if args.quiet else None}
-    with user_errors(FileNotFoundError, ValueError):
-        if args.resume:
-            check_input_file(args.resume, "--resume")
-            over = {**parse_overrides(args.set), **{k: v for k, v in fixed.items() if v is not None}}
-            tr = ListwiseTrainer.resume(args.resume, **over)
-        else:
-            cfg = load_config(ListwiseConfig, args, **fixed)
-            if cfg.out_dir and not args.out:
-                check_output_dir(cfg.out_dir, "--set out_dir")
-            tr = ListwiseTrainer(cfg)
+    tr = trainer_from_args(ListwiseConfig, ListwiseTrainer, args)
     t0 = time.time()
     m0 = tr.evaluate()
     out.record({"step": tr.step, "test_map": m0}, f"step {tr.step:4d}  test mAP {m0:.4f}")

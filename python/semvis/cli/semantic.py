@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ._train import add_train_options, trainer_from_args
 from ._common import (Printer, UserError, add_checkpoint, add_config_options, add_hidden_alias, add_json, add_out,
                       add_quiet, add_verb, check_input_file, check_output_dir, check_output_file, load_config,
                       user_errors)
@@ -25,36 +26,15 @@ def _config(args: argparse.Namespace):
 
 # ------------------------------------------------------------------ train
 def _train_args(p: argparse.ArgumentParser) -> None:
-    add_config_options(p, _PRESETS, "synthetic", "SemanticConfig")
-    add_out(p, "run folder: checkpoint.pt goes there (sets out_dir)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT")
-    add_json(p)
-    add_quiet(p)
+    add_train_options(p, _PRESETS, "synthetic", "SemanticConfig")
 
 
 def _train(args: argparse.Namespace) -> int:
     """Trains (or resumes) one model, then evaluates it on the val split."""
-    from ..train import SemanticTrainer, implementations
+    from ..train import SemanticConfig, SemanticTrainer, implementations
 
     out = Printer(args)
-    if args.out:
-        check_output_dir(args.out)
-    with user_errors(FileNotFoundError, ValueError):
-        if args.resume:
-            check_input_file(args.resume, "--resume")
-            from ..config import parse_overrides
-
-            over = parse_overrides(args.set)
-            if args.out:
-                over["out_dir"] = args.out
-            if args.quiet:
-                over["progress"] = False
-            tr = SemanticTrainer.resume(args.resume, **over)
-        else:
-            cfg = _config(args)
-            if cfg.out_dir and not args.out:
-                check_output_dir(cfg.out_dir, "--set out_dir")
-            tr = SemanticTrainer(cfg)
+    tr = trainer_from_args(SemanticConfig, SemanticTrainer, args)
     out.record({"config": tr.config.to_dict(), "implementations": implementations()},
                f"training {tr.config.objective} for {tr.config.steps} steps (step {tr.step} now)")
     tr.fit()

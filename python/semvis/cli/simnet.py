@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 from ._common import Printer, UserError, add_verb, user_errors
 from ._train import add_eval_options, add_train_options, trainer_from_args, trainer_from_checkpoint
 

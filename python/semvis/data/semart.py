@@ -18,9 +18,8 @@ import io
 import os
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
-import numpy as np
 
 __all__ = ["SEMART_COLUMNS", "ATTRIBUTES", "SemArtItem", "read_semart", "semart_split_path",
            "write_synthetic_semart"]

@@ -11,14 +11,14 @@ by their artistic comments and titles.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..text.tfidf import CSR, TfidfModel
+from ..text.tfidf import TfidfModel
 from .resnet import resnet
 
 __all__ = ["ArtTextEncoder", "Text2Art", "cml_loss", "amd_loss"]

@@ -39,7 +39,7 @@ from ..data.transforms import prepare_images, random_crop
 from ..distributed import all_gather_with_grad, shard
 from ..eval.crossmodal import evaluate_crossmodal
 from ..losses import hardest_negative_triplet_loss
-from ..models.bean import BEAN, PRESETS as BEAN_PRESETS, set_batchnorm_eval
+from ..models.bean import BEAN, set_batchnorm_eval
 from ..models.crossmodal import (CHECKPOINT_FORMATS, CROSSMODAL_MODELS, SMILE_MODELS, build_crossmodal_model,
                                  default_heatmap_k, encode_captions, encode_images, load_crossmodal_checkpoint,
                                  model_from_config)

@@ -24,7 +24,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.semantic import SemanticData, build_data, stack_images

@@ -187,7 +187,7 @@ class SimNetTrainer(Trainer):
                                          weight_decay=c.weight_decay)
         self.base_lrs = [c.lr]
         self.gen = torch.Generator().manual_seed(c.seed + 1)
-        xt, lt = self.x[self.train_idx], self.labels[self.train_idx]
+        lt = self.labels[self.train_idx]
         same = lt[:, None] == lt[None, :]
         same.fill_diagonal_(False)
         self.pos_pairs = torch.nonzero(same)  # every matching training pair, local ids
