@@ -26,6 +26,22 @@ from .text_encoder import TextEncoder
 __all__ = ["BEANImageEncoder", "BEAN", "PRESETS", "set_batchnorm_eval"]
 
 
+def check_trunk_images(images: Tensor, stride: int) -> None:
+    """A normalized image batch [B, 3, H, W] (B >= 1) at least ``stride`` pixels on each side
+    (the trunk's output stride), or a TypeError / ValueError naming ``images``."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floating point (normalized), got {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images: empty batch")
+    H, W = images.shape[2:]
+    if H < stride or W < stride:
+        raise ValueError(f"images must be at least {stride}x{stride} pixels (the trunk stride), got {H}x{W}")
+
+
 def set_batchnorm_eval(module: nn.Module) -> int:
     """Puts every BatchNorm layer of ``module`` in eval mode (running statistics, no update) and
     returns how many there were. Call it after ``model.train()`` when the trunk is frozen or the
@@ -80,18 +96,8 @@ class BEANImageEncoder(nn.Module):
         self.feature_dim, self.dim = feature_dim, dim
 
     def check_images(self, images: Tensor) -> None:
-        if not isinstance(images, Tensor):
-            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise TypeError(f"images must be floating point (normalized), got {images.dtype}")
-        if images.shape[0] == 0:
-            raise ValueError("images: empty batch")
+        check_trunk_images(images, self.stride)
         H, W = images.shape[2:]
-        if H < self.stride or W < self.stride:
-            raise ValueError(f"images must be at least {self.stride}x{self.stride} pixels (the trunk stride), "
-                             f"got {H}x{W}")
         h, w = -(-H // self.stride), -(-W // self.stride)
         for name, k in (("kmax", self.pool.kmax), ("kmin", self.pool.kmin)):
             if isinstance(k, int) and k > h * w:

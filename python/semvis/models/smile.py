@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bean import BEANImageEncoder
+from .bean import BEANImageEncoder, check_trunk_images
 from .text_encoder import TextEncoder
 
 __all__ = ["SMILE", "SMILEImageEncoder", "SMILE_PRESETS", "RegionSet", "grid_boxes"]
@@ -87,17 +87,7 @@ class SMILEImageEncoder(nn.Module):
         self.dim, self.grid = dim, grid
 
     def check_images(self, images: Tensor) -> None:
-        if not isinstance(images, Tensor):
-            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise TypeError(f"images must be floating point (normalized), got {images.dtype}")
-        if images.shape[0] == 0:
-            raise ValueError("images: empty batch")
-        if min(images.shape[2:]) < self.stride:
-            raise ValueError(f"images must be at least {self.stride}x{self.stride} pixels (the trunk stride), got "
-                             f"{images.shape[2]}x{images.shape[3]}")
+        check_trunk_images(images, self.stride)
 
     def _cell_boxes(self, boxes, B: int, H: int, W: int, h: int, w: int) -> Tuple[List[Tensor], List[Tensor]]:
         """Pixel boxes -> (region_pool boxes in cells, the same boxes in pixels, clipped)."""
