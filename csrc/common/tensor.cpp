@@ -135,6 +135,16 @@ void check_device_supported(const TensorView& t, const char* op, const char* nam
   failf(op, ": ", name, " must be on cpu or cuda, got ", t.describe());
 }
 
+void check_optional_int64_vector(const TensorView* t, const TensorView& like, const char* like_name, const char* op,
+                                 const char* name, int64_t len) {
+  if (!t) return;
+  check_device_supported(*t, op, name);
+  check_same_device(like, like_name, *t, name, op);
+  check_dtype(*t, op, name, {DType::kInt64});
+  check_shape(*t, op, name, {len});
+  check_contiguous(*t, op, name);
+}
+
 bool cuda_available_at_build() {
 #ifdef SEMVIS_WITH_CUDA
   return true;

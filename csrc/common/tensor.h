@@ -75,6 +75,11 @@ void check_same_device(const TensorView& a, const char* an, const TensorView& b,
 // Packed binary codes: uint8 [n, nbytes], contiguous, nbytes a positive multiple of 8 (64-bit words).
 void check_binary_codes(const TensorView& t, const char* op, const char* name);
 void check_device_supported(const TensorView& t, const char* op, const char* name);
+// An optional int64 vector of length len (labels, CSR offsets): nothing when t is null, else
+// device supported and that of `like` (named like_name), int64, shape [len], contiguous.
+void check_optional_int64_vector(const TensorView* t, const TensorView& like, const char* like_name, const char* op,
+                                 const char* name, int64_t len);
+inline bool on_cuda(const TensorView& t) { return t.device == Device::kCUDA; }
 
 bool cuda_available_at_build();
 

@@ -6,21 +6,6 @@
 
 namespace semvis {
 namespace mining {
-namespace {
-
-void check_opt_vec(const TensorView* t, const TensorView& like, const char* op, const char* name, int64_t len) {
-  if (!t) return;
-  check_device_supported(*t, op, name);
-  check_same_device(like, "similarities", *t, name, op);
-  check_dtype(*t, op, name, {DType::kInt64});
-  check_shape(*t, op, name, {len});
-  check_contiguous(*t, op, name);
-}
-
-bool on_cuda(const TensorView& t) { return t.device == Device::kCUDA; }
-
-}  // namespace
-
 void merge_tile(const TensorView& S, int64_t row0, int64_t col0, int64_t n, int64_t m, const TensorView* q_labels,
                 const TensorView* db_labels, const TensorView* indptr, const TensorView* indices,
                 const TensorView* dense, bool exclude_self, bool largest, const TensorView& keys,
@@ -43,10 +28,10 @@ void merge_tile(const TensorView& S, int64_t row0, int64_t col0, int64_t n, int6
     failf(op, ": tile [", row0, ", ", row0 + nb, ") x [", col0, ", ", col0 + tm, ") lies outside ", n, " x ", m);
   if ((q_labels == nullptr) != (db_labels == nullptr)) failf(op, ": q_labels and db_labels go together");
   if ((indptr == nullptr) != (indices == nullptr)) failf(op, ": indptr and indices go together");
-  check_opt_vec(q_labels, S, op, "q_labels", n);
-  check_opt_vec(db_labels, S, op, "db_labels", m);
-  check_opt_vec(indptr, S, op, "indptr", n + 1);
-  check_opt_vec(indices, S, op, "indices", indices ? indices->size(0) : 0);
+  check_optional_int64_vector(q_labels, S, "similarities", op, "q_labels", n);
+  check_optional_int64_vector(db_labels, S, "similarities", op, "db_labels", m);
+  check_optional_int64_vector(indptr, S, "similarities", op, "indptr", n + 1);
+  check_optional_int64_vector(indices, S, "similarities", op, "indices", indices ? indices->size(0) : 0);
   if (indices) check_rank(*indices, op, "indices", 1);
   if (dense) {
     check_same_device(S, "similarities", *dense, "exclude", op);

@@ -6,21 +6,6 @@
 
 namespace semvis {
 namespace triplet_losses {
-namespace {
-
-void check_opt_vec(const TensorView* t, const TensorView& like, const char* op, const char* name, int64_t len) {
-  if (!t) return;
-  check_device_supported(*t, op, name);
-  check_same_device(like, "similarities", *t, name, op);
-  check_dtype(*t, op, name, {DType::kInt64});
-  check_shape(*t, op, name, {len});
-  check_contiguous(*t, op, name);
-}
-
-bool on_cuda(const TensorView& t) { return t.device == Device::kCUDA; }
-
-}  // namespace
-
 void vse_forward(const TensorView& S, const TensorView* labels, const VseParams& p, const TensorView& loss,
                  const TensorView& ei, const TensorView& ej, const TensorView& ew, std::uintptr_t stream) {
   constexpr const char* op = "vse_hardest_triplet_loss";
