@@ -60,6 +60,7 @@ WORKER = textwrap.dedent(r'''
     if rank == 0:
         with open(out, "w") as f:
             json.dump(results, f)
+    torch.distributed.barrier()  # no rank tears gloo down while another is still in a collective
     torch.distributed.destroy_process_group()
 ''')
 
@@ -146,6 +147,7 @@ LISTWISE_WORKER = textwrap.dedent(r'''
     if rank == 0:
         json.dump({"params": [p.detach().double().flatten().tolist() for p in tr.model.parameters()],
                    "loss": [h["loss"] for h in tr.history], "rows": rows}, open(out, "w"))
+    torch.distributed.barrier()  # no rank tears gloo down while another is still in a collective
     torch.distributed.destroy_process_group()
 ''')
 
