@@ -174,7 +174,7 @@ def _search(args: argparse.Namespace) -> int:
     _nonneg("top", args.top, 1)
     _nonneg("backtracks", args.backtracks, 1)
     _nonneg("verify", args.verify)
-    sharded = os.path.isdir(args.index) or os.path.basename(args.index) == "manifest.json"
+    sharded = os.path.isfile(os.path.join(args.index, "manifest.json")) or os.path.basename(args.index) == "manifest.json"
     if not sharded:
         check_input_file(args.index, "index")
         if args.ray is not None:

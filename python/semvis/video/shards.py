@@ -212,7 +212,7 @@ def _videos(videos) -> List[Tuple[str, object]]:
 # ------------------------------------------------------------------ indexing
 def index_sharded(videos, out: Union[str, os.PathLike], config: Union[VideoIndexConfig, dict, None] = None, *,
                   videos_per_shard: int = 8, use_ray: bool = True, address: Optional[str] = None,
-                  num_cpus: Optional[int] = None, max_retries: int = 3, threads: Optional[int] = 1,
+                  num_cpus: Optional[int] = None, max_retries: int = 3, threads: Optional[int] = None,
                   on_video: Optional[Callable[[str, dict], None]] = None,
                   on_shard: Optional[Callable[[dict], None]] = None, **fields) -> dict:
     """Indexes videos into the shards of folder ``out`` (created), one Ray task per video; resumes
@@ -230,7 +230,8 @@ def index_sharded(videos, out: Union[str, os.PathLike], config: Union[VideoIndex
         address (str, optional): a Ray cluster (``"auto"``, ``"host:port"``, ``"ray://host:port"``);
             None: a local Ray instance with ``num_cpus`` CPUs (if this process is not connected yet).
         max_retries (int >= 0): Ray's retries of a task whose worker died.
-        threads (int, optional): ORB threads per task (1: one CPU per task, as Ray schedules them).
+        threads (int, optional): ORB threads per video (default: 1 on Ray, where a task has one
+            CPU; the extractor's default in-process).
         on_video(video_id, info), on_shard(entry): called in this process as each video's result
             arrives and after each shard is written and recorded (``entry``: its manifest entry).
 
@@ -244,6 +245,9 @@ def index_sharded(videos, out: Union[str, os.PathLike], config: Union[VideoIndex
 
     t_start = time.perf_counter()
     vids = _videos(videos)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads: must be an int >= 1 or None, got {threads!r}")
+    threads = threads if threads is not None else (1 if use_ray else None)
     if isinstance(videos_per_shard, bool) or not isinstance(videos_per_shard, int) or videos_per_shard < 1:
         raise ValueError(f"videos_per_shard: must be an int >= 1, got {videos_per_shard!r}")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
