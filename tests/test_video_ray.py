@@ -149,6 +149,27 @@ def test_in_process_indexing_and_mmap_load(corpus, queries, single, tmp_path):
     assert isinstance(mapped._store.codes, np.memmap)
     for q in queries[:4]:
         assert loaded.search(q) == mapped.search(q) == loaded.search(q, exact=True)
+    # the per-video path add() and the Ray tasks share: blocks of process() give the same index
+    parts = [single.process(v.frames, v.video_id) for v in corpus.videos[:2]]
+    joined = VideoIndex.from_blocks(single.cfg, [b for b, _, _ in parts])
+    np.testing.assert_array_equal(joined._store.codes, loaded._store.codes)
+    assert joined.video_ids == loaded.video_ids and len(single) == 4  # process() left the index alone
+    with pytest.raises(ValueError, match="given twice"):
+        VideoIndex.from_blocks(single.cfg, [parts[0][0], parts[0][0]])
+    # memory-mapped loading of the files of earlier versions, and of a corrupt file
+    fix = os.path.join(os.path.dirname(__file__), "fixtures", "video_index_v2")
+    for name in ("v2_tracks.svx", "v2_sketch.svx", "v2_keyframes.svx"):
+        a = VideoIndex.load(os.path.join(fix, name), progress=False)
+        b = VideoIndex.load(os.path.join(fix, name), progress=False, mmap=True)
+        for k, arr in a._store.arrays().items():
+            np.testing.assert_array_equal(arr, b._store.arrays()[k])
+    bad = bytearray(f.read_bytes())
+    bad[len(bad) // 3] ^= 4
+    (tmp_path / "bad.svx").write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="bad.svx"):
+        VideoIndex.load(tmp_path / "bad.svx", mmap=True)
+    with pytest.raises(TypeError, match="mmap"):
+        VideoIndex.load(f, mmap="yes")
     # a resume with another configuration or other videos is refused, naming the folder
     with pytest.raises(ValueError, match="out: .*configuration"):
         index_sharded(videos, tmp_path / "a", videos_per_shard=5, use_ray=False, width=WIDTH, verify=0)
