@@ -4,6 +4,7 @@ instance with 2 CPUs for the module."""
 import json
 import os
 import signal
+import socket
 import sys
 
 import numpy as np
@@ -190,6 +191,12 @@ def test_bad_input(corpus, tmp_path):
             index_sharded([("a", frames)], tmp_path / "e", address=bad)
         with pytest.raises(ValueError, match="address"):
             ShardedIndex.open(tmp_path / "e", use_ray=True, address=bad)
+    with socket.socket() as sock:  # a port where nothing listens: refused at once, not Ray's minutes of retries
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ValueError, match="address: nothing answers"):
+        index_sharded([("a", frames)], tmp_path / "e", address=f"127.0.0.1:{port}")
+    assert not (tmp_path / "e").exists()  # refused before anything was written
     with pytest.raises(ValueError, match="videos_per_shard"):
         index_sharded([("a", frames)], tmp_path / "e", videos_per_shard=0, use_ray=False)
     with pytest.raises(ValueError, match="config: method 'global'"):

@@ -79,15 +79,33 @@ def check_address(address: Optional[str]) -> Optional[str]:
     return address
 
 
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """ValueError naming ``address`` unless something accepts a TCP connection there."""
+    import socket
+
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, port = hostport.rsplit(":", 1)
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ValueError(f"address: nothing answers at {address!r} ({e.strerror or type(e).__name__}); is the Ray "
+                         "head running there?") from None
+
+
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None):
     """(ray, started): Ray, connected. If this process is already connected, that connection
-    is used. Otherwise ``address=None`` starts a local instance with ``num_cpus`` CPUs (default:
-    all), no dashboard and quiet logging; an address connects to that cluster (ValueError naming
-    ``address`` if it is malformed or nothing answers there). ``started``: whether this call
+    is used (an address is still checked). Otherwise ``address=None`` starts a local instance
+    with ``num_cpus`` CPUs (default: all), no dashboard and quiet logging; an address connects to
+    that cluster (ValueError naming ``address`` if it is malformed or nothing accepts a connection
+    there within 5 s). ``started``: whether this call
     connected (the caller then calls ``ray.shutdown()``)."""
     check_address(address)
     if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
         raise ValueError(f"num_cpus: must be an int >= 1 or None, got {num_cpus!r}")
+    if address not in (None, "auto"):  # Ray would retry an address where nothing listens for minutes
+        _probe(address)
     ray = _import_ray()
     if ray.is_initialized():
         return ray, False
@@ -257,6 +275,8 @@ def index_sharded(videos, out: Union[str, os.PathLike], config: Union[VideoIndex
     if not use_ray and address is not None:
         raise ValueError("address: given with use_ray=False")
     check_address(address)
+    if address not in (None, "auto"):  # before anything is written
+        _probe(address)
     if isinstance(config, VideoIndexConfig):
         cfg = config.replace(**fields) if fields else config.validate()
     elif config is None or isinstance(config, dict):
