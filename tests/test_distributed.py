@@ -139,8 +139,9 @@ LISTWISE_WORKER = textwrap.dedent(r'''
     rank, world, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
+    # every rank gets an out_dir (saving is a collective); only rank 0 may write into its own
     tr = ListwiseTrainer(ListwiseConfig(steps=3, num_classes=4, per_class=3, eval_every=100, progress=False,
-                                        width=4, dim=8, out_dir=(out + ".run") if rank == 0 else None))
+                                        width=4, dim=8, out_dir=out + f".run{rank}"))
     rows = []
     tr.model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]) if m.training else None)
     tr.fit()
@@ -176,7 +177,8 @@ def test_listwise_training_under_two_ranks_equals_one_process(tmp_path):
     assert res["loss"] == pytest.approx([h["loss"] for h in single.history], abs=1e-5)
     for got, p in zip(res["params"], single.model.parameters()):
         torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), p.detach().double().flatten(), rtol=1e-4, atol=1e-4)
-    assert os.path.isfile(str(out) + ".run/checkpoint.pt")
+    assert os.path.isfile(str(out) + ".run0/checkpoint.pt")
+    assert not os.path.exists(str(out) + ".run1/checkpoint.pt")  # rank 1 never writes
 
 
 def test_shard_covers_the_batch_in_order():
