@@ -216,3 +216,52 @@ def test_listwise_run_equals_one_process(two_ranks):
     assert r0["lw_loss"] == pytest.approx([h["loss"] for h in lw.history], abs=1e-5)
     _close(r0["lw_params"], lw.model.state_dict(), 1e-4)
     assert (tmp / "out.pt.lw0" / "checkpoint.pt").is_file() and not (tmp / "out.pt.lw1" / "checkpoint.pt").exists()
+
+
+def test_torchrun_cli_resumes_a_run_on_two_ranks(tmp_path, capsys):
+    """``torchrun --nproc-per-node 2 -m semvis listwise train --resume ...``: the process group comes
+    from torchrun's environment (gloo on the CPU); every rank resumes the same checkpoint (written
+    here by one process after 2 steps) and the 2 more steps equal an uninterrupted one-process run;
+    only rank 0 prints and writes."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from semvis.cli import main
+
+    opts = ["--set", "num_classes=4", "--set", "per_class=3", "--set", "width=4", "--set", "dim=8",
+            "--set", "eval_every=100", "--set", "threads=1", "--json", "--quiet"]
+    n = torch.get_num_threads()
+    try:
+        assert main(["listwise", "train", "--set", "steps=4", "-o", str(tmp_path / "whole")] + opts) == 0
+        whole = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+        assert main(["listwise", "train", "--set", "steps=2", "-o", str(tmp_path / "half")] + opts) == 0
+        capsys.readouterr()
+    finally:
+        torch.set_num_threads(n)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "semvis",
+           "listwise", "train", "--resume", str(tmp_path / "half" / "checkpoint.pt"), "--set", "steps=4",
+           "-o", str(tmp_path / "ddp")] + opts
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)  # the launcher and its workers
+        p.wait()
+        pytest.fail("torchrun timed out")
+    assert p.returncode == 0, err[-4000:]
+    recs = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    assert [r["step"] for r in recs if "step" in r] == [2, 4]  # rank 0 alone prints: one record each
+    final = [r for r in recs if "map_after" in r]
+    assert len(final) == 1 and final[0]["steps"] == 4
+    want = [r for r in whole if "map_after" in r][0]
+    assert final[0]["map_after"] == pytest.approx(want["map_after"], abs=1e-4)
+    last = [r for r in recs if r.get("step") == 4][0]
+    assert last["loss"] == pytest.approx([r for r in whole if r.get("step") == 4][0]["loss"], abs=1e-5)
+    assert (tmp_path / "ddp" / "checkpoint.pt").is_file()
+    ck = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 4 and len(ck["rng_states_by_rank"]) == 2
