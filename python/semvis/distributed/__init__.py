@@ -139,7 +139,7 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
         return
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()):
-            torch.distributed.broadcast(t.data, src)
+            _broadcast(t.data, src)
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
@@ -149,7 +149,17 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
         return
     with torch.no_grad():
         for b in module.buffers():
-            torch.distributed.broadcast(b.data, src)
+            _broadcast(b.data, src)
+
+
+def _broadcast(t: Tensor, src: int) -> None:
+    dev = _comm_device(t.device)
+    if dev == t.device:
+        torch.distributed.broadcast(t, src)
+    else:
+        c = t.to(dev)
+        torch.distributed.broadcast(c, src)
+        t.copy_(c)
 
 
 def all_reduce_gradients(parameters: Iterable[Tensor]) -> None:
@@ -164,10 +174,10 @@ def all_reduce_gradients(parameters: Iterable[Tensor]) -> None:
     params = [p for p in parameters if p.requires_grad]
     if not params:
         return
-    dev = params[0].device
+    dev = _comm_device(params[0].device)
     has = torch.tensor([p.grad is not None for p in params], dtype=torch.float64, device=dev)
     torch.distributed.all_reduce(has)
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dev, torch.float64)
                       for p in params])
     torch.distributed.all_reduce(flat)
     flat /= w
@@ -175,7 +185,7 @@ def all_reduce_gradients(parameters: Iterable[Tensor]) -> None:
     for p, h in zip(params, has.tolist()):
         n = p.numel()
         if h > 0:
-            g = flat[o:o + n].view_as(p).to(p.dtype)
+            g = flat[o:o + n].view_as(p).to(p.device, p.dtype)
             if p.grad is None:
                 p.grad = g.clone()
             else:
@@ -252,9 +262,17 @@ class GlobalBatchSampler:
         return len(self.global_batches())
 
 
+def _comm_device(device: torch.device) -> torch.device:
+    """Where a collective on a tensor of ``device`` runs: the current CUDA device for a CPU tensor
+    under nccl (which only moves CUDA tensors), else ``device``."""
+    if device.type == "cpu" and torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _gather_sizes(n: int, device: torch.device) -> List[int]:
     w = world_size()
-    local = torch.tensor([n], dtype=torch.int64, device=device)
+    local = torch.tensor([n], dtype=torch.int64, device=_comm_device(device))
     sizes = [torch.zeros_like(local) for _ in range(w)]
     torch.distributed.all_gather(sizes, local)
     return [int(s.item()) for s in sizes]
@@ -263,11 +281,11 @@ def _gather_sizes(n: int, device: torch.device) -> List[int]:
 def _gather(x: Tensor, sizes: List[int]) -> Tensor:
     """all_gather of rows, any row count per rank (padded to the largest, then trimmed)."""
     m = max(sizes)
-    pad = x.new_zeros((m,) + tuple(x.shape[1:]))
+    pad = x.new_zeros((m,) + tuple(x.shape[1:]), device=_comm_device(x.device))
     pad[: x.shape[0]] = x
     parts = [torch.empty_like(pad) for _ in sizes]
     torch.distributed.all_gather(parts, pad.contiguous())
-    return torch.cat([p[:s] for p, s in zip(parts, sizes)], 0)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes)], 0).to(x.device)
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -281,10 +299,10 @@ class _AllGatherWithGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         # Every rank's loss sends gradient to every rank's rows: sum them, keep our own rows.
-        g = grad.contiguous().clone()
+        g = grad.contiguous().to(_comm_device(grad.device), copy=True)
         torch.distributed.all_reduce(g, op=torch.distributed.ReduceOp.SUM)
         lo, hi = ctx.span
-        return g[lo:hi]
+        return g[lo:hi].to(grad.device)
 
 
 def all_gather_with_grad(x: Tensor) -> Tensor:

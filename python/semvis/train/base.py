@@ -293,6 +293,10 @@ class Trainer:
                                 show=progress, leave=unit == "step")
         path = self.checkpoint_path()
         every = self.config.checkpoint_every
+        if self.world > 1 and len(set(distributed.all_gather_objects((path is not None, every)))) > 1:
+            # saving is a collective: a rank that saved alone would wait for the others forever
+            raise ValueError("under torch.distributed every rank needs an out_dir (or none) and the same "
+                             "checkpoint_every")
         while self.position < total:
             rec = self.train_epoch() if unit == "epoch" else self.train_one_step()
             bar.update(1)

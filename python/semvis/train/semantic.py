@@ -235,9 +235,8 @@ class SemanticTrainer(Trainer):
             local = float(loss.detach())
             self.update(loss * distributed.loss_scale("mean", local_count=len(loc), global_count=len(batch)))
             # the global batch's loss: the triplet-weighted mean of the ranks' losses
-            tot = torch.tensor([local * len(loc)], dtype=torch.float64, device=self.device)
-            torch.distributed.all_reduce(tot)
-            return {"loss": float(tot) / len(batch), "candidates": n_cand}
+            tot = distributed.all_gather_no_grad(torch.tensor([local * len(loc)], dtype=torch.float64))
+            return {"loss": float(tot.sum()) / len(batch), "candidates": n_cand}
         self.update(loss)
         return {"loss": float(loss.detach()), "candidates": n_cand}
 
