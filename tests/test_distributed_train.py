@@ -87,10 +87,21 @@ WORKER = textwrap.dedent(r'''
         lw.model.register_forward_hook(lambda m, i, o: lrows.append(i[0].shape[0]) if m.training else None)
         lw.fit()
         res["lw_params"], res["lw_loss"], res["lw_rows"] = params(lw.model), [h["loss"] for h in lw.history], lrows
-        if rank == 0:
-            torch.save(res, out)
-        else:
-            torch.save({"sem_params": res["sem_params"], "xm_params": res["xm_params"]}, out + ".rank1")
+
+        # BatchNorm trained: per-rank batch statistics, but the replicas (rank 0's running statistics) stay equal
+        bn = SemanticTrainer(SemanticConfig.synthetic_preset(**dict(SEM, freeze_bn=False), steps=2), data)
+        bn.fit()
+        res["sem_bn"] = params(bn.model)
+
+        # an out_dir on one rank only: a clear error on every rank, not a hang in the checkpoint's collective
+        bad = ListwiseTrainer(ListwiseConfig(**dict(LW, steps=1), out_dir=(out + ".bad") if rank == 0 else None))
+        try:
+            bad.fit()
+            res["bad"] = None
+        except ValueError as e:
+            res["bad"] = str(e)
+        mine = {k: res[k] for k in ("sem_params", "xm_params", "sem_bn", "bad")}
+        torch.save(res if rank == 0 else mine, out if rank == 0 else out + ".rank1")
     finally:
         torch.distributed.barrier()  # no rank tears gloo down while another is still in a collective
         torch.distributed.destroy_process_group()
@@ -173,6 +184,15 @@ def test_semantic_resume_under_two_ranks(two_ranks):
     _close(r0["sem_resumed"], r0["sem_params"], 1e-6)
     _close(r0["sem_resumed_text"], r0["sem_text"], 1e-6)
     assert not r0["sem_rank1_wrote"]  # rank 0 alone writes checkpoints
+
+
+def test_replicas_stay_identical_and_bad_out_dir_is_refused(two_ranks):
+    r0, r1, _ = two_ranks
+    running = [k for k in r0["sem_bn"] if k.endswith("running_mean")]
+    assert running  # the network has BatchNorm layers, trained in this run
+    _close(r1["sem_bn"], r0["sem_bn"], 0)  # parameters and running statistics
+    for r in (r0, r1):
+        assert r["bad"] is not None and "every rank needs an out_dir" in r["bad"]
 
 
 def test_crossmodal_run_equals_one_process(two_ranks):
