@@ -140,7 +140,8 @@ class SemanticTrainer(Trainer):
         phi = distributed.all_gather_no_grad(self.embed(ids, images=images))
         margin = cfg.margin
         if self.uses_text:
-            theta = distributed.all_gather_no_grad(self.text_embed(ids).float().cpu())
+            theta = self.text_embed(ids).float().cpu() if len(ids) else torch.zeros(0, self.model.dim)
+            theta = distributed.all_gather_no_grad(theta)
             de = torch.cat([phi, theta, phi], 1)
             margin = cfg.margin * 3
         else:
