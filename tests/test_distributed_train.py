@@ -85,7 +85,9 @@ WORKER = textwrap.dedent(r'''
         lw = ListwiseTrainer(ListwiseConfig(**LW, out_dir=out + f".lw{rank}"))
         lrows = []
         lw.model.register_forward_hook(lambda m, i, o: lrows.append(i[0].shape[0]) if m.training else None)
-        lw.fit()
+        calls = []
+        lw.fit(log=calls.append)
+        res["lw_log_calls"] = dist.all_gather_objects(len(calls))  # rank 0 alone logs
         res["lw_params"], res["lw_loss"], res["lw_rows"] = params(lw.model), [h["loss"] for h in lw.history], lrows
 
         # BatchNorm trained: per-rank batch statistics, but the replicas (rank 0's running statistics) stay equal
@@ -227,6 +229,7 @@ def test_listwise_run_equals_one_process(two_ranks):
 
     r0, _, tmp = two_ranks
     assert r0["lw_rows"] == [6, 6, 6]  # each rank embeds its half of the 12-image batch
+    assert r0["lw_log_calls"] == [3, 0]
     n = torch.get_num_threads()
     try:
         lw = ListwiseTrainer(ListwiseConfig(**LW))

@@ -286,7 +286,7 @@ class Trainer:
             log: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
         """Trains until ``until`` units in total (default: :meth:`budget`); checkpoints every
         ``checkpoint_every`` units and at the end (when ``out_dir`` is set); calls ``log`` with each
-        unit's history record; returns the history."""
+        unit's history record (on rank 0 only under torch.distributed); returns the history."""
         total = self.budget() if until is None else int(until)
         unit = self.UNIT
         bar = self.progress_bar(total, desc=f"train {self.KIND}", initial=min(self.position, total), unit=unit,
@@ -301,7 +301,7 @@ class Trainer:
             rec = self.train_epoch() if unit == "epoch" else self.train_one_step()
             bar.update(1)
             bar.set_postfix(**self.postfix(rec))
-            if log is not None:
+            if log is not None and self.is_main:
                 log(rec)
             if path and every and self.position % every == 0:
                 self.save(path)
