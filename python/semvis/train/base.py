@@ -289,14 +289,14 @@ class Trainer:
         unit's history record (on rank 0 only under torch.distributed); returns the history."""
         total = self.budget() if until is None else int(until)
         unit = self.UNIT
-        bar = self.progress_bar(total, desc=f"train {self.KIND}", initial=min(self.position, total), unit=unit,
-                                show=progress, leave=unit == "step")
         path = self.checkpoint_path()
         every = self.config.checkpoint_every
         if self.world > 1 and len(set(distributed.all_gather_objects((path is not None, every)))) > 1:
             # saving is a collective: a rank that saved alone would wait for the others forever
             raise ValueError("under torch.distributed every rank needs an out_dir (or none) and the same "
                              "checkpoint_every")
+        bar = self.progress_bar(total, desc=f"train {self.KIND}", initial=min(self.position, total), unit=unit,
+                                show=progress, leave=unit == "step")
         while self.position < total:
             rec = self.train_epoch() if unit == "epoch" else self.train_one_step()
             bar.update(1)
