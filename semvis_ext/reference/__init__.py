@@ -9,7 +9,7 @@ attribute is the function; the module is ``sys.modules["semvis_ext.reference.<op
 """
 from __future__ import annotations
 
-from .weldon import weldon_pool, weldon_pool_topk
+from .weldon import weldon_pool, weldon_pool_backward, weldon_pool_topk
 from .hamming import hamming_distances, hamming_topk
 from .kdtree import kdtree_build, kdtree_search
 from .quantized_ap import (
@@ -32,6 +32,7 @@ __all__ = [
     "exact_rank",
     "weldon_pool",
     "weldon_pool_topk",
+    "weldon_pool_backward",
     "hamming_distances",
     "hamming_topk",
     "kdtree_build",
