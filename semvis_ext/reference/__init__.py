@@ -25,6 +25,8 @@ from .region_pool import rmac_regions_cirtorch, region_pool, rmac_cirtorch
 from .video import hamming_matrix_np, video_track, video_split_shots, video_majority_keys
 from .region_attention import region_attention
 from .soft_rank import soft_rank, exact_rank
+from .landmarks import landmarks_positions, landmarks_ap
+from .mih import mih_search
 
 __all__ = [
     "region_attention",
@@ -55,4 +57,7 @@ __all__ = [
     "video_track",
     "video_split_shots",
     "video_majority_keys",
+    "landmarks_positions",
+    "landmarks_ap",
+    "mih_search",
 ]
