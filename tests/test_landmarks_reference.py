@@ -145,3 +145,15 @@ def test_ap_adversarial():
     # no queries at all, and no kappas
     aps, prs = _check_ap([], [], np.zeros(0, np.int64), ())
     assert aps.shape == (0,) and prs.shape == (0, 0)
+
+
+def test_huge_kappa_and_db_size_are_refused_by_name():
+    """Python ints past int64 once escaped as OverflowError / a binding TypeError (found by fuzzing)."""
+    empty = np.zeros(0, np.int64)
+    for k in (2**63, -(2**70)):
+        with pytest.raises(ValueError, match="kappas must be >= 1"):
+            semvis_ext.landmarks_ap([0, 1], [0], [1], [0, 0], empty, (k,))
+    with pytest.raises(ValueError, match="db_size must be < 2\\*\\*63"):
+        semvis_ext.landmarks_positions([0, 1], [0], ranks=np.zeros((1, 1), np.int64), db_size=2**70)
+    aps, prs = semvis_ext.landmarks_ap([0, 1], [0], [1], [0, 0], empty, (2**63 - 1,))  # the largest kappa is fine
+    assert aps[0] == 1.0 and prs[0, 0] == 1.0
