@@ -425,9 +425,152 @@ def fuzz_region_attention(data):
     torch.testing.assert_close(x.double(), ref, rtol=tol, atol=tol, equal_nan=True)
 
 
+def csr_lists(data, q, n, label, distinct=True, lo=0):
+    """Per-query item lists as CSR (indptr, ids) over [lo, n), and whether they are well formed: else one
+    of a repeat within a list, an id out of range, a wrong indptr, a 2-D ids array."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label=label + "_seed"))
+    rows = []
+    for _ in range(q):
+        size = int(rng.integers(0, n - lo + 1)) if n > lo else 0
+        rows.append(rng.choice(np.arange(lo, n), size, replace=False) if distinct else rng.integers(lo, n, size))
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows], dtype=np.int64)]).astype(np.int64)
+    ids = np.concatenate(rows).astype(np.int64) if q else np.zeros(0, np.int64)
+    kind = data.draw(st.sampled_from(["ok", "ok", "ok", "int32", "list", "repeat", "range", "indptr", "2d"]),
+                     label=label + "_kind")
+    if kind == "int32":
+        ids = ids.astype(np.int32)
+    elif kind == "list":
+        indptr, ids = indptr.tolist(), ids.tolist()
+    elif kind == "repeat" and ids.size and distinct:
+        ids[-1] = ids[indptr[np.searchsorted(indptr, ids.size - 1, side="right") - 1]]
+        kind = "ok" if ids.size == 1 or np.unique(ids[indptr[-2]:]).size == ids[indptr[-2]:].size else kind
+    elif kind == "range":
+        ids = np.append(ids, data.draw(st.sampled_from([n, -2, 2**62, -(2**63)]), label=label + "_bad"))
+        indptr[-1] += 1
+        if q == 0:
+            indptr = np.array([0, 1], np.int64)
+    elif kind == "indptr":
+        indptr = indptr[::-1].copy() if indptr.size > 1 and indptr[-1] > 0 else np.append(indptr, 5)
+    elif kind == "2d":
+        ids = ids.reshape(1, -1)
+    valid = kind in ("ok", "int32", "list") or (kind == "repeat" and not distinct)
+    return indptr, ids, valid
+
+
+def fuzz_landmarks(data):
+    """landmarks_positions (scores and ranks) and landmarks_ap against semvis_ext.reference.landmarks."""
+    Q, N = dims(data, 2, 6)
+    # positions from a score matrix: every dtype, NaN / inf, strided layouts, numpy or torch
+    s = tensor(data, (N, Q), FLOATS + OTHER)
+    if s.dtype in (torch.float32, torch.float64) and data.draw(st.booleans(), label="numpy"):
+        s = s.numpy()
+    indptr, ids, valid = csr_lists(data, Q, N, "ids")
+    ok, got = accepted(se.landmarks_positions, indptr, ids, scores=s)
+    st_ = torch.as_tensor(s)
+    plain = st_.dtype in FLOATS and not st_.double().isnan().any()
+    if valid and plain:
+        assert ok, f"refused a valid call: {got}"
+    if ok:
+        assert valid and plain, "accepted bad ids or NaN scores"
+        want = R.landmarks_positions(np.asarray(indptr), np.asarray(ids), scores=st_.double().numpy())
+        np.testing.assert_array_equal(got, want)
+    # positions from an explicit (maybe truncated) ranking
+    K = data.draw(st.integers(0, N), label="K")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="ranks_seed"))
+    ranks = np.stack([rng.permutation(N)[:K] for _ in range(Q)], 1) if Q else np.zeros((K, 0), np.int64)
+    bad_ranks = data.draw(st.sampled_from(["ok", "ok", "dup", "range", "float"]), label="ranks_kind")
+    if bad_ranks == "dup" and K >= 2 and Q:
+        ranks[1, 0] = ranks[0, 0]
+    elif bad_ranks == "range" and K and Q:
+        ranks[-1, -1] = data.draw(st.sampled_from([N, -1, 2**62]), label="ranks_bad")
+    elif bad_ranks == "float":
+        ranks = ranks.astype(np.float32)
+    else:
+        bad_ranks = "ok"
+    db_size = data.draw(st.sampled_from([N, N, K, N + 3, None, -1, 2**63, True, 1.5]), label="db_size")
+    indptr, ids, valid = csr_lists(data, Q, N, "rids", distinct=False)
+    ok, got = accepted(se.landmarks_positions, indptr, ids, ranks=ranks, db_size=db_size)
+    size = K if db_size is None else db_size
+    good_size = type(size) is int and K <= size < 2**63 and (np.asarray(ids).size == 0 or np.max(ids) < size)
+    if valid and bad_ranks == "ok" and good_size:
+        assert ok, f"refused a valid call: {got}"
+    if ok:
+        assert valid and bad_ranks == "ok", "accepted a bad ranking or bad ids"
+        np.testing.assert_array_equal(got, R.landmarks_positions(np.asarray(indptr), np.asarray(ids), ranks=ranks))
+    # AP and P@k from positions (-1 = not ranked), with junk
+    P = data.draw(st.integers(0, 12), label="P")
+    pi, pos, pvalid = csr_lists(data, Q, P, "pos", lo=-1)
+    ji, junk, jvalid = csr_lists(data, Q, P, "junk", lo=-1)
+    counts = np.diff(np.asarray(pi)) if pvalid else np.zeros(Q, np.int64)
+    extra = data.draw(st.sampled_from([0, 0, 1, 5, -1]), label="nres_extra")
+    nres = np.maximum(counts + extra, 0).astype(np.int64) if Q else np.zeros(0, np.int64)
+    if Q and data.draw(st.booleans(), label="nres_zero") and counts[0] == 0:
+        nres[0] = 0
+    kappas = data.draw(st.sampled_from([(), (1, 5, 10), (1, 1, 10**6), (0,), (-3,), (True,), (1.5,), (2**63,),
+                                        (np.int64(2),)]), label="kappas")
+    ok, got = accepted(se.landmarks_ap, pi, pos, nres, ji, junk, kappas)
+    nres_ok = (not Q) or bool((nres >= counts).all())
+    kappas_ok = all(type(k) in (int, np.int64) and 1 <= k < 2**63 for k in kappas)
+    # positions may repeat within a list here (-1 above all); the op takes them as given
+    if pvalid and jvalid and nres_ok and kappas_ok:
+        assert ok, f"refused a valid call: {got}"
+    if ok:
+        assert pvalid and jvalid and kappas_ok, "accepted bad positions or kappas"
+        raps, rprs = R.landmarks_ap(np.asarray(pi), np.asarray(pos), nres, np.asarray(ji), np.asarray(junk), kappas)
+        np.testing.assert_array_equal(got[0], raps)
+        np.testing.assert_array_equal(got[1], rprs)
+
+
+def fuzz_mih(data):
+    """MultiIndexHash (build and search) against the brute-force semvis_ext.reference.mih_search. Half the
+    examples are valid throughout; the others spoil one argument (codes, m, ids, queries or k)."""
+    bad = data.draw(st.sampled_from(["none", "none", "none", "codes", "m", "ids", "queries", "k"]), label="bad")
+    n = data.draw(st.integers(0, 40), label="n")
+    nbytes = data.draw(st.sampled_from([8, 8, 16, 32]), label="nbytes")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="mih_seed"))
+    base = rng.integers(0, 256, (3, nbytes), dtype=np.uint8)  # few distinct rows: ties
+
+    def plain(rows):
+        return np.ascontiguousarray(base[rng.integers(0, 3, rows)] ^ (rng.random((rows, nbytes)) < 0.05).astype(np.uint8))
+
+    c = codes(data, n, data.draw(st.sampled_from([8, 0, 12]), label="bad_nbytes"), "codes") if bad == "codes" else plain(n)
+    nbits = 8 * nbytes
+    m = (data.draw(st.sampled_from([0, -1, 10**6, 2.0, True, 1]), label="bad_m") if bad == "m" else
+         data.draw(st.sampled_from([None, -(-nbits // 24), -(-nbits // 24) + 2, nbits]), label="m"))
+    ids = (data.draw(st.sampled_from(["negative", "int32", "list", "short"]), label="bad_ids") if bad == "ids" else
+           data.draw(st.sampled_from(["none", "repeated"]), label="ids"))
+    ids = {"none": None, "repeated": rng.integers(0, 5, n).astype(np.int64),  # repeated payloads: ties by id
+           "negative": -np.ones(n, np.int64), "int32": np.arange(n, dtype=np.int32), "list": list(range(n)),
+           "short": np.arange(max(n - 1, 0), dtype=np.int64)}[ids]
+    ok, index = accepted(se.MultiIndexHash, c, ids, m)
+    if bad in ("none", "queries", "k"):
+        assert ok, f"refused a valid index: {index}"
+    if bad == "m" or (bad == "ids" and n > 0):
+        assert not ok, f"accepted a bad {bad}"
+    if not ok:
+        return
+    nq = data.draw(st.integers(0, 4), label="nq")
+    if bad == "queries":
+        q = codes(data, nq, data.draw(st.sampled_from([nbytes, 8, 16]), label="q_nbytes"), "q")
+    else:
+        q = plain(nq)
+        if data.draw(st.booleans(), label="far"):
+            q = np.ascontiguousarray(~q)  # complements of the keys: far queries end in the linear scan
+    # search allocates nq * k: only sizes refused at once are drawn beyond n + 2
+    k = (k_value(data, n, floats=False, huge=(2**63, 2**64, -(2**63))) if bad == "k" else
+         data.draw(st.sampled_from([1, 2, max(n, 1), n + 2]), label="k"))
+    ok, res = accepted(index.search, q, k)
+    if bad in ("none", "ids"):
+        assert ok, f"refused a valid search: {res}"
+    if ok:
+        rD, rI = R.mih_search(np.asarray(c), np.asarray(q), k, None if ids is None else np.asarray(ids))
+        np.testing.assert_array_equal(res[0], rD)
+        np.testing.assert_array_equal(res[1], rI)
+
+
 GROUPS = {
     "pooling": [fuzz_weldon_pool, fuzz_region_pool, fuzz_rmac_regions],
-    "search": [fuzz_hamming, fuzz_kdtree, fuzz_video],
+    "search": [fuzz_hamming, fuzz_kdtree, fuzz_video, fuzz_mih, fuzz_landmarks],
     "mining": [fuzz_topk_similar, fuzz_topk_exact, fuzz_hard_triplets, fuzz_relevance],
     "losses": [fuzz_quantized_ap, fuzz_vse_loss, fuzz_triplet_margin_loss, fuzz_soft_rank, fuzz_region_attention],
 }

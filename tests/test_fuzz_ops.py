@@ -78,6 +78,7 @@ REFUSE = {
     "quantized_ap": lambda: se.quantized_ap(_nan((2, 5)), torch.ones(2, 5)),
     "ap_loss": lambda: se.ap_loss(_nan((2, 5)), torch.ones(2, 5)),
     "fast_ap_loss": lambda: se.fast_ap_loss(_nan((2, 5)).abs(), torch.ones(2, 5)),
+    "landmarks_positions": lambda: se.landmarks_positions([0, 2], [0, 1], scores=np.array([[0.5], [np.nan]])),
     "track": lambda: se.track(np.array([[0, np.nan]], np.float32), np.zeros((1, 32), np.uint8), np.array([0, 1])),
 }
 

@@ -283,6 +283,121 @@ def test_backward_op_rejects_bad_indices(device, bad):
         torch.ops.semvis.weldon_pool_backward(grad, idx, *args)
 
 
+# ----------------------------------------------------------------------------- repeated positions
+# weldon_pool_backward is public: a caller's positions may repeat within a side, and a position can be
+# on both sides (kmax + kmin > n). Every occurrence adds its share (the derivative of the sum over the
+# listed slots); the CUDA kernel once lost updates there (plain stores from several lanes).
+
+def _backward_op(grad, top, bot, H, W, kmax, kmin, alpha=1.0, valid_hw=None, form="dsve"):
+    (kc, kf), (mc, mf) = [(k, -1.0) if isinstance(k, int) else (-1, k) for k in (kmax, kmin)]
+    idx = torch.cat([top, bot], 2).to(torch.int32)
+    return torch.ops.semvis.weldon_pool_backward(grad, idx, valid_hw, H, W, kc, kf, mc, mf, alpha, form == "wildcat")
+
+
+def _repeated_case(device, dtype):
+    """4 x 5 map, kmax = 3, kmin = 2: repeats within each side, across the sides, and -1 pads."""
+    top = torch.tensor([[[7, 7, 7], [0, 19, 0]], [[3, -1, 3], [11, 12, 13]]])
+    bot = torch.tensor([[[7, 2], [19, 19]], [[3, 3], [-1, -1]]])
+    grad = torch.tensor([[1.5, -2.0], [0.75, 3.0]], dtype=dtype)
+    return grad.to(device), top.to(device), bot.to(device)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_backward_repeated_positions_are_summed(device, dtype):
+    grad, top, bot = _repeated_case(device, dtype)
+    for alpha, form in [(1.0, "dsve"), (0.4, "dsve"), (0.7, "wildcat")]:
+        gx = _backward_op(grad, top, bot, 4, 5, 3, 2, alpha, form=form)
+        ref = R.weldon_pool_backward(grad.cpu(), top.cpu(), bot.cpu(), 4, 5, 3, 2, alpha, form=form)
+        torch.testing.assert_close(gx.cpu(), ref, atol=TOL[dtype] * 4, rtol=TOL[dtype])
+        # By hand: position 7 of row (0, 0) is 3 top slots and 1 bottom slot.
+        h = 0.5 if form == "wildcat" else 1.0
+        want = 1.5 * h * (3 / 3 + alpha / 2)
+        assert abs(gx[0, 0].flatten()[7].item() - want) <= TOL[dtype] * 4 * (1 + abs(want))
+        assert abs(gx[1, 0].flatten()[3].item() - 0.75 * h * (2 / 3 + 2 * alpha / 2)) <= TOL[dtype] * 8
+        assert gx[0, 0].flatten()[[0, 1, 3, 4]].abs().sum().item() == 0  # nothing elsewhere
+        assert gx[1, 1].flatten()[11].item() == pytest.approx(3.0 * h / 3, rel=TOL[dtype] * 4)
+
+
+class _GatherSum(torch.autograd.Function):
+    """Forward: WELDON's sum over given (possibly repeated) positions, in plain torch; backward: the op."""
+
+    @staticmethod
+    def forward(ctx, x, top, bot, kmax, kmin, alpha):
+        B, C, H, W = x.shape
+        flat = x.reshape(B, C, H * W)
+        gt = torch.where(top >= 0, flat.gather(2, top.clamp(min=0)), torch.zeros((), dtype=x.dtype)).sum(2)
+        gb = torch.where(bot >= 0, flat.gather(2, bot.clamp(min=0)), torch.zeros((), dtype=x.dtype)).sum(2)
+        ctx.save_for_backward(top, bot)
+        ctx.args = (H, W, kmax, kmin, alpha)
+        return gt / kmax + alpha * gb / kmin
+
+    @staticmethod
+    def backward(ctx, g):
+        top, bot = ctx.saved_tensors
+        return _backward_op(g.contiguous(), top, bot, *ctx.args), None, None, None, None, None
+
+
+def test_backward_repeated_positions_gradcheck():
+    """The op's gradient with repeated positions is the Jacobian of the sum over the listed slots."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    for kmax, kmin in [(3, 2), (9, 9), (1, 4)]:
+        top = torch.randint(-1, 4, (3, 4, kmax), generator=gen)  # positions 0..3 of 9: many repeats
+        bot = torch.randint(-1, 9, (3, 4, kmin), generator=gen)
+        top[0, 0] = 2  # one row with a single position in every slot
+        assert torch.autograd.gradcheck(lambda t: _GatherSum.apply(t, top, bot, kmax, kmin, 0.3), (x,))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_forward_overlapping_sides_gradient(device):
+    """kmax + kmin > n: the forward's own positions overlap across the sides; each gets both shares."""
+    x = torch.randn(2, 3, 2, 2, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: semvis_ext.weldon_pool(t, 4, 3, 0.6), (x,))
+    for dtype in [torch.float32, torch.float16, torch.bfloat16]:
+        xa = torch.randn(4, 5, 3, 3, device=device).to(dtype).requires_grad_()
+        xb = xa.detach().cpu().clone().requires_grad_()
+        g = torch.randn(4, 5, device=device).to(dtype)
+        semvis_ext.weldon_pool(xa, 8, 7, 0.5).backward(g)
+        R.weldon_pool(xb, 8, 7, 0.5).backward(g.cpu())
+        torch.testing.assert_close(xa.grad.cpu(), xb.grad, atol=TOL[dtype] * 4, rtol=TOL[dtype])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_cuda_backward_repeated_positions_bit_identical_to_cpu(dtype):
+    """CUDA adds the repeated shares in the CPU kernel's order: bit-identical results, including rows
+    whose repeats span several rounds of 32 slots and rows where every slot holds one position."""
+    grad, top, bot = _repeated_case("cpu", dtype)
+    for form in ["dsve", "wildcat"]:
+        a = _backward_op(grad, top, bot, 4, 5, 3, 2, 0.4, form=form)
+        b = _backward_op(grad.cuda(), top.cuda(), bot.cuda(), 4, 5, 3, 2, 0.4, form=form)
+        assert torch.equal(a, b.cpu())
+    gen = torch.Generator().manual_seed(1)
+    B, C, H, W = 3, 40, 8, 8
+    for kmax, kmin, hi in [(64, 60, 4), (40, 33, 64), (1, 64, 2)]:
+        top = torch.randint(-1, hi, (B, C, kmax), generator=gen)
+        bot = torch.randint(-1, hi, (B, C, kmin), generator=gen)
+        top[0, 0] = 5
+        bot[0, 0] = 5
+        grad = (torch.randn(B, C, generator=gen) * 3).to(dtype)
+        for form in ["dsve", "wildcat"]:
+            a = _backward_op(grad, top, bot, H, W, kmax, kmin, 0.7, form=form)
+            b = _backward_op(grad.cuda(), top.cuda(), bot.cuda(), H, W, kmax, kmin, 0.7, form=form)
+            assert torch.equal(a, b.cpu())
+            ref = R.weldon_pool_backward(grad, top, bot, H, W, kmax, kmin, 0.7, form=form)
+            torch.testing.assert_close(b.cpu(), ref, atol=TOL[dtype] * 64, rtol=TOL[dtype] * 16)
+    vhw = torch.tensor([[8, 8], [3, 5], [1, 1]])
+    top = torch.randint(-1, 4, (B, C, 19), generator=gen)  # kmax = 0.3: 19 slots for 8 x 8, fewer for smaller maps
+    bot = torch.randint(-1, 4, (B, C, 6), generator=gen)
+    grad = torch.randn(B, C, generator=gen).to(dtype)
+    a = _backward_op(grad, top, bot, H, W, 0.3, 0.1, 1.0, valid_hw=vhw)
+    b = _backward_op(grad.cuda(), top.cuda(), bot.cuda(), H, W, 0.3, 0.1, 1.0, valid_hw=vhw.cuda())
+    assert torch.equal(a, b.cpu())
+    torch.testing.assert_close(a, R.weldon_pool_backward(grad, top, bot, H, W, 0.3, 0.1, 1.0, valid_hw=vhw),
+                               atol=TOL[dtype] * 64, rtol=TOL[dtype] * 16)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     B=st.integers(1, 3), C=st.integers(1, 4), H=st.integers(1, 9), W=st.integers(1, 9),

@@ -67,7 +67,10 @@ void forward(const TensorView& x, const TensorView* vhw_host, const TensorView* 
 
 //   gy  [B, C] contiguous, idx from forward, gx [B, C, H, W] contiguous (fully written).
 // idx comes from the caller (semvis::weldon_pool_backward is public): on every device an entry
-// outside [-1, H * W) is refused here, before any backend runs or anything is written.
+// outside [-1, H * W) is refused here, before any backend runs or anything is written (the one
+// range check: the backends rely on it). Positions may repeat, within a side or across the two
+// sides: every occurrence adds its share (grad * scale of its side), top slots first, then bottom
+// slots, each add rounded to the dtype, so CPU and CUDA agree bit for bit.
 void backward(const TensorView& gy, const TensorView& idx, const TensorView* vhw_host, const TensorView* vhw_dev,
               const Params& p, const TensorView& gx, std::uintptr_t stream);
 
@@ -81,7 +84,7 @@ void forward_cuda(const TensorView& x, const int64_t* vhw, const Params& p, int6
                   const TensorView& y, const TensorView& idx, std::uintptr_t stream);
 void backward_cuda(const TensorView& gy, const TensorView& idx, const int64_t* vhw, const Params& p, int64_t KT,
                    int64_t KB, const TensorView& gx, std::uintptr_t stream);
-// Lowest flat position j of the contiguous int64 idx (on the GPU) with idx[j] outside [-1, HW), or -1;
+// Lowest flat position j of the contiguous int32 idx (on the GPU) with idx[j] outside [-1, HW), or -1;
 // *value gets idx[j]. Synchronizes `stream`.
 int64_t first_bad_index_cuda(const TensorView& idx, int64_t HW, int64_t* value, std::uintptr_t stream);
 #endif

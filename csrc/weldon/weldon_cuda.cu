@@ -138,6 +138,28 @@ __global__ void forward_kernel(const T* __restrict__ X, int64_t B, int64_t C, in
   }
 }
 
+// Adds `share` to out[ix[j]] for every slot j < k of one side (-1 = unused), slots in order, each
+// add rounded to T: the CPU kernel's sum even when positions repeat. Called by the whole warp
+// (the loop bound is warp-uniform); returns after a __syncwarp, so the caller's next writes are
+// ordered after these.
+template <typename T>
+__device__ __forceinline__ void accumulate_slots(const int32_t* __restrict__ ix, int64_t k,
+                                                 typename acc_type<T>::type share, int lane, T* out, int64_t HW) {
+  for (int64_t base = 0; base < k; base += 32) {
+    const int64_t j = base + lane;
+    const int32_t q = j < k ? ix[j] : -1;
+    const bool live = q >= 0 && q < HW;
+    // Lanes without a position get a key no position can take (-2 - lane, distinct per lane).
+    const unsigned group = __match_any_sync(0xffffffffu, live ? q : -2 - lane);
+    if (live && (__ffs(group) - 1) == lane) {
+      T v = out[q];
+      for (int t = __popc(group); t > 0; --t) v = store_acc<T>(load_acc(v) + share);
+      out[q] = v;
+    }
+    __syncwarp();
+  }
+}
+
 template <typename T>
 __global__ void backward_kernel(const T* __restrict__ G, const int32_t* __restrict__ I, int64_t B, int64_t C,
                                 int64_t H, int64_t W, const int64_t* __restrict__ vhw, Params p, int64_t KT,
@@ -160,16 +182,16 @@ __global__ void backward_kernel(const T* __restrict__ G, const int32_t* __restri
   side_scales(p, kt, kb, &ft, &fb);
   const Acc gt = static_cast<Acc>(g * ft), gb = static_cast<Acc>(g * fb);
   const int32_t* ix = I + row * (KT + KB);
-  // Positions are distinct within each side and in range (checked by the host entry, weldon.cpp).
-  for (int64_t j = lane; j < min(kt, KT); j += 32) {
-    const int64_t q = ix[j];
-    if (q >= 0 && q < HW) out[q] = store_acc<T>(gt);
-  }
-  __syncwarp();
-  for (int64_t j = lane; j < min(kb, KB); j += 32) {
-    const int64_t q = ix[KT + j];
-    if (q >= 0 && q < HW) out[q] = store_acc<T>(load_acc(out[q]) + gb);
-  }
+  // The indices come from the caller (weldon_pool_backward is public) and are in range (checked by
+  // the host entry, weldon.cpp) but may repeat: within one side (a hand-made list) or across the
+  // sides (kmax + kmin > n). Every occurrence adds its share, in the CPU kernel's order: the top
+  // side's slots in order, then the bottom side's, each add rounded to T. A plain store per slot
+  // would lose updates when two lanes hold the same position, so each round of 32 slots groups the
+  // lanes by position (__match_any_sync): the lowest lane of a group adds the group's shares one
+  // after the other, and the rounds are ordered by __syncwarp. Disjoint positions (the forward's
+  // own output) make every group a single lane: one load and one store per slot, as before.
+  accumulate_slots<T>(ix, min(kt, KT), gt, lane, out, HW);
+  accumulate_slots<T>(ix + KT, min(kb, KB), gb, lane, out, HW);
 }
 
 __global__ void first_bad_index_kernel(const int32_t* __restrict__ I, int64_t n, int64_t HW,

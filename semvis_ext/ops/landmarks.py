@@ -97,6 +97,8 @@ def landmarks_positions(indptr, ids, *, scores=None, ranks=None, db_size: Option
         db_size = r.shape[0]
     if isinstance(db_size, bool) or not isinstance(db_size, numbers.Integral):
         raise TypeError(f"{op}: db_size must be an int, got {type(db_size).__name__}")
+    if db_size >= 1 << 63:
+        raise ValueError(f"{op}: db_size must be < 2**63, got {db_size}")
     _C().landmarks_positions_from_ranks(capsule(r), int(db_size), capsule(indptr), capsule(ids), capsule(out))
     return out
 
@@ -127,6 +129,8 @@ def landmarks_ap(pos_indptr, pos, nres, junk_indptr, junk, kappas: Sequence[int]
     for v in kappas:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
             raise TypeError(f"{op}: kappas must be ints, got {v!r}")
+        if not -(1 << 63) <= v < 1 << 63:
+            raise ValueError(f"{op}: kappas must be >= 1 (and < 2**63), got {v}")
     k = np.asarray(kappas, dtype=np.int64).reshape(-1)
     q = nres.shape[0] if nres.ndim == 1 else -1
     aps = np.empty(max(q, 0), dtype=np.float64)

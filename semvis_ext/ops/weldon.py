@@ -96,6 +96,14 @@ def _weldon_pool_backward(
     alpha: float,
     wildcat: bool,
 ) -> Tensor:
+    """Gradient of ``semvis::weldon_pool`` w.r.t. its input, for given positions.
+
+    ``indices`` (int32 [B, C, KT + KB], the forward's second output or the caller's own): the KT
+    max-side slots, then the KB min-side slots, flat positions in the ``height x width`` map, -1
+    for an unused slot; any other value outside ``[-1, height * width)`` is refused (ValueError
+    naming the first bad slot). Each occurrence of a position adds its side's share of ``grad``,
+    so a position listed twice (or on both sides, as when kmax + kmin > n) gets both shares.
+    """
     B, C = grad.shape
     gx = torch.empty((B, C, height, width), dtype=grad.dtype, device=grad.device)
     host, dev = _valid_hw_pair(valid_hw, grad.device)

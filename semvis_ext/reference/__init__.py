@@ -9,7 +9,7 @@ attribute is the function; the module is ``sys.modules["semvis_ext.reference.<op
 """
 from __future__ import annotations
 
-from .weldon import weldon_pool, weldon_pool_topk
+from .weldon import weldon_pool, weldon_pool_backward, weldon_pool_topk
 from .hamming import hamming_distances, hamming_topk
 from .kdtree import kdtree_build, kdtree_search
 from .quantized_ap import (
@@ -25,6 +25,8 @@ from .region_pool import rmac_regions_cirtorch, region_pool, rmac_cirtorch
 from .video import hamming_matrix_np, video_track, video_split_shots, video_majority_keys
 from .region_attention import region_attention
 from .soft_rank import soft_rank, exact_rank
+from .landmarks import landmarks_positions, landmarks_ap
+from .mih import mih_search
 
 __all__ = [
     "region_attention",
@@ -32,6 +34,7 @@ __all__ = [
     "exact_rank",
     "weldon_pool",
     "weldon_pool_topk",
+    "weldon_pool_backward",
     "hamming_distances",
     "hamming_topk",
     "kdtree_build",
@@ -54,4 +57,7 @@ __all__ = [
     "video_track",
     "video_split_shots",
     "video_majority_keys",
+    "landmarks_positions",
+    "landmarks_ap",
+    "mih_search",
 ]

@@ -53,6 +53,32 @@ def weldon_pool(x: Tensor, kmax=1, kmin=1, alpha: float = 1.0, valid_hw: Optiona
     return y
 
 
+def weldon_pool_backward(grad: Tensor, argmax: Tensor, argmin: Tensor, height: int, width: int, kmax=1, kmin=1,
+                         alpha: float = 1.0, valid_hw: Optional[Tensor] = None, form: str = "dsve") -> Tensor:
+    """Gradient of WELDON w.r.t. its input for given positions, by a loop over the slots.
+
+    ``argmax[b, c, j]`` / ``argmin[b, c, j]`` are flat positions in the H x W map (-1 = unused slot;
+    slots beyond the image's k are ignored). Each occurrence of a position adds its share
+    (``grad / kt`` on the max side, ``alpha * grad / kb`` on the min side, halved in the WILDCAT
+    form), so a position listed twice gets twice the share: the derivative of the sum over the
+    listed slots. Summed in float64, returned in grad's dtype.
+    """
+    B, C = grad.shape
+    g = grad.detach().to("cpu", torch.float64)
+    gx = torch.zeros(B, C, height * width, dtype=torch.float64)
+    for b in range(B):
+        h, w = (height, width) if valid_hw is None else (int(valid_hw[b][0]), int(valid_hw[b][1]))
+        kt, kb = _resolve_k(kmax, h * w, form), _resolve_k(kmin, h * w, form)
+        halve = 0.5 if form == "wildcat" and kb > 0 and alpha != 0 else 1.0
+        for c in range(C):
+            for side, k, share in ((argmax, kt, halve / max(kt, 1)), (argmin, kb, halve * alpha / max(kb, 1))):
+                for j in range(min(k, side.shape[2])):
+                    q = int(side[b, c, j])
+                    if q >= 0:
+                        gx[b, c, q] += g[b, c] * share
+    return gx.reshape(B, C, height, width).to(grad.dtype)
+
+
 def weldon_pool_topk(x: Tensor, kmax: int = 1, kmin: int = 1, alpha: float = 1.0) -> Tensor:
     """The usual implementation (torch.topk on both ends, differentiable): the benchmark baseline."""
     flat = x.flatten(2)
