@@ -1,8 +1,10 @@
 """Hard-negative mining: tiled top-k similarity search and the mining step of Gordo & Larlus.
 
-``topk_similar`` computes dot products tile by tile with torch's GEMM (MKL / cuBLAS, as FAISS
-does) and folds every tile into a running per-row top-k with a fused C++ / CUDA kernel that also
-applies the exclusion mask, so its memory is O(n * k + tile) at any database size.
+``topk_similar`` computes dot products tile by tile and folds every tile into a running per-row
+top-k with a C++ / CUDA kernel that also applies the exclusion mask, so its memory is
+O(n * k + tile) at any database size. On CUDA (and for 16-bit inputs) the tiles come from torch's
+GEMM (cuBLAS / MKL, as FAISS does); for float32 on an AVX2 + FMA CPU the GEMM is our own kernel,
+fused with the selection on one thread pool (each thread selects from the block it just computed).
 """
 from __future__ import annotations
 
@@ -260,9 +262,14 @@ def topk_similar(
 ) -> Tuple[Tensor, Tensor]:
     """The k most (or least) similar database rows of every query, by dot product.
 
-    Similarities are computed tile by tile (torch's GEMM, float32 accumulation) and merged into a
-    running per-row top-k by a fused kernel that applies the exclusions; peak memory is
-    ``O(n * k + tile)`` (``TILE`` float32 similarities), never ``O(n * m)``.
+    Similarities are computed tile by tile (float32 accumulation) and merged into a running
+    per-row top-k by a fused kernel that applies the exclusions; peak memory is
+    ``O(n * k + tile)`` (``TILE`` float32 similarities; for float32 on an AVX2 + FMA CPU, where
+    the GEMM is fused with the selection, a packed copy of at most ``max(2**22, columns * d)``
+    database floats plus ``rows * (d + columns)`` floats per thread, (rows, columns) = ``tile``
+    or 96 x 256 by default), never ``O(n * m)``. With the fused CPU kernel, ``tile``
+    sets its (rows, columns) block per thread; its float32 sums may differ from torch's GEMM in
+    the last bits (summation order).
 
     Args:
         q (Tensor[n, d]): queries; float32, float16 or bfloat16 (16-bit tiles are converted to
