@@ -428,3 +428,18 @@ def test_topk_fused_refuses_bad_state():
     with pytest.raises(ValueError, match="same dimension"):
         se._C.mining_topk_fused(capsule(q), capsule(torch.randn(10, 9)), None, None, None, None, None, False, True,
                                 capsule(torch.zeros(4, 2, dtype=torch.int64)), 0, 0)
+
+
+@pytest.mark.parametrize("tile", [(8, 1024), (8, 16), None])
+@pytest.mark.parametrize("k", [1, 50])
+def test_topk_wide_first_block_then_narrow(tile, k, cpu_path):
+    # the fused kernel computes a row's first ~4,096 columns as one wide block, then blocks of
+    # `tile` columns: ties (small integers), and rows whose wide block is (almost) all excluded,
+    # so that the heap is still partly empty when the narrow blocks start
+    torch.manual_seed(k)
+    q, db = ints(30, 4), ints(5000, 4)
+    mask = torch.zeros(30, 5000, dtype=torch.bool)
+    mask[:10, :4100] = True
+    mask[0, 4095] = False
+    check_topk(q, db, k, mask, exclude=mask, tile=tile)
+    check_topk(q, db, k, mask, exclude=mask, largest=False, tile=tile)

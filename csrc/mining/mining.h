@@ -92,8 +92,10 @@ void merge_rows_cpu(const float* S, int64_t lds, int64_t lo, int64_t hi, int64_t
 // into the state while it is still in cache, so no other thread pool runs between GEMM and
 // selection. Dot products accumulate in float32 over d in order (blocks of 256).
 //   q [n, d], db [m, d] float32 contiguous CPU; keys [n, k] int64 as merge_tile. block_rows,
-//   block_cols <= 0 pick the defaults. Extra memory: a packed copy of at most kFusedPackFloats
-//   database floats + per thread (block_rows x d + block_rows x block_cols) floats.
+//   block_cols <= 0 pick the defaults (96 x 256). Extra memory: a packed copy of at most
+//   max(kFusedPackFloats, block_cols x d) database floats + per thread
+//   block_rows x (d + max(block_cols, 4096)) floats (a row's first ~4,096 columns are one wide
+//   block, so that its heap fills from them).
 bool fused_available();  // the CPU has AVX2 and FMA
 constexpr int64_t kFusedMaxDim = 4096;
 constexpr int64_t kFusedPackFloats = int64_t(1) << 22;

@@ -42,6 +42,26 @@ inline bool excluded(const Exclude& ex, int64_t row, int64_t col, int64_t m) {
 
 using Heap = select::BoundedTopK<uint64_t, std::greater<uint64_t>>;  // larger key = better
 
+// Heap::replace_top for the min-heap of keys (root = smallest = worst), with the choice of the
+// smaller child made by conditional moves: the child comparison is a coin flip that a branch
+// mispredicts half the time, and the running top-k does hundreds of replacements per row.
+inline void replace_root(uint64_t* h, size_t k, uint64_t key) {
+  size_t i = 0;
+  for (;;) {
+    const size_t l = 2 * i + 1;
+    if (l >= k) break;
+    const uint64_t hl = h[l];
+    const uint64_t hr = l + 1 < k ? h[l + 1] : ~uint64_t(0);
+    const bool right = hr < hl;
+    const size_t c = right ? l + 1 : l;
+    const uint64_t hc = right ? hr : hl;
+    if (key <= hc) break;
+    h[i] = hc;
+    i = c;
+  }
+  h[i] = key;
+}
+
 // Zeroes the 32-bit keys of the excluded columns of one tile row (col0 .. col0 + tm).
 void zero_excluded(const Exclude& ex, int64_t row, int64_t col0, int64_t tm, int64_t m, uint32_t* key) {
   if (ex.self && row >= col0 && row < col0 + tm) key[row - col0] = 0;
@@ -178,7 +198,7 @@ void merge_rows_cpu(const float* S, int64_t lds, int64_t lo, int64_t hi, int64_t
       const uint64_t key = make_key(v, col, largest);
       if (key <= thr) return;
       if (excluded(ex, row, col, m)) return;
-      Heap::replace_top(h, static_cast<size_t>(k), key, std::greater<uint64_t>());
+      replace_root(h, static_cast<size_t>(k), key);
       thr = h[0];
       ts = sgn * key_score(thr, largest);
     };

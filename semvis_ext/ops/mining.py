@@ -266,8 +266,8 @@ def topk_similar(
     per-row top-k by a fused kernel that applies the exclusions; peak memory is
     ``O(n * k + tile)`` (``TILE`` float32 similarities; for float32 on an AVX2 + FMA CPU, where
     the GEMM is fused with the selection, a packed copy of at most ``max(2**22, columns * d)``
-    database floats plus ``rows * (d + columns)`` floats per thread, (rows, columns) = ``tile``
-    or 96 x 256 by default), never ``O(n * m)``. With the fused CPU kernel, ``tile``
+    database floats plus ``rows * (d + max(columns, 4096))`` floats per thread, (rows, columns) =
+    ``tile`` or 96 x 256 by default), never ``O(n * m)``. With the fused CPU kernel, ``tile``
     sets its (rows, columns) block per thread; its float32 sums may differ from torch's GEMM in
     the last bits (summation order).
 
