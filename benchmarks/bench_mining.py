@@ -161,3 +161,59 @@ def _summary():
             ratio = f"{t / base:.2f}x" if base else "-"
             lines.append(f"| {group} | {name} | {t * 1e3:.1f} ms | {med * 1e3:.1f} ms | {ratio} | {_fmt_mem(mem)} |")
     print("\n".join(lines))
+
+
+def interleaved(n=8000, d=512, k=K, rounds=3, threads=None):
+    """Issue 16.2: the bare matmul vs ours (fused CPU kernel, the default) vs ours with torch's
+    GEMM tiles + merge_tile (FUSED_CPU = False) vs those tiles' GEMMs alone, interleaved round
+    after round in one process: {contender: (best wall s, best process CPU s)}."""
+    import time
+    from semvis_ext.ops import mining as M
+    if threads:
+        torch.set_num_threads(threads)
+        se.set_num_threads(threads)
+    q, db = _inputs(n, n, d, "cpu")
+
+    def tiles_only():
+        tr, tc = M.TILE["cpu"]
+        buf = torch.empty(tr * tc)
+        for r0 in range(0, n, tr):
+            for c0 in range(0, n, tc):
+                r1, c1 = min(n, r0 + tr), min(n, c0 + tc)
+                torch.mm(q[r0:r1], db[c0:c1].t(), out=buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0))
+
+    def tiled():
+        M.FUSED_CPU = False
+        try:
+            return run_ours(q, db)
+        finally:
+            M.FUSED_CPU = True
+
+    fns = {"matmul": lambda: run_matmul(q, db), "ours": lambda: run_ours(q, db), "ours_tiled": tiled,
+           "tile_gemms": tiles_only}
+    s, i = run_ours(q, db)  # correctness at this size, against the dense reference
+    rs, ri = run_dense(q, db)
+    torch.testing.assert_close(s, rs, rtol=1e-4, atol=1e-4)
+    assert (i == ri).float().mean() > 0.999
+    best = {name: [float("inf"), float("inf")] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            t, c = time.perf_counter() - t, time.process_time() - c
+            best[name] = [min(best[name][0], t), min(best[name][1], c)]
+    return best
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description="topk_similar vs the bare matmul, interleaved (issue 16.2)")
+    ap.add_argument("--n", type=int, default=8000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="threads for torch and ours (default: all cores)")
+    a = ap.parse_args()
+    best = interleaved(a.n, rounds=a.rounds, threads=a.threads)
+    mm = best["matmul"]
+    for name, (t, c) in best.items():
+        print(f"{name}: {t:.3f} s wall ({t / mm[0]:.2f}x matmul), {c:.3f} s CPU ({c / mm[1]:.2f}x)"
+              f"  load {os.getloadavg()[0]:.1f}", flush=True)

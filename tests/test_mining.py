@@ -9,6 +9,16 @@ from semvis_ext.ops.mining import _topk_similar
 from conftest import devices
 
 
+@pytest.fixture(params=["fused", "tiles"])
+def cpu_path(request, monkeypatch):
+    """float32 on the CPU: the fused GEMM + selection kernel, or torch's GEMM tiles + merge_tile."""
+    from semvis_ext.ops import mining as M
+    if request.param == "fused" and not se._C.mining_fused_available():
+        pytest.skip("the fused kernel needs AVX2 + FMA")
+    monkeypatch.setattr(M, "FUSED_CPU", request.param == "fused")
+    return request.param
+
+
 def ints(*shape, lo=-3, hi=4, dtype=torch.float32, device="cpu"):
     """Small integers as floats: every dot product is exact (any summation order), ties abound."""
     return torch.randint(lo, hi, shape).to(dtype).to(device)
@@ -26,21 +36,21 @@ def check_topk(q, db, k, exclude_dense=None, largest=True, **kw):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("k", [1, 7, 50])
 @pytest.mark.parametrize("tile", [(5, 17), (64, 64), None])
-def test_topk_exact_across_tiles(device, k, tile):
+def test_topk_exact_across_tiles(device, k, tile, cpu_path):
     q, db = ints(37, 6, device=device), ints(203, 6, device=device)
     check_topk(q, db, k, tile=tile)
     check_topk(q, db, k, largest=False, tile=tile)
 
 
 @pytest.mark.parametrize("device", devices())
-def test_topk_k_equals_m_and_single_row(device):
+def test_topk_k_equals_m_and_single_row(device, cpu_path):
     q, db = ints(9, 4, device=device), ints(13, 4, device=device)
     check_topk(q, db, 13, tile=(4, 5))
     check_topk(q[:1], db[:1], 1)
 
 
 @pytest.mark.parametrize("device", devices())
-def test_topk_random_values_and_indices(device):
+def test_topk_random_values_and_indices(device, cpu_path):
     q, db = torch.randn(50, 32, device=device), torch.randn(700, 32, device=device)
     s, i = se.topk_similar(q, db, 20, tile=(16, 128))
     rs, ri = torch.topk(q.cpu() @ db.cpu().t(), 20, dim=1)
@@ -48,7 +58,7 @@ def test_topk_random_values_and_indices(device):
     assert torch.equal(i.cpu(), ri)  # continuous values: no ties
 
 
-def test_topk_duplicates_tie_to_lowest_index():
+def test_topk_duplicates_tie_to_lowest_index(cpu_path):
     base = torch.randn(5, 8)
     db = base.repeat(4, 1)  # every row appears 4 times: indices r, r+5, r+10, r+15
     q = torch.randn(3, 8)
@@ -63,7 +73,7 @@ def test_topk_duplicates_tie_to_lowest_index():
 
 
 @pytest.mark.parametrize("device", devices())
-def test_topk_exclusions_all_forms(device):
+def test_topk_exclusions_all_forms(device, cpu_path):
     n, m, k = 23, 97, 9
     q, db = ints(n, 5, device=device), ints(m, 5, device=device)
     mask = torch.rand(n, m) < 0.3
@@ -90,7 +100,7 @@ def test_topk_exclusions_all_forms(device):
 
 
 @pytest.mark.parametrize("device", devices())
-def test_topk_labels_and_self(device):
+def test_topk_labels_and_self(device, cpu_path):
     n = 40
     x = ints(n, 4, device=device)
     lab = torch.randint(0, 6, (n,), device=device)
@@ -117,7 +127,7 @@ def test_topk_16bit(device, dtype):
     assert s.item() == 16 * 255.0 * 255.0
 
 
-def test_topk_huge_values_and_nan_order():
+def test_topk_huge_values_and_nan_order(cpu_path):
     # d = 1: products are exact, +inf from overflow ties by index, NaN (0 * inf cannot occur here)
     q = torch.tensor([[1e30], [-1e30]])
     db = torch.tensor([[1e30], [2.0], [1e30], [-1e30], [0.0]])
@@ -356,7 +366,7 @@ def test_relevance_refuses_malformed_coo_and_bad_shapes():
 
 @pytest.mark.parametrize("k", [1, 3, 20])
 @pytest.mark.parametrize("tile", [(7, 200), (16, 700), (3, 33)])
-def test_topk_threshold_fill_and_scan(k, tile):
+def test_topk_threshold_fill_and_scan(k, tile, cpu_path):
     g = torch.Generator().manual_seed(k * 1000 + tile[1])
     n, m = 19, 900
     q, db = ints(n, 4), ints(m, 4)  # integer scores: long runs of ties at every threshold
@@ -374,3 +384,62 @@ def test_topk_threshold_fill_and_scan(k, tile):
     mask[0, 5] = False
     check_topk(q, db, k, mask, exclude=mask, tile=tile)
     check_topk(qf, dbf, k, mask, exclude=mask, largest=False, tile=tile)
+
+
+@pytest.mark.parametrize("n,m,d,k", [(97, 9000, 512, 100), (1, 1, 1, 1), (13, 40, 257, 40), (200, 300, 3, 1)])
+def test_topk_fused_blocks_chunks_and_edges(n, m, d, k, cpu_path):
+    # 97 rows: a full row block of 96 and one more; 9,000 columns at d = 512: two packed chunks of
+    # the database (8,192 columns each at most); d = 257: two passes over d, the last of one
+    # dimension; k = m: every column kept. Small integers: exact whatever the summation order.
+    torch.manual_seed(n + m + d)
+    q, db = ints(n, d, lo=-2, hi=3), ints(m, d, lo=-2, hi=3)
+    check_topk(q, db, k)
+    check_topk(q, db, k, largest=False)
+    if n <= m:
+        s, i = se.topk_similar(q, db, k, exclude_self=True) if k < m else (None, None)
+        if s is not None:
+            mask = torch.zeros(n, m, dtype=torch.bool)
+            mask[torch.arange(n), torch.arange(n)] = True
+            rs, ri = R.topk_similar(q, db, k, mask)
+            assert torch.equal(s, rs) and torch.equal(i, ri)
+
+
+def test_topk_fused_random_floats_match_dense():
+    # continuous values: the fused kernel's float32 sums differ from MKL's by rounding only
+    g = torch.Generator().manual_seed(3)
+    q = torch.nn.functional.normalize(torch.randn(150, 64, generator=g), dim=1)
+    db = torch.nn.functional.normalize(torch.randn(3000, 64, generator=g), dim=1)
+    s, i = se.topk_similar(q, db, 20)
+    S = q @ db.t()
+    rs, ri = torch.topk(S, 20, dim=1)
+    torch.testing.assert_close(s, rs, rtol=1e-5, atol=1e-5)
+    assert (i == ri).float().mean() > 0.99
+    torch.testing.assert_close(s, torch.gather(S, 1, i), rtol=1e-5, atol=1e-5)
+
+
+def test_topk_fused_refuses_bad_state():
+    if not se._C.mining_fused_available():
+        pytest.skip("the fused kernel needs AVX2 + FMA")
+    from semvis_ext._lib import capsule
+    q, db = torch.randn(4, 8), torch.randn(10, 8)
+    with pytest.raises(ValueError, match="state"):
+        se._C.mining_topk_fused(capsule(q), capsule(db), None, None, None, None, None, False, True,
+                                capsule(torch.zeros(3, 2, dtype=torch.int64)), 0, 0)
+    with pytest.raises(ValueError, match="same dimension"):
+        se._C.mining_topk_fused(capsule(q), capsule(torch.randn(10, 9)), None, None, None, None, None, False, True,
+                                capsule(torch.zeros(4, 2, dtype=torch.int64)), 0, 0)
+
+
+@pytest.mark.parametrize("tile", [(8, 1024), (8, 16), None])
+@pytest.mark.parametrize("k", [1, 50])
+def test_topk_wide_first_block_then_narrow(tile, k, cpu_path):
+    # the fused kernel computes a row's first ~4,096 columns as one wide block, then blocks of
+    # `tile` columns: ties (small integers), and rows whose wide block is (almost) all excluded,
+    # so that the heap is still partly empty when the narrow blocks start
+    torch.manual_seed(k)
+    q, db = ints(30, 4), ints(5000, 4)
+    mask = torch.zeros(30, 5000, dtype=torch.bool)
+    mask[:10, :4100] = True
+    mask[0, 4095] = False
+    check_topk(q, db, k, mask, exclude=mask, tile=tile)
+    check_topk(q, db, k, mask, exclude=mask, largest=False, tile=tile)

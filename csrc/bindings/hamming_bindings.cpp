@@ -29,7 +29,7 @@ void bind(py::module_& m) {
   m.def("hamming_cpu_impl", [] { return std::string(hamming::kernels().name); },
         "The popcount variant the CPU kernels use (\"popcnt\" or \"generic\").");
   m.def("hamming_set_cpu_impl", [](const std::string& name) { hamming::set_kernels(name.c_str()); },
-        py::arg("name"), "Selects the CPU popcount variant: auto, generic or popcnt (tests, benchmarks).");
+        py::arg("name"), "Selects the CPU popcount variant: auto, generic, popcnt or popcnt-scalar (tests, benchmarks).");
 }
 
 }  // namespace

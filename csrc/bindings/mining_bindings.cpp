@@ -27,6 +27,28 @@ void bind(py::module_& m) {
       py::arg("db_labels"), py::arg("indptr"), py::arg("indices"), py::arg("exclude"), py::arg("exclude_self"),
       py::arg("largest"), py::arg("state"), py::arg("stream"));
   m.def(
+      "mining_topk_fused",
+      [](py::handle q, py::handle db, py::handle q_labels, py::handle db_labels, py::handle indptr,
+         py::handle indices, py::handle dense, bool exclude_self, bool largest, py::handle keys, int64_t block_rows,
+         int64_t block_cols) {
+        std::vector<py::object> keep;
+        TensorView qv = as_view(q, "q", keep), dv = as_view(db, "db", keep), kv = as_view(keys, "state", keep);
+        TensorView ql, dl, ip, ix, dn;
+        const bool has_ql = as_optional_view(q_labels, "q_labels", keep, &ql);
+        const bool has_dl = as_optional_view(db_labels, "db_labels", keep, &dl);
+        const bool has_ip = as_optional_view(indptr, "indptr", keep, &ip);
+        const bool has_ix = as_optional_view(indices, "indices", keep, &ix);
+        const bool has_dn = as_optional_view(dense, "exclude", keep, &dn);
+        py::gil_scoped_release nogil;
+        mining::topk_fused(qv, dv, has_ql ? &ql : nullptr, has_dl ? &dl : nullptr, has_ip ? &ip : nullptr,
+                           has_ix ? &ix : nullptr, has_dn ? &dn : nullptr, exclude_self, largest, kv, block_rows,
+                           block_cols);
+      },
+      py::arg("q"), py::arg("db"), py::arg("q_labels"), py::arg("db_labels"), py::arg("indptr"), py::arg("indices"),
+      py::arg("exclude"), py::arg("exclude_self"), py::arg("largest"), py::arg("state"), py::arg("block_rows"),
+      py::arg("block_cols"));
+  m.def("mining_fused_available", [] { return mining::fused_available(); });
+  m.def(
       "mining_finalize",
       [](py::handle keys, bool largest, py::handle scores, py::handle idx, std::uintptr_t stream) {
         std::vector<py::object> keep;

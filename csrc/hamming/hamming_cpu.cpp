@@ -21,9 +21,66 @@ void distances_cpu(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, i
   });
 }
 
+namespace {
+// 256-bit codes with the vertical AVX2 scan: blocks of up to 64 queries share each chunk of codes,
+// transposed once per block (hamming_simd.h); the heaps fill from the first chunk's distances,
+// then only the pairs closer than their query's k-th distance (read once per chunk) come back.
+void topk32_vertical(const Kernels& kern, const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t k,
+                     int32_t* dist, int64_t* idx) {
+  const int64_t qb = std::max<int64_t>(1, std::min<int64_t>(kVerticalQueries, (1 << 16) / k));
+  constexpr int64_t kChunk = 2048;  // codes per transposed chunk (64 KiB)
+  const int64_t nblocks = (nq + qb - 1) / qb;
+  parallel_for(0, nblocks, 1, [&](int64_t blo, int64_t bhi) {
+    std::vector<TopK> heaps(qb);
+    std::vector<uint32_t> tc(kChunk * 8);
+    std::vector<uint32_t> cand(kChunk * kVerticalQueries);
+    std::vector<int32_t> cd(kChunk * kVerticalQueries);
+    std::vector<int32_t> buf(kChunk);
+    int32_t thr[kVerticalQueries];
+    for (int64_t blk = blo; blk < bhi; ++blk) {
+      const int64_t q0 = blk * qb, q1 = std::min(nq, q0 + qb);
+      const int nb = static_cast<int>(q1 - q0);
+      for (int j = 0; j < nb; ++j) heaps[j].reset(k);
+      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+        const int64_t m = std::min(kChunk, n - c0);
+        bool all_full = true;
+        for (int j = 0; j < nb; ++j) all_full &= heaps[j].full();
+        if (!all_full) {  // filling the heaps: every distance, one query at a time
+          for (int j = 0; j < nb; ++j) {
+            TopK& h = heaps[j];
+            kern.range(q + (q0 + j) * 32, codes + c0 * 32, m, 32, buf.data());
+            int32_t th = h.threshold();
+            for (int64_t i = 0; i < m; ++i) {
+              if (buf[i] < th) {
+                h.push(buf[i], c0 + i);
+                th = h.threshold();
+              }
+            }
+          }
+          continue;
+        }
+        for (int j = 0; j < nb; ++j) thr[j] = heaps[j].threshold();
+        kern.transpose32(codes + c0 * 32, m, tc.data());
+        const int64_t nc = kern.scan32v(tc.data(), m, q + q0 * 32, nb, thr, cand.data(), cd.data());
+        for (int64_t c = 0; c < nc; ++c) {  // per query, candidates in increasing code order
+          const int j = static_cast<int>(cand[c] % kVerticalQueries);
+          TopK& h = heaps[j];
+          if (cd[c] < h.threshold()) h.push(cd[c], c0 + cand[c] / kVerticalQueries);
+        }
+      }
+      for (int j = 0; j < nb; ++j) heaps[j].write_sorted(dist + (q0 + j) * k, idx + (q0 + j) * k);
+    }
+  });
+}
+}  // namespace
+
 void topk_cpu(const uint8_t* q, int64_t nq, const uint8_t* codes, int64_t n, int64_t nbytes, int64_t k,
               int32_t* dist, int64_t* idx) {
   const Kernels& kern = kernels();
+  if (nbytes == 32 && kern.scan32v != nullptr && k <= (1 << 16) / 8) {
+    topk32_vertical(kern, q, nq, codes, n, k, dist, idx);
+    return;
+  }
   // 16 queries share each tile; fewer when k is large, so that the heaps stay O(k) per thread
   const int64_t kQueryBlock = std::max<int64_t>(1, std::min<int64_t>(16, (1 << 16) / k));
   const int64_t tile = std::max<int64_t>(256, (256 << 10) / nbytes);  // ~256 KiB of codes

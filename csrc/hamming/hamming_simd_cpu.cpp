@@ -3,6 +3,7 @@
 // expanded inside the target function (to POPCNT there, never in code the CPU may not run).
 #include "hamming_simd.h"
 
+#include <algorithm>
 #include <cstdlib>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -208,6 +209,100 @@ bool cpu_has_avx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2");
 }
+
+// ---- vertical layout (see hamming_simd.h) ----
+__attribute__((target("avx2"))) void transpose32_avx2(const uint8_t* codes, int64_t m, uint32_t* out) {
+  const int64_t full = m / 8;
+  for (int64_t g = 0; g < full; ++g) {
+    const uint8_t* p = codes + 256 * g;
+    __m256i r[8];
+    for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * l));
+    // 8 x 8 transpose of 32-bit words: rows = codes, columns = words.
+    const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    __m256i* o = reinterpret_cast<__m256i*>(out + 64 * g);
+    _mm256_storeu_si256(o + 0, _mm256_permute2x128_si256(u0, u4, 0x20));
+    _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(u1, u5, 0x20));
+    _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(u2, u6, 0x20));
+    _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(u3, u7, 0x20));
+    _mm256_storeu_si256(o + 4, _mm256_permute2x128_si256(u0, u4, 0x31));
+    _mm256_storeu_si256(o + 5, _mm256_permute2x128_si256(u1, u5, 0x31));
+    _mm256_storeu_si256(o + 6, _mm256_permute2x128_si256(u2, u6, 0x31));
+    _mm256_storeu_si256(o + 7, _mm256_permute2x128_si256(u3, u7, 0x31));
+  }
+  if (full * 8 < m) {
+    uint32_t* o = out + 64 * full;
+    for (int i = 0; i < 64; ++i) o[i] = 0;
+    for (int64_t i = full * 8; i < m; ++i)
+      for (int w = 0; w < 8; ++w) std::memcpy(&o[8 * w + (i - full * 8)], codes + 32 * i + 4 * w, 4);
+  }
+}
+
+__attribute__((target("avx2"))) int64_t scan32v_avx2(const uint32_t* tcodes, int64_t m, const uint8_t* q, int nq,
+                                                     const int32_t* thr, uint32_t* cand, int32_t* cd) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                       2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f), ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  uint32_t qw[kVerticalQueries * 8];  // 8 words per query
+  std::memcpy(qw, q, static_cast<size_t>(nq) * 32);
+  int64_t c = 0;
+  const int64_t ng = (m + 7) / 8;
+  for (int64_t g = 0; g < ng; ++g) {
+    const __m256i* W = reinterpret_cast<const __m256i*>(tcodes + 64 * g);
+    const __m256i w0 = _mm256_loadu_si256(W), w1 = _mm256_loadu_si256(W + 1), w2 = _mm256_loadu_si256(W + 2),
+                  w3 = _mm256_loadu_si256(W + 3), w4 = _mm256_loadu_si256(W + 4), w5 = _mm256_loadu_si256(W + 5),
+                  w6 = _mm256_loadu_si256(W + 6), w7 = _mm256_loadu_si256(W + 7);
+    const int lanes = static_cast<int>(std::min<int64_t>(8, m - 8 * g));
+    const unsigned valid = (1u << lanes) - 1u;
+    for (int j = 0; j < nq; ++j) {
+      const uint32_t* qj = qw + 8 * j;
+      __m256i acc;
+#define SEMVIS_NIB(x) \
+  _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, low)), \
+                  _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi32(x, 4), low)))
+#define SEMVIS_WORD(wv, i) _mm256_xor_si256(wv, _mm256_set1_epi32(static_cast<int>(qj[i])))
+      {
+        const __m256i x0 = SEMVIS_WORD(w0, 0), x1 = SEMVIS_WORD(w1, 1), x2 = SEMVIS_WORD(w2, 2),
+                      x3 = SEMVIS_WORD(w3, 3);
+        const __m256i a = _mm256_add_epi8(SEMVIS_NIB(x0), SEMVIS_NIB(x1));
+        const __m256i b = _mm256_add_epi8(SEMVIS_NIB(x2), SEMVIS_NIB(x3));
+        acc = _mm256_add_epi8(a, b);
+      }
+      {
+        const __m256i x4 = SEMVIS_WORD(w4, 4), x5 = SEMVIS_WORD(w5, 5), x6 = SEMVIS_WORD(w6, 6),
+                      x7 = SEMVIS_WORD(w7, 7);
+        const __m256i a = _mm256_add_epi8(SEMVIS_NIB(x4), SEMVIS_NIB(x5));
+        const __m256i b = _mm256_add_epi8(SEMVIS_NIB(x6), SEMVIS_NIB(x7));
+        acc = _mm256_add_epi8(acc, _mm256_add_epi8(a, b));
+      }
+#undef SEMVIS_NIB
+#undef SEMVIS_WORD
+      // bytes (<= 64 each) -> 32-bit lanes: the distances to the 8 codes
+      const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(acc, ones8), ones16);
+      const __m256i t = _mm256_set1_epi32(thr[j]);
+      unsigned mask = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t, d))));
+      mask &= valid;
+      if (mask) {
+        alignas(32) int32_t dv[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dv), d);
+        while (mask) {
+          const int l = __builtin_ctz(mask);
+          mask &= mask - 1;
+          cand[c] = static_cast<uint32_t>((8 * g + l) * kVerticalQueries + j);
+          cd[c] = dv[l];
+          ++c;
+        }
+      }
+    }
+  }
+  return c;
+}
 #else
 // Other architectures (aarch64: CNT is baseline) compile the builtin to the native instruction.
 void range_popcnt(const uint8_t* q, const uint8_t* codes, int64_t n, int64_t nbytes, int32_t* out) {
@@ -220,28 +315,33 @@ int64_t scan_popcnt(const uint8_t* q, int nq, const uint8_t* codes, int64_t m, i
 bool cpu_has_popcnt() { return true; }
 #endif
 
-const Kernels kGeneric{"generic", &range_generic, &scan_generic};
+const Kernels kGeneric{"generic", &range_generic, &scan_generic, nullptr, nullptr};
 #if defined(__x86_64__) || defined(__i386__)
-const Kernels kPopcnt{"popcnt", &range_popcnt, &scan_popcnt};
-// POPCNT and AVX2 (the same name: the popcount is still the hardware one): hybrid filtered scan.
-const Kernels kPopcntAvx2{"popcnt", &range_popcnt, &scan_popcnt_hybrid};
+const Kernels kPopcnt{"popcnt", &range_popcnt, &scan_popcnt, nullptr, nullptr};
+// POPCNT and AVX2 (the same name: the popcount is still the hardware one): hybrid filtered scan,
+// and the vertical scan for 256-bit top-k.
+const Kernels kPopcntAvx2{"popcnt", &range_popcnt, &scan_popcnt_hybrid, &transpose32_avx2, &scan32v_avx2};
 const Kernels* popcnt_kernels() {
   static const bool env_off = std::getenv("SEMVIS_HAMMING_NO_AVX2") != nullptr;  // for measurements
   return cpu_has_avx2() && !env_off ? &kPopcntAvx2 : &kPopcnt;
 }
 #else
-const Kernels kPopcnt{"popcnt", &range_popcnt, &scan_popcnt};
+const Kernels kPopcnt{"popcnt", &range_popcnt, &scan_popcnt, nullptr, nullptr};
 const Kernels* popcnt_kernels() { return &kPopcnt; }
 #endif
 
 const Kernels* choose(const std::string& name) {
   if (name == "generic") return &kGeneric;
+  if (name == "popcnt-scalar") {
+    if (!cpu_has_popcnt()) failf("hamming: this CPU has no POPCNT instruction; use 'generic' or 'auto'");
+    return &kPopcnt;
+  }
   if (name == "popcnt") {
     if (!cpu_has_popcnt()) failf("hamming: this CPU has no POPCNT instruction; use 'generic' or 'auto'");
     return popcnt_kernels();
   }
   if (name == "auto" || name.empty()) return cpu_has_popcnt() ? popcnt_kernels() : &kGeneric;
-  failf("hamming: unknown implementation '", name, "'; expected one of auto, generic, popcnt");
+  failf("hamming: unknown implementation '", name, "'; expected one of auto, generic, popcnt, popcnt-scalar");
 }
 
 const Kernels*& current() {

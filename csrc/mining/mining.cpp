@@ -62,6 +62,52 @@ void merge_tile(const TensorView& S, int64_t row0, int64_t col0, int64_t n, int6
   }
 }
 
+void topk_fused(const TensorView& q, const TensorView& db, const TensorView* q_labels, const TensorView* db_labels,
+                const TensorView* indptr, const TensorView* indices, const TensorView* dense, bool exclude_self,
+                bool largest, const TensorView& keys, int64_t block_rows, int64_t block_cols) {
+  constexpr const char* op = "topk_similar";
+  if (on_cuda(q) || on_cuda(db) || on_cuda(keys)) failf(op, ": the fused kernel runs on the CPU only");
+  if (!fused_available()) failf(op, ": the fused CPU kernel needs AVX2 and FMA");
+  check_dtype(q, op, "q", {DType::kFloat32});
+  check_dtype(db, op, "db", {DType::kFloat32});
+  check_rank(q, op, "q", 2);
+  check_rank(db, op, "db", 2);
+  check_contiguous(q, op, "q");
+  check_contiguous(db, op, "db");
+  check_dtype(keys, op, "state", {DType::kInt64});
+  check_rank(keys, op, "state", 2);
+  check_contiguous(keys, op, "state");
+  check_writable(keys, op, "state");
+  const int64_t n = q.size(0), m = db.size(0), d = q.size(1), k = keys.size(1);
+  if (db.size(1) != d) failf(op, ": q and db must have the same dimension, got ", q.describe(), " and ", db.describe());
+  if (d < 1 || d > kFusedMaxDim) failf(op, ": the fused kernel takes 1 <= d <= ", kFusedMaxDim, ", got ", d);
+  if (keys.size(0) != n) failf(op, ": state must have ", n, " rows, got ", keys.describe());
+  if (k < 1) failf(op, ": k must be >= 1, got ", k);
+  if (m > kMaxColumns) failf(op, ": the database may hold at most ", kMaxColumns, " rows, got ", m);
+  if ((q_labels == nullptr) != (db_labels == nullptr)) failf(op, ": q_labels and db_labels go together");
+  if ((indptr == nullptr) != (indices == nullptr)) failf(op, ": indptr and indices go together");
+  check_optional_int64_vector(q_labels, q, "q", op, "q_labels", n);
+  check_optional_int64_vector(db_labels, q, "q", op, "db_labels", m);
+  check_optional_int64_vector(indptr, q, "q", op, "indptr", n + 1);
+  check_optional_int64_vector(indices, q, "q", op, "indices", indices ? indices->size(0) : 0);
+  if (indices) check_rank(*indices, op, "indices", 1);
+  if (dense) {
+    check_dtype(*dense, op, "exclude", {DType::kBool, DType::kUInt8});
+    check_shape(*dense, op, "exclude", {n, m});
+    check_contiguous(*dense, op, "exclude");
+  }
+  if (n == 0 || m == 0) return;
+  Exclude ex;
+  ex.q_labels = q_labels ? q_labels->ptr<const int64_t>() : nullptr;
+  ex.db_labels = db_labels ? db_labels->ptr<const int64_t>() : nullptr;
+  ex.indptr = indptr ? indptr->ptr<const int64_t>() : nullptr;
+  ex.indices = indices ? indices->ptr<const int64_t>() : nullptr;
+  ex.dense = dense ? dense->ptr<const uint8_t>() : nullptr;
+  ex.self = exclude_self;
+  topk_fused_cpu(q.ptr<const float>(), n, db.ptr<const float>(), m, d, ex, largest,
+                 reinterpret_cast<uint64_t*>(keys.ptr<int64_t>()), k, block_rows, block_cols);
+}
+
 void finalize(const TensorView& keys, bool largest, const TensorView& scores, const TensorView& idx,
               std::uintptr_t stream) {
   constexpr const char* op = "topk_similar";

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "common/numeric.h"
 #include "common/tensor.h"
@@ -74,6 +75,35 @@ void finalize(const TensorView& keys, bool largest, const TensorView& scores, co
 void merge_tile_cpu(const float* S, int64_t lds, int64_t nb, int64_t tm, int64_t row0, int64_t col0, int64_t m,
                     const Exclude& ex, bool largest, uint64_t* keys, int64_t k);
 void finalize_cpu(const uint64_t* keys, int64_t n, int64_t k, bool largest, float* scores, int64_t* idx);
+
+// Per-thread scratch of the CPU row merge.
+struct MergeScratch {
+  std::vector<uint32_t> key32, ck;
+  std::vector<int32_t> ci;
+  std::vector<uint64_t> cand;
+};
+// merge_tile_cpu's work on rows [lo, hi) of the tile, on the calling thread (no parallelism).
+void merge_rows_cpu(const float* S, int64_t lds, int64_t lo, int64_t hi, int64_t tm, int64_t row0, int64_t col0,
+                    int64_t m, const Exclude& ex, bool largest, uint64_t* keys, int64_t k, MergeScratch& sc);
+
+// ---- fused GEMM + running top-k on the CPU (float32, AVX2 + FMA) ------------------------------
+// topk_similar without the framework's GEMM: the CPU's threads (the shared pool) each compute a
+// block of block_rows x block_cols dot products with a register-blocked FMA kernel and fold it
+// into the state while it is still in cache, so no other thread pool runs between GEMM and
+// selection. Dot products accumulate in float32 over d in order (blocks of 256).
+//   q [n, d], db [m, d] float32 contiguous CPU; keys [n, k] int64 as merge_tile. block_rows,
+//   block_cols <= 0 pick the defaults (96 x 256). Extra memory: a packed copy of at most
+//   max(kFusedPackFloats, block_cols x d) database floats + per thread
+//   block_rows x (d + max(block_cols, 4096)) floats (a row's first ~4,096 columns are one wide
+//   block, so that its heap fills from them).
+bool fused_available();  // the CPU has AVX2 and FMA
+constexpr int64_t kFusedMaxDim = 4096;
+constexpr int64_t kFusedPackFloats = int64_t(1) << 22;
+void topk_fused(const TensorView& q, const TensorView& db, const TensorView* q_labels, const TensorView* db_labels,
+                const TensorView* indptr, const TensorView* indices, const TensorView* dense, bool exclude_self,
+                bool largest, const TensorView& keys, int64_t block_rows, int64_t block_cols);
+void topk_fused_cpu(const float* q, int64_t n, const float* db, int64_t m, int64_t d, const Exclude& ex, bool largest,
+                    uint64_t* keys, int64_t k, int64_t block_rows, int64_t block_cols);
 #ifdef SEMVIS_WITH_CUDA
 void merge_tile_cuda(const float* S, int64_t lds, int64_t nb, int64_t tm, int64_t row0, int64_t col0, int64_t m,
                      const Exclude& ex, bool largest, uint64_t* keys, int64_t k, int device, std::uintptr_t stream);

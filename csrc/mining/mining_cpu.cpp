@@ -42,6 +42,26 @@ inline bool excluded(const Exclude& ex, int64_t row, int64_t col, int64_t m) {
 
 using Heap = select::BoundedTopK<uint64_t, std::greater<uint64_t>>;  // larger key = better
 
+// Heap::replace_top for the min-heap of keys (root = smallest = worst), with the choice of the
+// smaller child made by conditional moves: the child comparison is a coin flip that a branch
+// mispredicts half the time, and the running top-k does hundreds of replacements per row.
+inline void replace_root(uint64_t* h, size_t k, uint64_t key) {
+  size_t i = 0;
+  for (;;) {
+    const size_t l = 2 * i + 1;
+    if (l >= k) break;
+    const uint64_t hl = h[l];
+    const uint64_t hr = l + 1 < k ? h[l + 1] : ~uint64_t(0);
+    const bool right = hr < hl;
+    const size_t c = right ? l + 1 : l;
+    const uint64_t hc = right ? hr : hl;
+    if (key <= hc) break;
+    h[i] = hc;
+    i = c;
+  }
+  h[i] = key;
+}
+
 // Zeroes the 32-bit keys of the excluded columns of one tile row (col0 .. col0 + tm).
 void zero_excluded(const Exclude& ex, int64_t row, int64_t col0, int64_t tm, int64_t m, uint32_t* key) {
   if (ex.self && row >= col0 && row < col0 + tm) key[row - col0] = 0;
@@ -154,54 +174,57 @@ inline bool has_avx2() {
 
 }  // namespace
 
+void merge_rows_cpu(const float* S, int64_t lds, int64_t lo, int64_t hi, int64_t tm, int64_t row0, int64_t col0,
+                    int64_t m, const Exclude& ex, bool largest, uint64_t* keys, int64_t k, MergeScratch& sc) {
+  for (int64_t r = lo; r < hi; ++r) {
+    const int64_t row = row0 + r;
+    uint64_t* h = keys + row * k;
+    const float* s = S + r * lds;
+    uint64_t thr = h[0];
+    if (thr == 0) {  // empty slots left: select from the tile row directly
+      fill_row(s, tm, row, col0, m, ex, largest, h, k, sc.key32, sc.cand, sc.ck, sc.ci);
+      continue;
+    }
+    // Pre-filter value: an element can enter only if its score is not worse than the root's.
+    // Written as !(v < t) so that NaN (ranked above +inf, as torch.topk does) passes.
+    const float t = key_score(thr, largest);
+    // Compare with a sign flip so that one loop serves both directions: u = +v or -v.
+    const float sgn = largest ? 1.f : -1.f;
+    float ts = sgn * t;
+    auto visit = [&](int64_t j) {
+      const float v = s[j];
+      if (sgn * v < ts) return;
+      const int64_t col = col0 + j;
+      const uint64_t key = make_key(v, col, largest);
+      if (key <= thr) return;
+      if (excluded(ex, row, col, m)) return;
+      replace_root(h, static_cast<size_t>(k), key);
+      thr = h[0];
+      ts = sgn * key_score(thr, largest);
+    };
+    int64_t j = 0;
+#if defined(__x86_64__)
+    if (has_avx2()) j = scan_avx2(s, tm, largest, ts, visit);
+#endif
+    constexpr int64_t kBlock = 16;
+    for (; j + kBlock <= tm; j += kBlock) {
+      // Branch-free test of a whole block (vectorized): most blocks hold no candidate.
+      // Written as !(u < ts) so that NaN, which must rank first, is never skipped.
+      int any = 0;
+      for (int64_t u = 0; u < kBlock; ++u) any |= !(sgn * s[j + u] < ts);
+      if (!any) continue;
+      for (int64_t u = 0; u < kBlock; ++u) visit(j + u);
+    }  // blocks
+    for (; j < tm; ++j) visit(j);
+  }  // r
+}
+
 void merge_tile_cpu(const float* S, int64_t lds, int64_t nb, int64_t tm, int64_t row0, int64_t col0, int64_t m,
                     const Exclude& ex, bool largest, uint64_t* keys, int64_t k) {
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(tm, 1));
   parallel_for(0, nb, grain, [&](int64_t lo, int64_t hi) {
-    std::vector<uint32_t> key32, ck;
-    std::vector<int32_t> ci;
-    std::vector<uint64_t> cand;
-    for (int64_t r = lo; r < hi; ++r) {
-      const int64_t row = row0 + r;
-      uint64_t* h = keys + row * k;
-      const float* s = S + r * lds;
-      uint64_t thr = h[0];
-      if (thr == 0) {  // empty slots left: select from the tile row directly
-        fill_row(s, tm, row, col0, m, ex, largest, h, k, key32, cand, ck, ci);
-        continue;
-      }
-      // Pre-filter value: an element can enter only if its score is not worse than the root's.
-      // Written as !(v < t) so that NaN (ranked above +inf, as torch.topk does) passes.
-      const float t = key_score(thr, largest);
-      // Compare with a sign flip so that one loop serves both directions: u = +v or -v.
-      const float sgn = largest ? 1.f : -1.f;
-      float ts = sgn * t;
-      auto visit = [&](int64_t j) {
-        const float v = s[j];
-        if (sgn * v < ts) return;
-        const int64_t col = col0 + j;
-        const uint64_t key = make_key(v, col, largest);
-        if (key <= thr) return;
-        if (excluded(ex, row, col, m)) return;
-        Heap::replace_top(h, static_cast<size_t>(k), key, std::greater<uint64_t>());
-        thr = h[0];
-        ts = sgn * key_score(thr, largest);
-      };
-      int64_t j = 0;
-#if defined(__x86_64__)
-      if (has_avx2()) j = scan_avx2(s, tm, largest, ts, visit);
-#endif
-      constexpr int64_t kBlock = 16;
-      for (; j + kBlock <= tm; j += kBlock) {
-        // Branch-free test of a whole block (vectorized): most blocks hold no candidate.
-        // Written as !(u < ts) so that NaN, which must rank first, is never skipped.
-        int any = 0;
-        for (int64_t u = 0; u < kBlock; ++u) any |= !(sgn * s[j + u] < ts);
-        if (!any) continue;
-        for (int64_t u = 0; u < kBlock; ++u) visit(j + u);
-      }  // blocks
-      for (; j < tm; ++j) visit(j);
-    }  // r
+    MergeScratch sc;
+    merge_rows_cpu(S, lds, lo, hi, tm, row0, col0, m, ex, largest, keys, k, sc);
   });
 }
 

@@ -1,8 +1,10 @@
 """Hard-negative mining: tiled top-k similarity search and the mining step of Gordo & Larlus.
 
-``topk_similar`` computes dot products tile by tile with torch's GEMM (MKL / cuBLAS, as FAISS
-does) and folds every tile into a running per-row top-k with a fused C++ / CUDA kernel that also
-applies the exclusion mask, so its memory is O(n * k + tile) at any database size.
+``topk_similar`` computes dot products tile by tile and folds every tile into a running per-row
+top-k with a C++ / CUDA kernel that also applies the exclusion mask, so its memory is
+O(n * k + tile) at any database size. On CUDA (and for 16-bit inputs) the tiles come from torch's
+GEMM (cuBLAS / MKL, as FAISS does); for float32 on an AVX2 + FMA CPU the GEMM is our own kernel,
+fused with the selection on one thread pool (each thread selects from the block it just computed).
 """
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ MINING_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # intermediate that depends on m; change these to trade memory for GEMM efficiency.
 TILE = {"cpu": (1024, 4096), "cuda": (4096, 16384)}
 MAX_CUDA_K = 2048
+# float32 on an AVX2 + FMA CPU: the GEMM is our own, fused with the selection (one thread pool
+# computes a block and selects from it while it is in cache; see csrc/mining/mining_fused_cpu.cpp).
+# Set to False to use the framework's GEMM tiles + merge_tile instead (16-bit inputs always do).
+FUSED_CPU = True
+FUSED_MAX_DIM = 4096  # the fused kernel packs [block rows, d] per thread: larger d use the tiles
 
 
 class LabelMask(NamedTuple):
@@ -135,6 +142,16 @@ def _topk_similar(
 ) -> Tuple[Tensor, Tensor]:
     n, m = q.shape[0], db.shape[0]
     state = torch.zeros((n, k), dtype=torch.int64, device=q.device)
+    if _use_fused(q, tile_rows):
+        # tile_rows < 0 marks the default blocks (the fused kernel's own); else the caller's tile
+        br, bc = (0, 0) if tile_rows < 0 else (tile_rows, tile_cols)
+        _C.mining_topk_fused(capsule(q.contiguous()), capsule(db.contiguous()),
+                             *[capsule(t) for t in (q_labels, db_labels, indptr, indices, dense)],
+                             exclude_self, largest, capsule(state), br, bc)
+        scores = torch.empty((n, k), dtype=torch.float32, device=q.device)
+        _C.mining_finalize(capsule(state), largest, capsule(scores), capsule(state), 0)
+        return scores, state
+    tile_rows, tile_cols = abs(tile_rows), abs(tile_cols)
     buf = torch.empty(min(tile_rows, max(n, 1)) * min(tile_cols, m), dtype=torch.float32, device=q.device)
     stream = stream_of(q)
     cast = q.dtype != torch.float32  # 16-bit inputs: products accumulated and kept in float32
@@ -155,6 +172,11 @@ def _topk_similar(
     # the keys are decoded in place: the state's buffer becomes the index output
     _C.mining_finalize(capsule(state), largest, capsule(scores), capsule(state), stream)
     return scores, state
+
+
+def _use_fused(q: Tensor, tile_rows: int) -> bool:
+    return (FUSED_CPU and q.device.type == "cpu" and q.dtype == torch.float32 and 1 <= q.shape[1] <= FUSED_MAX_DIM
+            and bool(_C.mining_fused_available()))
 
 
 @_topk_similar.register_fake
@@ -240,9 +262,14 @@ def topk_similar(
 ) -> Tuple[Tensor, Tensor]:
     """The k most (or least) similar database rows of every query, by dot product.
 
-    Similarities are computed tile by tile (torch's GEMM, float32 accumulation) and merged into a
-    running per-row top-k by a fused kernel that applies the exclusions; peak memory is
-    ``O(n * k + tile)`` (``TILE`` float32 similarities), never ``O(n * m)``.
+    Similarities are computed tile by tile (float32 accumulation) and merged into a running
+    per-row top-k by a fused kernel that applies the exclusions; peak memory is
+    ``O(n * k + tile)`` (``TILE`` float32 similarities; for float32 on an AVX2 + FMA CPU, where
+    the GEMM is fused with the selection, a packed copy of at most ``max(2**22, columns * d)``
+    database floats plus ``rows * (d + max(columns, 4096))`` floats per thread, (rows, columns) =
+    ``tile`` or 96 x 256 by default), never ``O(n * m)``. With the fused CPU kernel, ``tile``
+    sets its (rows, columns) block per thread; its float32 sums may differ from torch's GEMM in
+    the last bits (summation order).
 
     Args:
         q (Tensor[n, d]): queries; float32, float16 or bfloat16 (16-bit tiles are converted to
@@ -290,7 +317,8 @@ def topk_similar(
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"{_OP}: {nm} must be a positive int, got {v!r}")
     ql, dl, ip, ix, dn = _normalize_exclude(_OP, exclude, n, m, q.device)
-    return _topk_similar(q, db, k, largest, exclude_self, ql, dl, ip, ix, dn, int(tr), int(tc))
+    sign = 1 if tile is not None else -1  # negative: the default tile (the fused CPU kernel picks its own blocks)
+    return _topk_similar(q, db, k, largest, exclude_self, ql, dl, ip, ix, dn, sign * int(tr), sign * int(tc))
 
 
 # ---- the mining step of Gordo & Larlus (seed 000.8) ------------------------------------------
