@@ -8,9 +8,10 @@ import numpy as np
 
 from ..config import Config, ConfigError
 
-__all__ = ["VideoIndexConfig", "METHODS", "ConfigError"]
+__all__ = ["VideoIndexConfig", "METHODS", "INDEXES", "ConfigError"]
 
 METHODS = ("aggregation", "all", "keyframes", "global")
+INDEXES = ("kdtree", "forest", "mih")
 
 
 @dataclass
@@ -24,6 +25,14 @@ class VideoIndexConfig(Config):
         width (int): frames and queries are resized to this width (720 in the paper).
         max_hamming (int), max_distance (float): tracking thresholds (strict; 20 and 100 px).
         min_track_len (int): tracks with at least this many frames give a key feature (8: "longer than 7").
+        index (str): the nearest-neighbour index over the indexed descriptors: ``"kdtree"`` (the
+            paper's binary kd-tree, approximate: ``backtracks`` leaves per query descriptor),
+            ``"forest"`` (``trees`` randomized kd-trees searched with one shared budget of
+            ``backtracks`` leaves, :class:`semvis_ext.BinaryKDTree` with ``trees > 1``) or ``"mih"``
+            (multi-index hashing, :class:`semvis_ext.MultiIndexHash`: exact nearest neighbours,
+            ``backtracks``, ``leaf_size`` and ``order`` unused; the same results as ``exact=True``).
+            Files written before this field existed load as ``"kdtree"``.
+        trees (int): ``index="forest"`` only: the number of trees T (>= 1; 1 is the kd-tree).
         leaf_size (int): kd-tree leaf size SL (100).
         backtracks (int): leaves visited per query descriptor, B (50).
         order (str): kd-tree backtracking order, ``"fifo"`` (the paper) or ``"best_bin"``.
@@ -70,6 +79,8 @@ class VideoIndexConfig(Config):
     max_hamming: int = 20
     max_distance: float = 100.0
     min_track_len: int = 8
+    index: str = "kdtree"
+    trees: int = 4
     leaf_size: int = 100
     backtracks: int = 50
     order: str = "fifo"
@@ -98,6 +109,7 @@ class VideoIndexConfig(Config):
                 object.__setattr__(self, name, v.item())
         self.check_choice("method", METHODS)
         self.check_choice("order", ("fifo", "best_bin"))
+        self.check_choice("index", INDEXES)
         self.check_choice("vote", ("soft", "count"))
         self.check_choice("frame_store", ("tracks", "sketch"))
         self.check_choice("global_aggregator", ("mean", "recurrent"))
@@ -111,7 +123,7 @@ class VideoIndexConfig(Config):
             self.fail("global_model", "global_aggregator='recurrent' needs a trained encoder (a "
                                       "`semvis video train-global` checkpoint)")
         for name, lo in (("n_features", 1), ("width", 32), ("max_hamming", 0), ("min_track_len", 1),
-                         ("leaf_size", 1), ("backtracks", 1), ("step", 1), ("match_threshold", 0),
+                         ("leaf_size", 1), ("backtracks", 1), ("trees", 1), ("step", 1), ("match_threshold", 0),
                          ("frame_features", 1), ("verify", 0)):
             self.check_int(name, lo=lo)
         self.check_int("vote_max_distance", lo=0, optional=True)

@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .geometry import best_frame
+from .methods import key_neighbours
 
 __all__ = ["search"]
 
@@ -56,12 +57,7 @@ def search(index, image, top: int = 5, backtracks: Optional[int] = None, exact: 
         return []
     if q.shape[1] != store.codes.shape[1]:
         raise ValueError(f"search: query descriptors have {q.shape[1]} bytes, the index {store.codes.shape[1]}")
-    import semvis_ext
-
-    if exact:
-        D, I = semvis_ext.hamming_topk(q, store.codes, 1)
-    else:
-        D, I = index._tree.search(q, k=1, backtracks=int(B), order=cfg.order)
+    D, I = key_neighbours(cfg, index._tree, store.codes, q, 1, int(B), exact)
     d, i = np.asarray(D)[:, 0], np.asarray(I)[:, 0]
     ok = i >= 0
     if cfg.vote_max_distance is not None:
