@@ -338,3 +338,36 @@ def test_cli_index_choice(tmp_path, corpus, capsys):
     assert main(["video", "index", path, "-o", str(tmp_path / "x.svx"), "--index", "forest", "--trees", "0"]) == 2
     assert main(["video", "index", path, "-o", str(tmp_path / "x.svx"), "--index", "ivf"]) == 2
     assert "invalid choice: 'ivf'" in capsys.readouterr().err
+
+
+def test_shot_norm_scales_votes_and_scores(corpus, features, queries):
+    # shot_norm = p ranks shots by votes (and verified inliers) times (smallest shot's items /
+    # shot's items) ** p: checked against the raw scores of shot_norm = 0, shot by shot
+    raw = make_index(corpus, features, verify=0, shot_norm=0.0)
+    b = raw._store
+    n = np.diff(b.shot_offsets).astype(np.float64)
+    assert n.min() > 0 and n.max() > n.min()  # shots of different sizes, else nothing to test
+    S = b.n_shots
+    for p, verify in ((0.75, 0), (1.5, 0), (0.75, 5)):
+        idx = make_index(corpus, features, verify=verify, shot_norm=p)
+        raw.verify = verify
+        for q in queries[:6]:
+            f = idx.extractor(q.image)
+            got = {(h.video, h.shot): h.score for h in idx.search(None, top=S, features=f)}
+            want = {}
+            for h in raw.search(None, top=S, features=f):
+                s = int(b.video_shot_offsets[b.video_ids.index(h.video)]) + h.shot
+                want[(h.video, h.shot)] = h.score * (n.min() / n[s]) ** p
+            assert set(got) == set(want)
+            for k in got:
+                assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12)
+                assert 0.0 <= got[k] <= 1.0
+            scores = list(got.values())
+            verified = [s for s in scores if s > 0] if verify else scores
+            assert verified == sorted(verified, reverse=True)
+    assert VideoIndex(progress=False, config=None).cfg.shot_norm == 0.75
+    from semvis.video import VideoIndexConfig
+
+    assert VideoIndexConfig.preset("paper").shot_norm == 0.0
+    with pytest.raises(ValueError, match="shot_norm"):
+        VideoIndex(progress=False, shot_norm=-0.5)

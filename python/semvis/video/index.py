@@ -42,7 +42,8 @@ class VideoHit(NamedTuple):
     video (as the index segmented it); ``score`` in [0, 1]: with verification, the verified soft
     inliers divided by the query's descriptors (0 for a shot that did not verify: it comes after
     the verified ones, in vote order); with ``verify=0``, the shot's votes divided by the most it
-    could get (every query descriptor at distance 0 for soft votes, or voting for it)."""
+    could get (every query descriptor at distance 0 for soft votes, or voting for it); either
+    times (smallest shot's items / the shot's items) ** ``shot_norm`` (1 when shot_norm = 0)."""
 
     video: str
     shot: int

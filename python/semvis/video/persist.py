@@ -157,8 +157,11 @@ def read(path: Union[str, os.PathLike], with_model: bool = False) -> Tuple:
         if not isinstance(sp, dict) or a.dtype.str != sp.get("dtype") or list(a.shape) != sp.get("shape") \
                 or _sha(a) != sp.get("sha256"):
             raise bad(f"array {k!r} does not match its checksum (corrupt file)")
+    conf = meta.get("config")
+    if isinstance(conf, dict) and "shot_norm" not in conf:  # written before the field: raw scores
+        conf = {**conf, "shot_norm": 0.0}
     try:
-        cfg = VideoIndexConfig.from_dict(meta.get("config"))
+        cfg = VideoIndexConfig.from_dict(conf)
     except (TypeError, ValueError) as e:
         raise bad(f"invalid configuration in the header ({e})") from None
     layout = method_for(cfg).layout()

@@ -69,6 +69,12 @@ def search(index, image, top: int = 5, backtracks: Optional[int] = None, exact: 
         votes = np.bincount(shots, weights=w, minlength=S) / (len(q) * max(cfg.match_threshold, 1))
     else:
         votes = np.bincount(shots, minlength=S) / len(q)
+    # per-shot normalisation (cfg.shot_norm): (smallest shot's items / shot's items)^p <= 1
+    n_items = np.diff(store.shot_offsets).astype(np.float64)
+    scale = np.ones(S)
+    if cfg.shot_norm > 0 and (n_items > 0).any():
+        scale = (n_items[n_items > 0].min() / np.maximum(n_items, 1.0)) ** cfg.shot_norm
+        votes = votes * scale
     order = np.lexsort((np.arange(S), -votes))  # most votes first, ties to the lowest shot
     order = order[votes[order] > 0]
 
@@ -86,8 +92,9 @@ def search(index, image, top: int = 5, backtracks: Optional[int] = None, exact: 
     cand = order[:cfg.verify]
     geos = [method.geometry(store.view(int(s), index.layout), q, qkp) for s in cand]
     seeds = [g.seed() for g in geos]
-    rank = sorted(range(len(cand)), key=lambda j: (-seeds[j][0], j))
-    hits: List = [hit(geos[j].view, geos[j].frame(seeds[j]), seeds[j][0] / len(q)) for j in rank[:top]]
+    score = [seeds[j][0] * scale[s] / len(q) for j, s in enumerate(cand)]
+    rank = sorted(range(len(cand)), key=lambda j: (-score[j], j))
+    hits: List = [hit(geos[j].view, geos[j].frame(seeds[j]), score[j]) for j in rank[:top]]
     # shots beyond the verified ones follow them (in vote order), only when more are asked for
     hits += [unverified(s, 0.0) for s in order[len(cand):len(cand) + top - len(hits)]]
     return hits
