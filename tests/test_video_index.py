@@ -371,3 +371,23 @@ def test_shot_norm_scales_votes_and_scores(corpus, features, queries):
     assert VideoIndexConfig.preset("paper").shot_norm == 0.0
     with pytest.raises(ValueError, match="shot_norm"):
         VideoIndex(progress=False, shot_norm=-0.5)
+
+
+def test_sharded_search_equals_single_index_with_shot_norm_and_mih(tmp_path):
+    # shards (in process, one video each) rank with the global shot sizes: the same hits as one index
+    from semvis.video.shards import ShardedIndex, index_sharded
+
+    W = 480
+    corpus = sv.make_corpus(n_videos=3, shots_per_video=(2, 2), frames_per_shot=(20, 25), size=(W, 270), seed=0)
+    qs = [q.image for q in sv.make_queries(corpus, n=5, seed=1)]
+    videos = {v.video_id: v.frames for v in corpus.videos}
+    for i, kw in enumerate((dict(), dict(index="mih", shot_norm=1.5))):
+        index_sharded(videos, tmp_path / str(i), videos_per_shard=1, use_ray=False, width=W, **kw)
+        single = VideoIndex(progress=False, width=W, **kw)
+        for v in corpus.videos:
+            single.add(v.frames, v.video_id)
+        single.build()
+        sh = ShardedIndex.open(tmp_path / str(i))
+        assert sh.cfg.shot_norm == single.cfg.shot_norm and sh.cfg.index == single.cfg.index
+        for q in qs:
+            assert sh.search(q, top=4) == single.search(q, top=4)
