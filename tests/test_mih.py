@@ -189,3 +189,141 @@ def test_bad_inputs():
         index.search(codes[:2].copy(), 0)
     with pytest.raises(TypeError, match="k must be an int"):
         index.search(codes[:2].copy(), True)
+
+
+# ---------------------------------------------------------------- save / load (format version 1)
+# a 128-byte header: 4 sections (offset, length) at byte 40, their crc32 at 104, the header's at 124
+H1, SEC1, CRC1 = 128, 40, 104
+
+
+def _sections(blob):
+    import struct
+
+    v = struct.unpack_from("<8Q", blob, SEC1)
+    return [(v[2 * i], v[2 * i + 1]) for i in range(4)]
+
+
+def _forge(blob, s, arr):
+    """blob with section s replaced by arr, its checksum and the header's recomputed (a crafted file)."""
+    import struct
+    import zlib
+
+    data = bytearray(blob)
+    off, length = _sections(blob)[s]
+    raw = np.ascontiguousarray(arr).tobytes()
+    assert len(raw) == length
+    data[off:off + length] = raw
+    data[CRC1 + 4 * s:CRC1 + 4 * s + 4] = struct.pack("<I", zlib.crc32(raw) & 0xFFFFFFFF)
+    data[H1 - 4:H1] = struct.pack("<I", zlib.crc32(bytes(data[:H1 - 4])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+@pytest.mark.parametrize("ids", [None, "custom"])
+def test_save_load_round_trip(tmp_path, mmap, ids):
+    codes = clustered(3000, seed=30)
+    ids = None if ids is None else np.arange(3000, dtype=np.int64)[::-1] * 7 + 10 ** 12
+    index = MultiIndexHash(codes, ids=ids, m=19)
+    q = np.concatenate([near(codes, 40, seed=31), np.random.default_rng(32).integers(0, 256, (10, 32), np.uint8)])
+    path = tmp_path / "index.svmih"
+    index.save(path)
+    blob = path.read_bytes()
+    assert blob == index.to_bytes() and blob[:8] == b"SVMIHASH"
+    for back in (MultiIndexHash.load(path, mmap=mmap), MultiIndexHash.load(path, mmap=mmap, verify=False),
+                 MultiIndexHash.from_bytes(blob), MultiIndexHash.from_bytes(np.frombuffer(blob, np.uint8))):
+        assert len(back) == 3000 and back.m == 19 and back.nbits == 256
+        assert back.memory_bytes() == index.memory_bytes()
+        np.testing.assert_array_equal(back.ids, index.ids)
+        for k in (1, 4, 3001):
+            for a, b in zip(index.search(q, k), back.search(q, k)):
+                np.testing.assert_array_equal(a, b)
+    back = MultiIndexHash.load(path)
+    back.save(path)  # overwriting the mapped file is safe (written aside, then renamed)
+    np.testing.assert_array_equal(MultiIndexHash.load(path).search(q, 3)[1], index.search(q, 3)[1])
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_save_load_empty_and_tiny(tmp_path):
+    q = clustered(3, seed=33)
+    for n, nbytes in ((0, 32), (1, 8), (2, 16)):
+        codes = clustered(n, nbytes, seed=34) if n else np.zeros((0, nbytes), np.uint8)
+        index = MultiIndexHash(codes)
+        index.save(tmp_path / "e")
+        back = MultiIndexHash.load(tmp_path / "e")
+        qq = np.ascontiguousarray(q[:, :nbytes])
+        for a, b in zip(index.search(qq, 2), back.search(qq, 2)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_load_corrupt_truncated_and_foreign_files(tmp_path):
+    codes = clustered(700, seed=35)
+    index = MultiIndexHash(codes, m=16)
+    path = tmp_path / "ok.svmih"
+    index.save(path)
+    blob = path.read_bytes()
+    bad = tmp_path / "bad.svmih"
+    name = "bad.svmih"
+    rng = np.random.default_rng(36)
+    cases = [blob[:n] for n in (0, 7, 8, 39, 100, 127, 128, 500, len(blob) - 1)]
+    cases += [blob + b"\0", b"SVKDTREE" + bytes(300), bytes(rng.integers(0, 256, 5000, dtype=np.uint8))]
+    for data in cases:
+        bad.write_bytes(data)
+        with pytest.raises(ValueError, match=f"MultiIndexHash.load: .*{name}"):
+            MultiIndexHash.load(bad)
+        with pytest.raises(ValueError, match="MultiIndexHash.from_bytes"):
+            MultiIndexHash.from_bytes(data)
+    # every flip of a header byte, and random flips in the ids and tables, are refused whatever
+    # verify says; flips in the keys with verify=True, and load harmlessly with verify=False
+    sec = _sections(blob)
+    q = near(codes, 10, seed=37)
+    keys = (sec[0][0], sec[0][0] + sec[0][1])
+    positions = list(range(H1)) + list(rng.integers(H1, len(blob), 300))
+    for pos in positions:
+        data = bytearray(blob)
+        data[pos] ^= 1 << int(rng.integers(0, 8))
+        bad.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match=f"MultiIndexHash.load: .*{name}.* (corrupt|truncated|not a|version)"):
+            MultiIndexHash.load(bad)
+        if keys[0] <= pos < keys[1]:
+            D, I = MultiIndexHash.load(bad, verify=False).search(q, 3)
+            assert ((I >= 0) & (I < 700)).all()
+        else:
+            with pytest.raises(ValueError, match="MultiIndexHash.load"):
+                MultiIndexHash.load(bad, verify=False)
+
+
+def test_load_refuses_forged_tables_and_versions(tmp_path):
+    import struct
+    import zlib
+
+    codes = clustered(500, seed=38)
+    index = MultiIndexHash(codes, m=16)
+    blob = index.to_bytes()
+    bad = tmp_path / "forged.svmih"
+    # checksums right, structure wrong: positions not a permutation, offsets not rising, negative ids
+    pos = np.array(index._positions)
+    pos[2, 5] = pos[2, 6]
+    off = np.array(index._offsets)
+    off[3], off[4] = off[4] + 1, off[3]
+    ids = np.array(index.ids)
+    ids[7] = -1
+    for s, arr, why in ((3, pos, "not a permutation"), (2, off, "offsets"), (1, ids, "negative ids")):
+        bad.write_bytes(_forge(blob, s, arr))
+        for verify in (True, False):
+            with pytest.raises(ValueError, match=f"forged.svmih.*{why}"):
+                MultiIndexHash.load(bad, verify=verify)
+    # a future version, a bad m (header checksum recomputed)
+    for field, value, why in ((8, 2, "version 2"), (20, 0, "invalid sizes"), (20, 10, "invalid sizes")):
+        data = bytearray(blob)
+        data[field:field + 4] = struct.pack("<I", value)
+        data[H1 - 4:H1] = struct.pack("<I", zlib.crc32(bytes(data[:H1 - 4])) & 0xFFFFFFFF)
+        bad.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match=why):
+            MultiIndexHash.load(bad)
+
+
+def test_from_bytes_type_errors():
+    blob = MultiIndexHash(clustered(50, seed=39)).to_bytes()
+    for buf in ("text", 3, np.frombuffer(blob, np.uint8).view(np.int32), np.zeros((2, 2), np.uint8)):
+        with pytest.raises(TypeError, match="MultiIndexHash.from_bytes"):
+            MultiIndexHash.from_bytes(buf)

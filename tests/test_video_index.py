@@ -244,3 +244,150 @@ def test_demo_smoke(tmp_path):
     assert "Table 5.1" in text and "Bi-Aggregation-KdTree (ours)" in text
     assert os.path.isfile(res["report"]) and len(res["rows"]) == 6
     assert all(0.0 <= r["shot@50"] <= 1.0 for r in res["rows"])
+
+
+@pytest.mark.parametrize("kind,kw", [("kdtree", {}), ("forest", {"trees": 3}), ("mih", {})])
+def test_index_kinds_shots_exactness_and_round_trip(tmp_path, corpus, features, queries, kind, kw):
+    from semvis.search.video import item_shots, knn
+
+    idx = make_index(corpus, features, index=kind, **kw)
+    want = {"kdtree": (semvis_ext.BinaryKDTree, 1), "forest": (semvis_ext.BinaryKDTree, 3),
+            "mih": (semvis_ext.MultiIndexHash, None)}[kind]
+    assert isinstance(idx._tree, want[0]) and getattr(idx._tree, "trees", None) == want[1]
+    ranges = shot_ranges(corpus)
+    qf = [idx.extractor(q.image) for q in queries]
+    r = evaluate(idx, queries, ranges, query_features=qf)
+    assert r["shot_r1"] >= 0.9, (kind, r)
+    codes = idx._store.codes
+    q = np.ascontiguousarray(np.concatenate([f[1] for f in qf[:6]]))
+    D, I = knn(idx, q, k=3)
+    assert D.dtype == np.int32 and I.dtype == np.int64 and D.shape == I.shape == (len(q), 3)
+    Db, Ib = semvis_ext.hamming_topk(q, codes, 3)
+    if kind == "mih":  # exact: the brute force's neighbours, and the same hits as exact=True
+        np.testing.assert_array_equal(D, Db)
+        np.testing.assert_array_equal(I, Ib)
+        for f in qf:
+            assert idx.search(None, top=3, features=f) == idx.search(None, top=3, features=f, exact=True)
+    else:  # approximate: real items at their true distances, never nearer than the exact ones
+        np.testing.assert_array_equal(D[:, 0] >= Db[:, 0], True)
+        assert (I >= 0).all() and (I < len(codes)).all()
+        np.testing.assert_array_equal(np.unpackbits(q[:, None] ^ codes[I], axis=2).sum(2), D)
+    v, s = item_shots(idx, np.array([[0, -1], [idx.n_items - 1, 0]]))
+    assert v[0, 1] == s[0, 1] == -1 and v[1, 0] == len(idx) - 1 and v[0, 0] == 0 and s[0, 0] == 0
+    # save / load: the same kind, the same results
+    p = tmp_path / f"{kind}.svx"
+    idx.save(p)
+    back = VideoIndex.load(p, progress=False)
+    assert back.cfg.index == kind and back.config() == idx.config() and back.memory() == idx.memory()
+    assert type(back._tree) is type(idx._tree) and getattr(back._tree, "trees", None) == want[1]
+    for f in qf[:8]:
+        assert back.search(None, top=3, features=f) == idx.search(None, top=3, features=f)
+    for a, b in zip(knn(back, q, k=2), knn(idx, q, k=2)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_index_kind_file_checks_and_arguments(tmp_path, corpus, features):
+    import zipfile
+
+    from semvis.search.video import knn
+    from semvis.video.config import ConfigError
+
+    for bad in (dict(index="ivf"), dict(index="forest", trees=0), dict(trees=1.5)):
+        with pytest.raises(ConfigError, match="index|trees"):
+            VideoIndex(progress=False, **bad)
+    idx = make_index(corpus, features, index="mih")
+    with pytest.raises(TypeError, match="knn: descriptors"):
+        knn(idx, np.zeros((2, 16), np.uint8))
+    with pytest.raises(ValueError, match="knn: k"):
+        knn(idx, np.zeros((2, 32), np.uint8), k=0)
+    # a file whose configuration says forest of 3 trees but holds a single tree is refused
+    one = make_index(corpus, features, index="kdtree")
+    p = tmp_path / "one.svx"
+    one.save(p)
+    with zipfile.ZipFile(p) as z:
+        arrays = {n[:-4]: np.load(z.open(n)) for n in z.namelist()}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["config"].update(index="forest", trees=3)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "forged.svx", **arrays)
+    os.replace(tmp_path / "forged.svx.npz", tmp_path / "forged.svx")
+    with pytest.raises(ValueError, match="forged.svx.*1 trees"):
+        VideoIndex.load(tmp_path / "forged.svx")
+    meta["config"].update(index="mih")
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "forged2.svx", **arrays)
+    os.replace(tmp_path / "forged2.svx.npz", tmp_path / "forged2.svx")
+    with pytest.raises(ValueError, match="forged2.svx.*(unexpected arrays|missing multi-index hash)"):
+        VideoIndex.load(tmp_path / "forged2.svx")
+
+
+def test_cli_index_choice(tmp_path, corpus, capsys):
+    from semvis.cli import main
+
+    v = corpus.videos[0]
+    path = sv.write_video(str(tmp_path / "clip.avi"), v.frames[:40])
+    q = tmp_path / "q.jpg"
+    cv2.imwrite(str(q), sv.phone_photo(v.frames[12], np.random.default_rng(0), strength=0.5))
+    for kind, extra in (("mih", []), ("forest", ["--trees", "2"])):
+        out = tmp_path / f"{kind}.svx"
+        assert main(["video", "index", path, "-o", str(out), "--quiet", "--index", kind, *extra]) == 0
+        idx = VideoIndex.load(out, progress=False)
+        assert idx.cfg.index == kind and (kind != "forest" or idx._tree.trees == 2)
+        assert main(["video", "search", str(out), str(q), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[0])["results"][0]["video"] == "clip"
+    assert main(["video", "index", path, "-o", str(tmp_path / "x.svx"), "--index", "forest", "--trees", "0"]) == 2
+    assert main(["video", "index", path, "-o", str(tmp_path / "x.svx"), "--index", "ivf"]) == 2
+    assert "invalid choice: 'ivf'" in capsys.readouterr().err
+
+
+def test_shot_norm_scales_votes_and_scores(corpus, features, queries):
+    # shot_norm = p ranks shots by votes (and verified inliers) times (smallest shot's items /
+    # shot's items) ** p: checked against the raw scores of shot_norm = 0, shot by shot
+    raw = make_index(corpus, features, verify=0, shot_norm=0.0)
+    b = raw._store
+    n = np.diff(b.shot_offsets).astype(np.float64)
+    assert n.min() > 0 and n.max() > n.min()  # shots of different sizes, else nothing to test
+    S = b.n_shots
+    for p, verify in ((0.75, 0), (1.5, 0), (0.75, 5)):
+        idx = make_index(corpus, features, verify=verify, shot_norm=p)
+        raw.verify = verify
+        for q in queries[:6]:
+            f = idx.extractor(q.image)
+            got = {(h.video, h.shot): h.score for h in idx.search(None, top=S, features=f)}
+            want = {}
+            for h in raw.search(None, top=S, features=f):
+                s = int(b.video_shot_offsets[b.video_ids.index(h.video)]) + h.shot
+                want[(h.video, h.shot)] = h.score * (n.min() / n[s]) ** p
+            assert set(got) == set(want)
+            for k in got:
+                assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12)
+                assert 0.0 <= got[k] <= 1.0
+            scores = list(got.values())
+            verified = [s for s in scores if s > 0] if verify else scores
+            assert verified == sorted(verified, reverse=True)
+    assert VideoIndex(progress=False, config=None).cfg.shot_norm == 0.75
+    from semvis.video import VideoIndexConfig
+
+    assert VideoIndexConfig.preset("paper").shot_norm == 0.0
+    with pytest.raises(ValueError, match="shot_norm"):
+        VideoIndex(progress=False, shot_norm=-0.5)
+
+
+def test_sharded_search_equals_single_index_with_shot_norm_and_mih(tmp_path):
+    # shards (in process, one video each) rank with the global shot sizes: the same hits as one index
+    from semvis.video.shards import ShardedIndex, index_sharded
+
+    W = 480
+    corpus = sv.make_corpus(n_videos=3, shots_per_video=(2, 2), frames_per_shot=(20, 25), size=(W, 270), seed=0)
+    qs = [q.image for q in sv.make_queries(corpus, n=5, seed=1)]
+    videos = {v.video_id: v.frames for v in corpus.videos}
+    for i, kw in enumerate((dict(), dict(index="mih", shot_norm=1.5))):
+        index_sharded(videos, tmp_path / str(i), videos_per_shard=1, use_ray=False, width=W, **kw)
+        single = VideoIndex(progress=False, width=W, **kw)
+        for v in corpus.videos:
+            single.add(v.frames, v.video_id)
+        single.build()
+        sh = ShardedIndex.open(tmp_path / str(i))
+        assert sh.cfg.shot_norm == single.cfg.shot_norm and sh.cfg.index == single.cfg.index
+        for q in qs:
+            assert sh.search(q, top=4) == single.search(q, top=4)

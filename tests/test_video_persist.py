@@ -24,7 +24,12 @@ def _queries():
 def test_files_written_before_the_split_load_and_search_the_same(kind, tmp_path):
     want = json.load(open(os.path.join(FIX, "v2_expected.json")))[kind]
     idx = VideoIndex.load(os.path.join(FIX, f"v2_{kind}.svx"), progress=False)
-    cfg = {k: v for k, v in idx.config().items() if not k.startswith("global_")}  # fields added by issue 19
+    # fields added by issue 19 (global_*) and issue 22 (index, trees: old files hold a kd-tree)
+    # and shot_norm: old files rank by raw votes and inliers, as they did)
+    new = ("index", "trees", "shot_norm")
+    cfg = {k: v for k, v in idx.config().items() if not k.startswith("global_") and k not in new}
+    assert idx.cfg.index == "kdtree" and isinstance(idx._tree, BinaryKDTree) and idx._tree.trees == 1
+    assert idx.cfg.shot_norm == 0.0
     assert cfg == {**want["config"], "verify": 5}  # recorded after the verify=0 searches
     mem, wm = idx.memory(), dict(want["memory"])
     if kind != "keyframes":  # the key index now keeps every frame's shift (int16 x 2; zeros in old files)

@@ -8,15 +8,35 @@ multithreaded with the GIL released. See the class docstring for the semantics.
 from __future__ import annotations
 
 import math
-from typing import Optional
+import os
+import struct
+import zlib
+from typing import Optional, Union
 
 import numpy as np
 
 from .._numpy import capsule, check_codes, check_int
+from .kdtree import _crc
 
 __all__ = ["MultiIndexHash"]
 
 _MAX_SUBSTRING_BITS = 24
+
+# File format (little-endian), version 1: a 128-byte header
+#   magic "SVMIHASH", version u32, header size u32, code bytes u32, m u32, flags u32 (bit 0: ids
+#   are 0..n-1), reserved u32 (0), n i64,
+#   4 x (offset u64, length u64) for the sections codes (uint8 [n, nbytes]), ids (int64 [n]),
+#   offsets (int32 [sum_j 2^s_j + 1]), positions (int32 [m, n]),
+#   4 x crc32 u32 of the sections, zero padding, crc32 u32 of bytes [0, 124).
+# Sections follow, each at an offset aligned to 64 bytes (zero padding between them); the file
+# ends with the last one.
+_MAGIC = b"SVMIHASH"
+_VERSION = 1
+_FIXED = struct.Struct("<8sIIIIIIq")
+_LAYOUT = {1: 128}  # version -> header bytes
+_HEADER = _LAYOUT[_VERSION]
+_SECTIONS = ("codes", "ids", "offsets", "positions")
+_ALIGN = 64
 
 
 def default_m(n: int, nbits: int) -> int:
@@ -77,6 +97,7 @@ class MultiIndexHash:
         if -(-nbits // m) > _MAX_SUBSTRING_BITS:
             raise ValueError(f"{op}: m = {m} gives substrings of {-(-nbits // m)} bits; at most "
                              f"{_MAX_SUBSTRING_BITS} (m >= {-(-nbits // _MAX_SUBSTRING_BITS)})")
+        self._auto_ids = ids is None
         if ids is None:
             ids = np.arange(n, dtype=np.int64)
         else:
@@ -147,3 +168,190 @@ class MultiIndexHash:
     def memory_bytes(self) -> int:
         """Bytes held by the index: codes, ids and the m tables."""
         return int(self._codes.nbytes + self._ids.nbytes + self._offsets.nbytes + self._positions.nbytes)
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The keys, uint8[n, nbytes] (read-only when the index was loaded memory-mapped)."""
+        return self._codes
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The ids returned by searches, int64[n]."""
+        return self._ids
+
+    # ------------------------------------------------------------------ persistence
+    def _layout(self):
+        """(header bytes, [(offset, array)], total size) of the file of this index."""
+        parts = [self._codes, self._ids, self._offsets, self._positions]
+        offsets, off = [], _HEADER
+        for a in parts:
+            offsets.append(off)
+            off = (off + int(a.nbytes) + _ALIGN - 1) // _ALIGN * _ALIGN
+        head = _FIXED.pack(_MAGIC, _VERSION, _HEADER, self._nbytes, self._m, 1 if self._auto_ids else 0, 0, len(self))
+        for o, a in zip(offsets, parts):
+            head += struct.pack("<QQ", o, int(a.nbytes))
+        head += struct.pack("<4I", *[_crc(np.asarray(a)) for a in parts])
+        head = head.ljust(_HEADER - 4, b"\0")
+        head += struct.pack("<I", zlib.crc32(head) & 0xFFFFFFFF)
+        return head, list(zip(offsets, parts)), offsets[-1] + int(parts[-1].nbytes)
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Writes the index (keys, ids and the m tables) to ``path``, format version 1, every
+        section checksummed (CRC-32) like :meth:`semvis_ext.BinaryKDTree.save`. Written next to
+        ``path`` and renamed into place: a crash never leaves a half-written file under ``path``."""
+        head, sections, total = self._layout()
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(head)
+                for o, a in sections:
+                    f.write(b"\0" * (o - f.tell()))
+                    if a.nbytes:
+                        np.ascontiguousarray(a).tofile(f)
+                f.write(b"\0" * (total - f.tell()))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def to_bytes(self) -> bytes:
+        """The bytes :meth:`save` writes; :meth:`from_bytes` reads them back."""
+        head, sections, total = self._layout()
+        out = bytearray(total)
+        out[:len(head)] = head
+        for o, a in sections:
+            b = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+            out[o:o + b.size] = b.data
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, buf, *, verify: bool = True) -> "MultiIndexHash":
+        """Opens an index from the bytes of :meth:`to_bytes` / :meth:`save` (any contiguous
+        bytes-like object; the arrays are read-only views of it, not copies). Checks as :meth:`load`.
+
+        Raises:
+            TypeError: ``buf`` is not bytes-like.
+            ValueError: as :meth:`load`.
+        """
+        op = "MultiIndexHash.from_bytes"
+        if isinstance(buf, np.ndarray) and (buf.dtype != np.uint8 or buf.ndim != 1):
+            raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {buf.dtype}{list(buf.shape)}")
+        try:
+            mv = memoryview(buf)
+        except TypeError:
+            raise TypeError(f"{op}: buf must be a bytes-like object, got {type(buf).__name__}") from None
+        if mv.itemsize != 1 or not mv.c_contiguous:
+            raise TypeError(f"{op}: buf must be contiguous bytes (items of 1 byte), got items of {mv.itemsize} "
+                            f"bytes in a {type(buf).__name__}")
+        flat = np.frombuffer(mv.cast("B"), dtype=np.uint8)
+
+        def section(off, shape, dt, mapped):
+            count = int(np.prod(shape, dtype=np.int64))
+            return np.frombuffer(flat, dtype=dt, count=count, offset=off).reshape(shape)
+
+        return cls._open(op, "buf", bytes(flat[:_HEADER]), int(flat.size), section, verify)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = True) -> "MultiIndexHash":
+        """Opens an index written by :meth:`save`.
+
+        What is checked. Always: the header (magic, version, checksum, sizes, section offsets,
+        zero padding, exact file size), the ids (checksum, all >= 0) and the m tables (checksums,
+        and structure: offsets rising from 0 to n in every table, positions a permutation of the
+        keys), so that no file can make a search read outside its arrays. With ``verify=True``
+        (the default) also the checksum of the keys; ``verify=False`` trusts the keys of a file
+        you wrote yourself (corrupt keys then give wrong neighbours, never a crash or an id
+        outside the file).
+
+        Args:
+            path (str or PathLike): the file.
+            mmap (bool): map the keys, ids and tables read-only instead of reading them.
+            verify (bool): check the checksum of the keys too.
+
+        Raises:
+            ValueError: naming the file: not a MultiIndexHash file, an unsupported version, a
+                truncated or a corrupt file.
+        """
+        op = "MultiIndexHash.load"
+        path = os.fspath(path)
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(_HEADER)
+
+        def section(off, shape, dt, mapped):
+            if mapped:
+                return np.memmap(path, dtype=dt, mode="r", offset=off, shape=shape)
+            with open(path, "rb") as f:
+                f.seek(off)
+                return np.fromfile(f, dtype=dt, count=int(np.prod(shape, dtype=np.int64))).reshape(shape)
+
+        return cls._open(op, repr(path), head, size, section, verify, mmap)
+
+    @classmethod
+    def _open(cls, op, name, head, size, section, verify, mmap=True):
+        from .. import _C
+
+        if len(head) < len(_MAGIC) or head[:len(_MAGIC)] != _MAGIC:
+            raise ValueError(f"{op}: {name} is not a semvis MultiIndexHash file (bad magic)")
+        if len(head) < _FIXED.size:
+            raise ValueError(f"{op}: {name} is truncated ({size} bytes)")
+        version = struct.unpack_from("<I", head, len(_MAGIC))[0]
+        if version not in _LAYOUT:
+            raise ValueError(f"{op}: {name} has format version {version}; this semvis reads versions "
+                             f"{sorted(_LAYOUT)}")
+        hbytes = _LAYOUT[version]
+        if len(head) < hbytes or size < hbytes:
+            raise ValueError(f"{op}: {name} is truncated ({size} bytes, header needs {hbytes})")
+        head = head[:hbytes]
+        (crc_head,) = struct.unpack_from("<I", head, hbytes - 4)
+        if zlib.crc32(head[:hbytes - 4]) & 0xFFFFFFFF != crc_head:
+            raise ValueError(f"{op}: {name} is corrupt (header checksum mismatch)")
+        _, _, hsize, nbytes, m, flags, reserved, n = _FIXED.unpack_from(head, 0)
+        nbits = 8 * nbytes
+        if (hsize != hbytes or nbytes == 0 or nbytes % 8 or n < 0 or n >= 1 << 31 or flags > 1 or reserved
+                or not 1 <= m <= nbits or -(-nbits // m) > _MAX_SUBSTRING_BITS):
+            raise ValueError(f"{op}: {name} is corrupt (invalid sizes in the header)")
+        nsec = len(_SECTIONS)
+        sec = struct.unpack_from(f"<{2 * nsec}Q", head, _FIXED.size)
+        crcs = struct.unpack_from(f"<{nsec}I", head, _FIXED.size + 16 * nsec)
+        shapes = [((n, nbytes), np.uint8), ((n,), np.int64), ((_C.mih_offsets_size(nbits, m),), np.int32),
+                  ((m, n), np.int32)]
+        expect_off, arrays = hbytes, []
+        for s, (shape, dt) in enumerate(shapes):
+            off, length = sec[2 * s], sec[2 * s + 1]
+            want = np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64))
+            if length != want or off != expect_off:
+                raise ValueError(f"{op}: {name} is corrupt (section {_SECTIONS[s]!r} has offset {off}, "
+                                 f"length {length}; expected {expect_off}, {want})")
+            if off + length > size:
+                raise ValueError(f"{op}: {name} is truncated ({size} bytes, section {_SECTIONS[s]!r} "
+                                 f"ends at {off + length})")
+            next_off = (off + length + _ALIGN - 1) // _ALIGN * _ALIGN
+            if s + 1 < nsec and next_off > off + length:  # alignment padding: zeros
+                pad = min(next_off, size) - (off + length)
+                if pad > 0 and section(off + length, (pad,), np.uint8, False).any():
+                    raise ValueError(f"{op}: {name} is corrupt (non-zero padding after section "
+                                     f"{_SECTIONS[s]!r})")
+            expect_off = next_off
+            a = np.empty(shape, dtype=dt) if length == 0 else section(off, shape, dt, mmap)
+            if s != 0 or verify or not mmap:
+                if _crc(np.asarray(a)) != crcs[s]:
+                    raise ValueError(f"{op}: {name} is corrupt (checksum mismatch in section {_SECTIONS[s]!r})")
+            arrays.append(a)
+        end = sec[2 * nsec - 2] + sec[2 * nsec - 1]
+        if size > end:
+            raise ValueError(f"{op}: {name} has {size - end} unexpected trailing bytes")
+        codes, ids, offsets, positions = arrays
+        if n and int(ids.min()) < 0:
+            raise ValueError(f"{op}: {name} is corrupt (negative ids)")
+        if flags & 1 and not np.array_equal(ids, np.arange(n, dtype=np.int64)):
+            raise ValueError(f"{op}: {name} is corrupt (ids flagged 0..n-1 are not)")
+        try:
+            _C.mih_validate(capsule(offsets), capsule(positions), int(n), nbits, int(m))
+        except ValueError as e:
+            raise ValueError(f"{op}: {name} is corrupt ({e})") from None
+        self = cls.__new__(cls)
+        self._codes, self._ids, self._offsets, self._positions = codes, ids, offsets, positions
+        self._m, self._nbytes, self._auto_ids = int(m), int(nbytes), bool(flags & 1)
+        return self

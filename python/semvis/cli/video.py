@@ -42,6 +42,10 @@ def _index_args(p: argparse.ArgumentParser) -> None:
                    help="shots verified geometrically per query (default 5; 0: the paper's votes only)")
     p.add_argument("--min-track-len", type=int, default=8,
                    help="tracks of at least this many frames give a key feature (default 8, the paper's)")
+    p.add_argument("--index", choices=["kdtree", "forest", "mih"], default=None,
+                   help="nearest-neighbour index of the indexed descriptors: the paper's kd-tree, a forest of "
+                        "--trees randomized kd-trees, or exact multi-index hashing (default: kdtree)")
+    p.add_argument("--trees", type=int, default=None, help="--index forest: number of trees (default 4)")
     p.add_argument("--id-from", choices=["name", "path"], default="name",
                    help="video id: the file name without extension (default) or the path as given")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
@@ -123,6 +127,8 @@ def _index(args: argparse.Namespace) -> int:
             extra.update(global_width=int(e["width"]), global_image_width=int(e["image_width"]),
                          global_fps=float(e["fps"]))
         extra.update(global_aggregator=args.global_aggregator, global_model=args.global_model)
+    _nonneg("trees", args.trees, 1)
+    extra.update({k: getattr(args, k) for k in ("index", "trees") if getattr(args, k) is not None})
     with user_errors(ValueError, TypeError):
         idx = video.VideoIndex(method=args.method, step=args.step, backtracks=args.backtracks, verify=args.verify,
                                min_track_len=args.min_track_len, progress=not args.quiet, **extra)

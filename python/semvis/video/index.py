@@ -31,7 +31,7 @@ from . import persist
 from .config import METHODS, VideoIndexConfig
 from .features import FrameFeatures, OrbExtractor
 from .io import FrameSource
-from .methods import method_for
+from .methods import build_key_index, method_for
 from .store import Block
 
 __all__ = ["VideoIndex", "VideoHit", "METHODS", "VideoIndexConfig"]
@@ -42,7 +42,8 @@ class VideoHit(NamedTuple):
     video (as the index segmented it); ``score`` in [0, 1]: with verification, the verified soft
     inliers divided by the query's descriptors (0 for a shot that did not verify: it comes after
     the verified ones, in vote order); with ``verify=0``, the shot's votes divided by the most it
-    could get (every query descriptor at distance 0 for soft votes, or voting for it)."""
+    could get (every query descriptor at distance 0 for soft votes, or voting for it); either
+    times (smallest shot's items / the shot's items) ** ``shot_norm`` (1 when shot_norm = 0)."""
 
     video: str
     shot: int
@@ -217,7 +218,8 @@ class VideoIndex:
         return idx.build()
 
     def build(self) -> "VideoIndex":
-        """Folds the added videos into the store and builds the kd-tree over all items."""
+        """Folds the added videos into the store and builds the nearest-neighbour index
+        (``config.index``: kd-tree, forest or multi-index hashing) over all items."""
         if not self._pending and (self._tree is not None or self._store.n_items == 0):
             return self
         self._store = Block.merge([self._store] + self._pending, self.layout)
@@ -225,10 +227,7 @@ class VideoIndex:
         codes = self._store.codes
         self._tree = None
         if codes.shape[0] > 0:
-            from semvis_ext import BinaryKDTree
-
-            self._tree = BinaryKDTree(codes, ids=np.arange(codes.shape[0], dtype=np.int64),
-                                      leaf_size=self.cfg.leaf_size)
+            self._tree = build_key_index(self.cfg, codes)  # kd-tree, forest or multi-index hashing
         return self
 
     def _ensure_built(self):
@@ -243,8 +242,10 @@ class VideoIndex:
         Args:
             image (ndarray uint8 [H, W(, 3)] BGR, or a path): the query photo.
             top (int): number of shots returned (fewer if fewer shots got votes).
-            backtracks (int, optional): leaves visited per query descriptor (default: the index's B).
-            exact (bool): exact nearest neighbours by brute-force Hamming search instead of the kd-tree.
+            backtracks (int, optional): leaves visited per query descriptor (default: the index's B;
+                unused by ``index="mih"``, which is exact).
+            exact (bool): exact nearest neighbours by brute-force Hamming search instead of the
+                index (the same results as ``index="mih"``).
             features: precomputed ``(keypoints, descriptors)`` of the query (then image is ignored).
 
         Returns:
@@ -261,8 +262,8 @@ class VideoIndex:
 
         Returns:
             dict: ``descriptors`` (the indexed key features or features: the paper's "Mem", 32 B
-            each), ``tree`` (the kd-tree: its own copy of the codes, their int64 ids and its
-            nodes), ``frame_store`` (track runs and paths, per-frame item offsets or per-frame
+            each), ``tree`` (the nearest-neighbour index: its own copy of the codes, their int64
+            ids and its nodes, or for ``index="mih"`` its m hash tables, 4 B per key per table), ``frame_store`` (track runs and paths, per-frame item offsets or per-frame
             descriptors), ``tables`` (shot table and frame numbers), ``search_index``
             (descriptors + tree + tables: what shot retrieval needs) and ``total``.
         """

@@ -22,7 +22,8 @@ from .framesearch import TrackGeometry, track_scores
 from .geometry import POS_SCALE, FrameGeometry, ShotGeometry, table_scores
 from .store import CODES, FRAME, ITEM, OFFSETS, ROWS, Block, Column, ShotView
 
-__all__ = ["IndexMethod", "TrackKeys", "AllFeatures", "KeyFrames", "method_for", "linear_paths"]
+__all__ = ["IndexMethod", "TrackKeys", "AllFeatures", "KeyFrames", "method_for", "linear_paths", "build_key_index",
+           "key_neighbours"]
 
 
 def _ext():
@@ -230,3 +231,28 @@ def method_for(cfg: VideoIndexConfig) -> IndexMethod:
 
         return GlobalShots(cfg)
     return {"aggregation": TrackKeys, "all": AllFeatures, "keyframes": KeyFrames}[cfg.method](cfg)
+
+
+def build_key_index(cfg: VideoIndexConfig, codes: np.ndarray):
+    """The nearest-neighbour index of ``cfg.index`` over the store's codes (ids: the item rows):
+    a :class:`semvis_ext.BinaryKDTree` (one tree for ``"kdtree"``, ``cfg.trees`` for
+    ``"forest"``) or a :class:`semvis_ext.MultiIndexHash` (``"mih"``)."""
+    ext = _ext()
+    if cfg.index == "mih":
+        return ext.MultiIndexHash(codes)
+    return ext.BinaryKDTree(codes, ids=np.arange(codes.shape[0], dtype=np.int64), leaf_size=cfg.leaf_size,
+                            trees=cfg.trees if cfg.index == "forest" else 1)
+
+
+def key_neighbours(cfg: VideoIndexConfig, key_index, codes: np.ndarray, q: np.ndarray, k: int, backtracks: int,
+                   exact: bool = False):
+    """FAISS-style ``(D int32[nq, k], I int64[nq, k])``: the ``k`` nearest items (rows of ``codes``)
+    of every query descriptor, nearest first, padded with -1: by brute force when ``exact``, else
+    by ``key_index`` (:func:`build_key_index`; ``backtracks`` leaves per descriptor for a kd-tree
+    or forest, exact for multi-index hashing)."""
+    ext = _ext()
+    if exact:
+        return ext.hamming_topk(q, codes, k)
+    if isinstance(key_index, ext.MultiIndexHash):
+        return key_index.search(q, k)
+    return key_index.search(q, k=k, backtracks=int(backtracks), order=cfg.order)

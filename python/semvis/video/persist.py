@@ -2,12 +2,14 @@
 
 Members: ``meta`` (a JSON header: format tag, version, configuration, video ids, statistics and,
 for every array, its dtype, shape and SHA-256), the store's arrays under their names (see
-:mod:`semvis.video.store`) and ``tree``, the kd-tree in the bytes of
-:meth:`semvis_ext.BinaryKDTree.to_bytes`. Files written before the package split read unchanged.
+:mod:`semvis.video.store`) and the nearest-neighbour index of ``config.index``: ``tree``, the
+kd-tree or forest in the bytes of :meth:`semvis_ext.BinaryKDTree.to_bytes`, or ``mih``, the
+multi-index hash in the bytes of :meth:`semvis_ext.MultiIndexHash.to_bytes`. Files written before
+the package split, and before the ``index`` field (read as ``"kdtree"``), read unchanged.
 
 Loading trusts nothing: the zip must hold exactly the members of the header and nothing after its
 end, every array must match its checksum, and the store's arrays are range-checked
-(:meth:`Block.check`), the kd-tree's ids must be a permutation of the items.
+(:meth:`Block.check`), the index's ids must be a permutation of the items and its keys theirs.
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data).hexdigest()
 
 
+def _member(cfg: VideoIndexConfig) -> str:
+    """The member holding the nearest-neighbour index of ``cfg.index``."""
+    return "mih" if cfg.index == "mih" else "tree"
+
+
 def write(path: Union[str, os.PathLike], cfg: VideoIndexConfig, block: Block, tree, stats: dict,
           extra: Optional[Dict[str, np.ndarray]] = None) -> None:
     """Writes the file atomically (to ``path + ".tmp"``, then renamed). ``extra``: a method's
@@ -43,7 +50,7 @@ def write(path: Union[str, os.PathLike], cfg: VideoIndexConfig, block: Block, tr
             raise ValueError(f"persist.write: extra array names must start with 'model.', got {k!r}")
         arrays[k] = a
     if tree is not None:
-        arrays["tree"] = np.frombuffer(tree.to_bytes(), dtype=np.uint8)
+        arrays[_member(cfg)] = np.frombuffer(tree.to_bytes(), dtype=np.uint8)
     meta = {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "videos": block.video_ids, "stats": stats,
             "arrays": {k: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _sha(a)} for k, a in arrays.items()}}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -149,7 +156,7 @@ def _read_npy(m, limit: int, bad, name: str) -> np.ndarray:
 
 
 def read(path: Union[str, os.PathLike], with_model: bool = False, mmap: bool = False) -> Tuple:
-    """(config, store block, kd-tree or None, stats) of an index file, plus the ``model.*``
+    """(config, store block, nearest-neighbour index or None, stats) of an index file, plus the ``model.*``
     arrays (a dict) when ``with_model``; ValueError naming the file and what is wrong,
     FileNotFoundError if there is no file. ``mmap``: the arrays (and the kd-tree's keys and ids)
     are read-only memory maps of the file instead of copies in memory; every check is the same
@@ -187,8 +194,11 @@ def read(path: Union[str, os.PathLike], with_model: bool = False, mmap: bool = F
         if not isinstance(sp, dict) or a.dtype.str != sp.get("dtype") or list(a.shape) != sp.get("shape") \
                 or _sha(a) != sp.get("sha256"):
             raise bad(f"array {k!r} does not match its checksum (corrupt file)")
+    conf = meta.get("config")
+    if isinstance(conf, dict) and "shot_norm" not in conf:  # written before the field: raw scores
+        conf = {**conf, "shot_norm": 0.0}
     try:
-        cfg = VideoIndexConfig.from_dict(meta.get("config"))
+        cfg = VideoIndexConfig.from_dict(conf)
     except (TypeError, ValueError) as e:
         raise bad(f"invalid configuration in the header ({e})") from None
     layout = method_for(cfg).layout()
@@ -200,8 +210,10 @@ def read(path: Union[str, os.PathLike], with_model: bool = False, mmap: bool = F
     if names - set(arrays):
         raise bad(f"missing arrays {sorted(names - set(arrays))}")
     model = {k: arrays.pop(k) for k in [k for k in arrays if k.startswith("model.")]}
-    if set(arrays) - names - {"tree"}:
-        raise bad(f"unexpected arrays {sorted(set(arrays) - names - {'tree'})}")
+    member = _member(cfg)
+    what = {"tree": "kd-tree", "mih": "multi-index hash"}[member]
+    if set(arrays) - names - {member}:
+        raise bad(f"unexpected arrays {sorted(set(arrays) - names - {member})} (index={cfg.index!r})")
     block = Block(vids, arrays, {k: arrays[k] for k in layout})
     try:
         block.check(layout)
@@ -210,24 +222,27 @@ def read(path: Union[str, os.PathLike], with_model: bool = False, mmap: bool = F
     stats = {k: v for k, v in stats.items() if isinstance(k, str) and isinstance(v, (int, float))}
     K = block.n_items
     if K == 0:
-        if "tree" in arrays:
-            raise bad("a kd-tree in an index without items")
+        if member in arrays:
+            raise bad(f"a {what} in an index without items")
         return (cfg, block, None, stats, model) if with_model else (cfg, block, None, stats)
-    if "tree" not in arrays:
-        raise bad("missing kd-tree")
-    from semvis_ext import BinaryKDTree
+    if member not in arrays:
+        raise bad(f"missing {what}")
+    from semvis_ext import BinaryKDTree, MultiIndexHash
 
     try:
-        tree = BinaryKDTree.from_bytes(arrays["tree"])
+        tree = (MultiIndexHash if member == "mih" else BinaryKDTree).from_bytes(arrays[member])
     except (ValueError, TypeError) as e:
-        raise bad(f"corrupt kd-tree ({e})") from None
+        raise bad(f"corrupt {what} ({e})") from None
     if len(tree) != K or tree.nbits != 8 * block.codes.shape[1]:
-        raise bad(f"the kd-tree holds {len(tree)} keys of {tree.nbits} bits, the index {K} of "
+        raise bad(f"the {what} holds {len(tree)} keys of {tree.nbits} bits, the index {K} of "
                   f"{8 * block.codes.shape[1]}")
+    if member == "tree" and tree.trees != (cfg.trees if cfg.index == "forest" else 1):
+        raise bad(f"the kd-tree has {tree.trees} trees, the configuration (index={cfg.index!r}, "
+                  f"trees={cfg.trees}) says otherwise")
     ids = np.asarray(tree.ids)
     if len(ids) != K or ids.min() < 0 or ids.max() >= K or np.bincount(ids, minlength=K).max() != 1:
-        raise bad("the kd-tree's ids are not the index's items")
-    for a in range(0, K, 1 << 20):  # the tree's keys are the index's (in chunks: bounded memory)
+        raise bad(f"the {what}'s ids are not the index's items")
+    for a in range(0, K, 1 << 20):  # the index's keys are the store's (in chunks: bounded memory)
         if not np.array_equal(tree.codes[a:a + (1 << 20)], block.codes[ids[a:a + (1 << 20)]]):
-            raise bad("the kd-tree's keys are not the index's items")
+            raise bad(f"the {what}'s keys are not the index's items")
     return (cfg, block, tree, stats, model) if with_model else (cfg, block, tree, stats)

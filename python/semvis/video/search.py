@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .geometry import best_frame
+from .methods import key_neighbours
 
 __all__ = ["search", "rank_shots", "nearest", "check_budget", "ShotAccess"]
 
@@ -43,18 +44,14 @@ def check_budget(cfg, top, backtracks) -> int:
 
 def nearest(index, q: np.ndarray, B: int, exact: bool) -> Tuple[np.ndarray, np.ndarray]:
     """(distance int[n], item int64[n] or -1) of each query descriptor's nearest indexed item in a
-    built index with items: ties by the lowest item."""
-    import semvis_ext
-
-    cfg, store = index.cfg, index._store
-    if exact:
-        D, I = semvis_ext.hamming_topk(q, store.codes, 1)
-    else:
-        D, I = index._tree.search(q, k=1, backtracks=int(B), order=cfg.order)
+    built index with items, through its nearest-neighbour index (``config.index``) or by brute
+    force when ``exact``: ties by the lowest item (exact, or ``index="mih"``)."""
+    D, I = key_neighbours(index.cfg, index._tree, index._store.codes, q, 1, int(B), exact)
     return np.asarray(D)[:, 0], np.asarray(I)[:, 0]
 
 
-def rank_shots(cfg, d: np.ndarray, shot: np.ndarray, n_shots: int, nq: int, top: int, verify, unverified) -> list:
+def rank_shots(cfg, d: np.ndarray, shot: np.ndarray, n_shots: int, nq: int, top: int, verify, unverified,
+               shot_items: Optional[np.ndarray] = None) -> list:
     """Shot votes -> the ``top`` hits (shared by :func:`search` and the sharded search of
     :mod:`semvis.video.shards`, so that both give the same answer from the same neighbours).
 
@@ -65,6 +62,9 @@ def rank_shots(cfg, d: np.ndarray, shot: np.ndarray, n_shots: int, nq: int, top:
         verify: ``verify(shots) -> [(inliers, make_hit(score) -> VideoHit)]``, the geometric
             verification of the candidate shots (in the order given).
         unverified: ``unverified(shot, score) -> VideoHit`` (the frame by the method's scores).
+        shot_items (int[n_shots], optional): indexed items of every shot; with ``cfg.shot_norm``
+            = p > 0, votes and verified inliers are multiplied by (smallest shot's items / the
+            shot's items) ** p before ranking (None: raw scores).
     """
     ok = shot >= 0
     if cfg.vote_max_distance is not None:
@@ -76,6 +76,13 @@ def rank_shots(cfg, d: np.ndarray, shot: np.ndarray, n_shots: int, nq: int, top:
         votes = np.bincount(shots, weights=w, minlength=S) / (nq * max(cfg.match_threshold, 1))
     else:
         votes = np.bincount(shots, minlength=S) / nq
+    # per-shot normalisation (cfg.shot_norm): (smallest shot's items / shot's items) ** p <= 1
+    scale = np.ones(S)
+    if cfg.shot_norm > 0 and shot_items is not None:
+        n = np.asarray(shot_items, np.float64)
+        if (n > 0).any():
+            scale = (n[n > 0].min() / np.maximum(n, 1.0)) ** cfg.shot_norm
+            votes = votes * scale
     order = np.lexsort((np.arange(S), -votes))  # most votes first, ties to the lowest shot
     order = order[votes[order] > 0]
     if cfg.verify == 0:
@@ -83,8 +90,9 @@ def rank_shots(cfg, d: np.ndarray, shot: np.ndarray, n_shots: int, nq: int, top:
     # geometric verification of the most-voted shots: re-ranked by their verified matches
     cand = order[:cfg.verify]
     ver = verify([int(s) for s in cand])
-    rank = sorted(range(len(cand)), key=lambda j: (-ver[j][0], j))
-    hits: List = [ver[j][1](ver[j][0] / nq) for j in rank[:top]]
+    score = [ver[j][0] * scale[s] / nq for j, s in enumerate(cand)]
+    rank = sorted(range(len(cand)), key=lambda j: (-score[j], j))
+    hits: List = [ver[j][1](score[j]) for j in rank[:top]]
     # shots beyond the verified ones follow them (in vote order), only when more are asked for
     hits += [unverified(int(s), 0.0) for s in order[len(cand):len(cand) + top - len(hits)]]
     return hits
@@ -140,4 +148,5 @@ def search(index, image, top: int = 5, backtracks: Optional[int] = None, exact: 
     shot = np.full(len(i), -1, np.int64)
     shot[i >= 0] = store.shot_of_item(i[i >= 0])
     access = ShotAccess(index, q, qkp)
-    return rank_shots(cfg, d, shot, store.n_shots, len(q), int(top), access.verify, access.unverified)
+    return rank_shots(cfg, d, shot, store.n_shots, len(q), int(top), access.verify, access.unverified,
+                      shot_items=np.diff(store.shot_offsets))

@@ -391,6 +391,7 @@ class _Shard:
     def info(self) -> dict:
         return {"videos": self.index.video_ids, "shots": int(self.index._store.n_shots),
                 "items": int(self.index.n_items), "config": self.index.cfg.to_dict(),
+                "shot_items": np.diff(self.index._store.shot_offsets).astype(np.int64),
                 "nbytes": int(self.index._store.codes.shape[1])}
 
     def nearest(self, q: np.ndarray, B: int, exact: bool):
@@ -600,4 +601,6 @@ class ShardedIndex:
             k, loc = owner(s)
             return self._call([("unverified", k, (loc, score, q))])[0]
 
-        return rank_shots(self.cfg, d, shot, int(self._shot_base[-1]), len(q), int(top), verify, unverified)
+        items = np.concatenate([np.asarray(i["shot_items"], np.int64) for i in self._infos])
+        return rank_shots(self.cfg, d, shot, int(self._shot_base[-1]), len(q), int(top), verify, unverified,
+                          shot_items=items)
