@@ -160,3 +160,30 @@ def test_fit_joint_query_on_tfidf_rows():
     assert jq.alpha > 0  # the text is the relevance here: it must be used
     with pytest.raises(ValueError, match="rows"):
         fit_joint_query(phi[:5], theta[:5], t)
+
+
+def test_calibration_split_is_held_out_of_training():
+    """Issue 23: the (V+T) query is calibrated on training images that no update ever sees (their captions
+    are unseen by the text projection), so the text's weight is not chosen on over-fitted texts."""
+    from semvis.train.semantic import calibration_split
+
+    cal, fit = calibration_split(400, 0.1, seed=0)
+    assert len(cal) == 40 and len(fit) == 360 and not np.intersect1d(cal, fit).size
+    assert np.array_equal(np.sort(np.concatenate([cal, fit])), np.arange(400))
+    assert np.array_equal(cal, calibration_split(400, 0.1, seed=0)[0])  # deterministic
+    assert len(calibration_split(10_000, 0.1, seed=0)[0]) == 200  # capped
+    assert len(calibration_split(200, 0.1, seed=0)[0]) == 0  # 20 < 32: calibrate in-sample
+    assert len(calibration_split(400, 0.0, seed=0)[0]) == 0
+
+    cfg = SemanticConfig.synthetic_preset(**{**TINY, "calib_fraction": 0.4, "steps": 3, "remine_every": 1})
+    data = build_data(cfg)
+    tr = SemanticTrainer(cfg, data)
+    assert len(tr.calib_pos) >= 32
+    held = set(tr.calib_pos.tolist())
+    for _ in range(3):
+        tr.mine()
+        assert not held & set(tr.round["pool"].tolist())  # no held-out image in any mining pool
+    jq = tr.joint_query()
+    assert jq.alpha in JointQuery.ALPHAS
+    with pytest.raises(Exception, match="calib_fraction"):
+        SemanticConfig.synthetic_preset(calib_fraction=0.9)

@@ -45,7 +45,9 @@ class SemanticConfig(TrainConfig):
     (q, d+)), ``remine_every`` (updates between mining rounds).
     Optimisation: ``batch_size`` (triplets), ``steps``, ``lr``, ``text_lr``, ``lr_drop_at``
     (fraction of ``steps`` where lr is multiplied by ``lr_drop``).
-    Evaluation: ``eval_queries``, ``r_max``.
+    Evaluation: ``eval_queries``, ``r_max``, ``calib_fraction`` (share of the training split, at
+    most 200 images, held out of every update to calibrate the (V+T) query on captions the text
+    projection was not fitted to; 0, or fewer than 32 images, calibrates on training images).
     Run: ``workers`` (dataloader processes decoding images) and the fields of
     :class:`~semvis.train.base.TrainConfig` (``seed``, ``threads``, ``device``, ``out_dir``,
     ``checkpoint_every`` in updates, ``progress``).
@@ -86,6 +88,7 @@ class SemanticConfig(TrainConfig):
     lr_drop: float = 0.1
     eval_queries: int = 1000
     r_max: int = 1000
+    calib_fraction: float = 0.1
     workers: int = 0
 
     def validate(self) -> "SemanticConfig":
@@ -105,6 +108,7 @@ class SemanticConfig(TrainConfig):
         if self.text_lr is not None and (isinstance(self.text_lr, bool) or not isinstance(self.text_lr, (int, float))
                                          or not self.text_lr > 0):
             self.fail("text_lr", "must be a number > 0 or null")
+        self.check_float("calib_fraction", lo=0, hi=0.5)
         if not 0 <= self.lr_drop_at <= 1:
             self.fail("lr_drop_at", "must be in [0, 1]")
         if not 0 < self.lr_drop <= 1:
