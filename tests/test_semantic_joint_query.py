@@ -91,6 +91,23 @@ def test_informative_text_is_used_and_balanced():
     assert new[0] > v[0] + 2 and new[1] > v[1]
     w = jq.weights(phi[qi], theta[qi])
     assert (w > 0).all() and torch.isfinite(w).all()
+    assert jq.z >= 2.0  # the default gate: a gain of at least 2 standard errors over the image alone
+    strict = JointQuery.fit(phi[cal], theta[cal], rel[cal][:, cal], r_max=50, min_z=1e9)
+    assert strict.alpha == 0.0 and strict.z == jq.z  # same best candidate, gain below the gate
+
+
+def test_gate_keeps_the_image_when_the_text_gain_is_noise():
+    """Text that is pure noise can still beat the image alone on a few calibration queries by chance; the
+    significance gate (min_z) keeps the image alone, where min_z = 0 takes the lucky candidate."""
+    t, rel, phi, centres, topic, hub, g = _world(5, n=60)
+    picked = 0
+    for seed in range(6):
+        noise = F.normalize(torch.randn(len(topic), phi.shape[1], generator=torch.Generator().manual_seed(seed)), dim=1)
+        loose = JointQuery.fit(phi, noise, rel, r_max=30, min_z=0.0)
+        gated = JointQuery.fit(phi, noise, rel, r_max=30)
+        picked += loose.alpha > 0
+        assert gated.alpha == 0.0
+    assert picked >= 1  # chance gains exist at this size, and the gate is what refuses them
 
 
 def test_joint_query_edge_cases():
@@ -187,3 +204,24 @@ def test_calibration_split_is_held_out_of_training():
     assert jq.alpha in JointQuery.ALPHAS
     with pytest.raises(Exception, match="calib_fraction"):
         SemanticConfig.synthetic_preset(calib_fraction=0.9)
+
+
+def test_text_init_from_images():
+    """text_init = "images": word rows of W start at l2(sum_i t_iw phi_i) over the fitted training images, so a
+    training caption's theta points near its own image (cosine well above the random projection's)."""
+    cfg = SemanticConfig.synthetic_preset(**TINY)
+    data = build_data(cfg)
+    rnd = SemanticTrainer(cfg, data)
+    img = SemanticTrainer(cfg.replace(text_init="images"), data)
+    ids = data.train[img.fit_pos]
+    phi = img.embed(ids)
+    t = torch.from_numpy(data.t.rows(ids).to_dense()).float()
+    w = t.T @ phi
+    used = w.norm(dim=1) > 0
+    torch.testing.assert_close(img.text.weight[used], F.normalize(w[used], dim=1))
+    torch.testing.assert_close(img.text.weight[~used], rnd.text.weight[~used])  # unseen words: the random rows
+    cos_img = (img.text_embed(ids).float() * phi).sum(1).mean()
+    cos_rnd = (rnd.text_embed(ids).float() * rnd.embed(ids)).sum(1).mean()
+    assert cos_img > 0.3 and cos_img > cos_rnd + 0.25
+    with pytest.raises(Exception, match="text_init"):
+        SemanticConfig.synthetic_preset(text_init="glove")

@@ -17,6 +17,7 @@ _CHOICES = {
     "backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "objective": ("visual", "joint", "wsabie"),
     "pooling": ("rmac",),
+    "text_init": ("random", "images"),
 }
 
 #: the paper's recipe scaled to synthetic scenes on 2 CPU cores (see SemanticConfig.synthetic_preset)
@@ -43,6 +44,8 @@ class SemanticConfig(TrainConfig):
     ``knn`` (relevant neighbours under the tf-idf similarity).
     Mining: ``mine_queries`` (N), ``positives_per_query``, ``per_pair`` (hardest triplets kept per
     (q, d+)), ``remine_every`` (updates between mining rounds).
+    Text projection: ``text_init`` (random: N(0, 0.01^2) as in the paper; images: each word's
+    row starts at the mean embedding of the training images whose captions use it).
     Optimisation: ``batch_size`` (triplets), ``steps``, ``lr``, ``text_lr``, ``lr_drop_at``
     (fraction of ``steps`` where lr is multiplied by ``lr_drop``).
     Evaluation: ``eval_queries``, ``r_max``, ``calib_fraction`` (share of the training split, at
@@ -84,6 +87,7 @@ class SemanticConfig(TrainConfig):
     steps: int = 16_000
     lr: float = 1e-5
     text_lr: Optional[float] = None
+    text_init: str = "random"
     lr_drop_at: float = 0.5
     lr_drop: float = 0.1
     eval_queries: int = 1000

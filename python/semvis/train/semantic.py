@@ -80,6 +80,8 @@ class SemanticTrainer(Trainer):
         init_ids = self.data.train[self.fit_pos[: min(256, len(self.fit_pos))]]
         if cfg.init_whitening:  # images of mixed sizes are batched by size
             self.model.init_whitening(self.data.load(init_ids))
+        if self.text is not None and cfg.text_init == "images":
+            self.init_text_from_images()
         groups = [{"params": list(self.model.parameters()), "lr": cfg.lr}]
         if self.text is not None:
             groups.append({"params": list(self.text.parameters()), "lr": cfg.text_lr or cfg.lr})
@@ -105,6 +107,21 @@ class SemanticTrainer(Trainer):
             if len(imgs) else torch.zeros(0, self.model.dim)
         self.model.train(was)
         return out
+
+    @torch.no_grad()
+    def init_text_from_images(self, max_images: int = 1024) -> None:
+        """``text_init = "images"``: word w's row of W starts as l2(sum_i t_iw phi_i) over (up to
+        ``max_images``) training images i, the tf-idf-weighted mean embedding of the images whose
+        captions use w, so that from the first update theta(t) points where images with those words
+        are, instead of a random direction that the text terms would pull phi towards while W is
+        still noise. Words absent from these images keep their random rows."""
+        ids = self.data.train[self.fit_pos[:max_images]]
+        phi = self.embed(ids).to(self.text.weight.device, self.text.weight.dtype)
+        t = self.data.t.rows(ids).to_torch().to(phi.device).to_dense().to(phi.dtype)
+        w = t.T @ phi
+        norm = w.norm(dim=1, keepdim=True)
+        used = norm[:, 0] > 0
+        self.text.weight[used] = (w / norm.clamp(min=1e-30))[used]
 
     def text_embed(self, ids: Sequence[int], grad: bool = False) -> Tensor:
         """theta of the captions of images ``ids``: l2(W^T t)."""
