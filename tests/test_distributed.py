@@ -14,13 +14,14 @@ import semvis_ext
 from semvis import distributed as dist
 
 WORKER = textwrap.dedent(r'''
-    import json, os, sys
+    import datetime, json, os, sys
     import torch
     import semvis_ext
     from semvis import distributed as dist
 
     rank, world, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world,
+                                         timeout=datetime.timedelta(seconds=120))
     torch.manual_seed(0)
     model = torch.nn.Linear(8, 6, dtype=torch.float64)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -102,23 +103,35 @@ def test_single_process_is_identity():
         dist.all_gather_with_grad(torch.tensor(1.0))
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
-def test_two_gloo_ranks_equal_single_process(tmp_path):
+def spawn_ranks(script_text, tmp_path, world=2, args=(), timeout=240, out_name="out.json"):
+    """Runs ``script_text`` as ``world`` processes (argv: rank, world, out, *args) on loopback
+    (MASTER_ADDR 127.0.0.1, a free port); every process is killed on a timeout or a failure, so
+    that a hung collective never hangs the test run. Returns the output path (the workers write it)."""
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    out = tmp_path / "out.json"
+    script.write_text(script_text)
+    out = tmp_path / out_name
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
            "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), "2", str(out)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("distributed workers timed out")
-        assert p.returncode == 0, err[-3000:]
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), str(world), str(out), *args], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(world)]
+    try:
+        for p in procs:
+            try:
+                _, err = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pytest.fail("distributed workers timed out")
+            assert p.returncode == 0, err[-4000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_two_gloo_ranks_equal_single_process(tmp_path):
+    out = spawn_ranks(WORKER, tmp_path)
     res = json.loads(out.read_text())
     assert res["rows"] == 11
     assert res["no_grad_ids"] == list(range(11))
@@ -131,53 +144,66 @@ def test_two_gloo_ranks_equal_single_process(tmp_path):
     assert not torch.allclose(torch.tensor(res["local_sum"][0], dtype=torch.float64) / 2, local_sum[0])
 
 
-LISTWISE_WORKER = textwrap.dedent(r'''
-    import json, sys
-    import torch
-    from semvis.train.listwise import ListwiseConfig, ListwiseTrainer
-
-    rank, world, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    tr = ListwiseTrainer(ListwiseConfig(steps=3, num_classes=4, per_class=3, eval_every=100, progress=False,
-                                        width=4, dim=8, out_dir=(out + ".run") if rank == 0 else None))
-    rows = []
-    tr.model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]) if m.training else None)
-    tr.fit()
-    if rank == 0:
-        json.dump({"params": [p.detach().double().flatten().tolist() for p in tr.model.parameters()],
-                   "loss": [h["loss"] for h in tr.history], "rows": rows}, open(out, "w"))
-    torch.distributed.barrier()  # no rank tears gloo down while another is still in a collective
-    torch.distributed.destroy_process_group()
-''')
-
-
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
-def test_listwise_training_under_two_ranks_equals_one_process(tmp_path):
-    """The AP loss sees the global batch: 3 steps on 2 gloo ranks give the parameters of 3 steps in
-    one process (to 1e-4), and only rank 0 writes the checkpoint."""
-    from semvis.train.listwise import ListwiseConfig, ListwiseTrainer
-
-    script = tmp_path / "lw.py"
-    script.write_text(LISTWISE_WORKER)
-    out = tmp_path / "lw.json"
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), "2", str(out)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
-    res = json.loads(out.read_text())
-    assert res["rows"] == [6, 6, 6]  # each rank embeds its half of the 12-image batch
-    torch.set_num_threads(1)
-    single = ListwiseTrainer(ListwiseConfig(steps=3, num_classes=4, per_class=3, eval_every=100, progress=False,
-                                            width=4, dim=8))
-    single.fit()
-    assert res["loss"] == pytest.approx([h["loss"] for h in single.history], abs=1e-5)
-    for got, p in zip(res["params"], single.model.parameters()):
-        torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), p.detach().double().flatten(), rtol=1e-4, atol=1e-4)
-    assert os.path.isfile(str(out) + ".run/checkpoint.pt")
-
-
 def test_shard_covers_the_batch_in_order():
     assert dist.shard(7) == slice(0, 7)  # one process: everything
+    # rank r of w: contiguous, in rank order, sizes differing by at most one, covering everything
+    for n in (0, 1, 5, 7, 12):
+        for w in (1, 2, 3, 5):
+            parts = [dist.shard_of(n, r, w) for r in range(w)]
+            assert [i for s in parts for i in range(n)[s]] == list(range(n))
+            sizes = [s.stop - s.start for s in parts]
+            assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    with pytest.raises(ValueError, match="0 <= r < w"):
+        dist.shard_of(4, 2, 2)
+
+
+def test_global_batch_sampler():
+    s0 = dist.GlobalBatchSampler(11, 5, seed=3, min_last=2, rank=0, world=2)
+    s1 = dist.GlobalBatchSampler(11, 5, seed=3, min_last=2, rank=1, world=2)
+    one = dist.GlobalBatchSampler(11, 5, seed=3, min_last=2)  # this process: rank 0 of 1
+    for epoch in (0, 1):
+        for s in (s0, s1, one):
+            s.set_epoch(epoch)
+        g = one.global_batches()
+        assert [len(b) for b in g] == [5, 5]  # the 1-item last batch is dropped (min_last=2)
+        assert len(set(int(i) for b in g for i in b)) == 10
+        assert [b.tolist() for b in s0.global_batches()] == [b.tolist() for b in g]  # W does not matter
+        for b, l0, l1 in zip(g, s0, s1):  # disjoint shares, rank order, covering the batch
+            assert l0.tolist() + l1.tolist() == b.tolist() and len(l0) == 3 and len(l1) == 2
+        assert [b.tolist() for b in one] == [b.tolist() for b in g] and len(one) == 2
+    s0.set_epoch(0)
+    e0 = [b.tolist() for b in s0.global_batches()]
+    s0.set_epoch(1)
+    assert [b.tolist() for b in s0.global_batches()] != e0  # a new order each epoch
+    assert [b.tolist() for b in dist.GlobalBatchSampler(4, 3, shuffle=False).global_batches()] == [[0, 1, 2], [3]]
+    for kw, match in ((dict(n=0, batch_size=2), "n must"), (dict(n=3, batch_size=0), "batch_size"),
+                      (dict(n=3, batch_size=2, seed=-1), "seed"), (dict(n=3, batch_size=2, rank=2, world=2), "rank")):
+        with pytest.raises(ValueError, match=match):
+            dist.GlobalBatchSampler(**kw)
+
+
+def test_loss_scale_for_unequal_shards_and_setup_without_torchrun(monkeypatch):
+    # one process: the local mean is the global one
+    assert dist.loss_scale("mean", local_count=4, global_count=4) == 1.0
+    assert dist.loss_scale("mean", local_queries=False, local_count=1, global_count=4) == 1.0
+    with pytest.raises(ValueError, match="both"):
+        dist.loss_scale("mean", local_count=3)
+    with pytest.raises(ValueError, match="local_count <= global_count"):
+        dist.loss_scale("mean", local_count=5, global_count=4)
+    # no torchrun environment: nothing to initialise
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert dist.init_from_env() is False and not dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert dist.init_from_env() is False
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(ValueError, match="MASTER_ADDR"):
+        dist.init_from_env()
+    assert dist.default_backend("cpu") == "gloo"
+    assert dist.default_backend() == ("nccl" if torch.cuda.is_available() else "gloo")
+    dist.shutdown()  # no group: a no-op
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.full((3,), 2.0)
+    dist.all_reduce_gradients([p])  # one process: unchanged
+    assert torch.equal(p.grad, torch.full((3,), 2.0))
+    assert dist.all_gather_objects({"a": 1}) == [{"a": 1}]

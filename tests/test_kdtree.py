@@ -785,3 +785,215 @@ def test_search_refuses_a_k_whose_padding_cannot_fit():
     assert (I[:, 50:] == -1).all() and I.shape == (2, 60)
     with pytest.raises(ValueError, match=r"k = 2147483648 .* GiB .* holds 50 keys"):
         tree.search(np.zeros((1, 32), np.uint8), k=2**31)
+
+
+# ---------------------------------------------------------------- memory-mapped build, shards (issue 21 part 3)
+def _rss_anon():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no RssAnon")
+
+
+def _peak_anon_growth(fn):
+    base = _rss_anon()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_anon())
+            stop.wait(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        out = fn()
+    finally:
+        stop.set()
+        t.join()
+    peak[0] = max(peak[0], _rss_anon())
+    return out, peak[0] - base
+
+
+def _memmaps(tmp_path, codes, ids):
+    codes.tofile(tmp_path / "keys.u8")
+    ids.tofile(tmp_path / "ids.i64")
+    c = np.memmap(tmp_path / "keys.u8", dtype=np.uint8, mode="r+", shape=codes.shape)
+    i = np.memmap(tmp_path / "ids.i64", dtype=np.int64, mode="r+", shape=ids.shape)
+    return c, i
+
+
+def test_copy_false_builds_on_memmaps_in_place(tmp_path):
+    codes = structured(6000, seed=40)
+    codes[100:300] = codes[0]  # a degenerate leaf too
+    ids = np.random.default_rng(41).permutation(10 ** 6)[:6000].astype(np.int64)
+    c, i = _memmaps(tmp_path, codes, ids)
+    tree = BinaryKDTree(c, i, leaf_size=30, copy=False)
+    ref = BinaryKDTree(codes, ids, leaf_size=30)
+    # the tree holds the maps themselves (no copy), permuted as a copying build permutes its copy
+    assert np.shares_memory(tree.codes, c) and np.shares_memory(tree.ids, i)
+    np.testing.assert_array_equal(tree.nodes, ref.nodes)
+    np.testing.assert_array_equal(tree.codes, ref.codes)
+    np.testing.assert_array_equal(tree.ids, ref.ids)
+    c.flush()
+    i.flush()
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "keys.u8", np.uint8).reshape(-1, 32), ref.codes)
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "ids.i64", np.int64), ref.ids)
+    check_invariants(BinaryKDTree(ref.codes[np.argsort(ref.ids)], leaf_size=30), ref.codes[np.argsort(ref.ids)])
+    q = structured(200, seed=42)
+    for b in (5, None):
+        for got, want in zip(tree.search(q, 4, b), ref.search(q, 4, b)):
+            np.testing.assert_array_equal(got, want)
+    tree.save(tmp_path / "t.svkd")
+    back = BinaryKDTree.load(tmp_path / "t.svkd")
+    np.testing.assert_array_equal(back.search(q, 4, 5)[1], ref.search(q, 4, 5)[1])
+
+
+def test_copy_false_memmap_build_takes_no_memory_per_key(tmp_path):
+    pytest.importorskip("resource")
+    try:
+        _rss_anon()
+    except OSError:
+        pytest.skip("needs /proc/self/status (Linux)")
+    n = 600_000  # 19 MB of keys + 5 MB of ids: a copying build holds both again
+    rng = np.random.default_rng(43)
+    codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    ids = np.arange(n, dtype=np.int64)
+    c, i = _memmaps(tmp_path, codes, ids)
+    del codes, ids
+    import tracemalloc
+
+    def traced_peak(fn):
+        tracemalloc.start()
+        try:
+            out = fn()
+            return out, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    # NumPy allocations (traced): the nodes only, about 2 n / leaf_size x 40 bytes = 0.5 MB
+    (tree, grown), traced = traced_peak(lambda: _peak_anon_growth(lambda: BinaryKDTree(c, i, leaf_size=100,
+                                                                                        copy=False)))
+    assert traced < 2 * 2 ** 20, traced
+    # the whole process (C++ included): no O(n) temporary either
+    assert grown < 6 * 2 ** 20, grown
+    assert np.shares_memory(tree.codes, c)
+    del tree
+    _, traced_copy = traced_peak(lambda: BinaryKDTree(c, i, leaf_size=100))
+    assert traced_copy > 24 * 10 ** 6  # the control: a copying build holds the keys and ids again
+
+
+def test_copy_false_ids_rules():
+    codes = structured(500, seed=44)
+    ids = np.arange(1000, 1500, dtype=np.int64)
+    tree = BinaryKDTree(codes, ids, leaf_size=20, copy=False)
+    assert np.shares_memory(tree.ids, ids) and np.shares_memory(tree.codes, codes)
+    np.testing.assert_array_equal(ids, tree.ids)  # permuted in place with the codes
+    ro = np.arange(500, dtype=np.int64)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="copy=False needs writable ids"):
+        BinaryKDTree(structured(500, seed=44), ro, copy=False)
+    with pytest.raises(ValueError, match="C-contiguous ids"):
+        BinaryKDTree(structured(500, seed=44), np.arange(1000, dtype=np.int64)[::2], copy=False)
+    with pytest.raises(ValueError, match="ids must be >= 0"):
+        BinaryKDTree(structured(500, seed=44), -np.ones(500, np.int64), copy=False)
+    # copy=True leaves the caller's arrays alone
+    codes2, ids2 = structured(500, seed=45), np.arange(500, dtype=np.int64)
+    keep_c, keep_i = codes2.copy(), ids2.copy()
+    t2 = BinaryKDTree(codes2, ids2, leaf_size=20)
+    assert not np.shares_memory(t2.ids, ids2)
+    np.testing.assert_array_equal(codes2, keep_c)
+    np.testing.assert_array_equal(ids2, keep_i)
+
+
+def _shards(codes, ids, bounds, **kw):
+    return [BinaryKDTree(codes[a:b], ids[a:b], **kw) for a, b in zip(bounds, bounds[1:])]
+
+
+@pytest.mark.parametrize("order", ["fifo", "best_bin"])
+@pytest.mark.parametrize("k", [1, 5, 700, 1000])
+def test_search_shards_exact_equals_one_tree(order, k):
+    codes = structured(700, seed=46, protos=8, flip=0.03)  # near duplicates: many distance ties
+    codes[600:700] = codes[0:100]  # exact duplicates in another shard: ties broken by the lowest id
+    ids = np.random.default_rng(47).permutation(700).astype(np.int64) * 3
+    q = np.concatenate([structured(60, seed=48, protos=8, flip=0.03), codes[:5]])
+    one = BinaryKDTree(codes, ids, leaf_size=10)
+    shards = _shards(codes, ids, [0, 250, 251, 600, 700], leaf_size=10)
+    D1, I1, c1 = one.search(q, k, None, order, return_counts=True)
+    D, I, c = BinaryKDTree.search_shards(shards, q, k, None, order, return_counts=True)
+    np.testing.assert_array_equal(D, D1)
+    np.testing.assert_array_equal(I, I1)
+    np.testing.assert_array_equal(c, c1)
+    if k > 700:
+        assert (I[:, 700:] == -1).all() and (D[:, 700:] == -1).all()
+    # against brute force too (indices -> ids)
+    bd, bi = hamming_topk(q, codes, min(k, 700))
+    np.testing.assert_array_equal(D[:, :min(k, 700)], bd)
+
+
+def test_search_shards_approximate_is_the_merge_of_the_shards():
+    codes = structured(3000, seed=49)
+    ids = np.arange(3000, dtype=np.int64)
+    q = structured(100, seed=50)
+    shards = _shards(codes, ids, [0, 1000, 2000, 3000], leaf_size=25)
+    D, I, c = BinaryKDTree.search_shards(shards, q, 3, 4, "fifo", return_counts=True)
+    outs = [t.search(q, 3, 4, return_counts=True) for t in shards]
+    np.testing.assert_array_equal(c, sum(o[2] for o in outs))
+    for r in range(q.shape[0]):
+        cand = sorted((int(d), int(i)) for o in outs for d, i in zip(o[0][r], o[1][r]) if i >= 0)[:3]
+        assert [(int(d), int(i)) for d, i in zip(D[r], I[r])] == cand
+    # one shard: exactly its search; no return_counts: two arrays
+    np.testing.assert_array_equal(BinaryKDTree.search_shards(shards[:1], q, 3, 4)[1], shards[0].search(q, 3, 4)[1])
+    assert len(BinaryKDTree.search_shards(shards, q, 3, 4)) == 2
+
+
+def test_search_shards_bad_input():
+    codes = structured(300, seed=51)
+    t = BinaryKDTree(codes)
+    with pytest.raises(ValueError, match="at least one"):
+        BinaryKDTree.search_shards([], codes)
+    with pytest.raises(TypeError, match="shards must be a sequence"):
+        BinaryKDTree.search_shards(t, codes)
+    with pytest.raises(TypeError, match=r"shards\[1\] must be a BinaryKDTree"):
+        BinaryKDTree.search_shards([t, codes], codes)
+    with pytest.raises(ValueError, match=r"shards\[1\] holds 128-bit"):
+        BinaryKDTree.search_shards([t, BinaryKDTree(codes[:, :16].copy())], codes)
+    with pytest.raises(ValueError, match="queries"):
+        BinaryKDTree.search_shards([t, t], codes[:, :16].copy())
+    with pytest.raises(ValueError, match="backtracks"):
+        BinaryKDTree.search_shards([t, t], codes, backtracks=0)
+
+
+@pytest.mark.parametrize("order", ["fifo", "best_bin"])
+@pytest.mark.parametrize("nq,n,leaf_size", [(1, 900, 15), (7, 900, 15), (9, 900, 15), (37, 900, 15), (20, 40, 100),
+                                            (13, 0, 5)])
+def test_interleaved_search_is_algorithm_2_for_any_batch(order, nq, n, leaf_size):
+    """The single-tree search runs 8 queries of a task in turn (prefetching); every query must still
+    be Algorithm 2 on its own, whatever the batch size, threads, buffer and budget."""
+    codes = structured(max(n, 1), seed=60, flip=0.1)[:n]
+    q = structured(nq, seed=61, flip=0.1)
+    tree = BinaryKDTree(codes, leaf_size=leaf_size)
+    extra = structured(25, seed=62)
+    tree.add(extra)
+    old = semvis_ext.get_num_threads()
+    try:
+        for threads in (1, 2):
+            semvis_ext.set_num_threads(threads)
+            for b, k in ((1, 1), (6, 4), (None, 3)):
+                D, I, cnt = tree.search(q, k=k, backtracks=b, order=order, return_counts=True)
+                allc = np.concatenate([codes, extra])
+                for r in range(nq):
+                    Dr, Ir, cr = reference.kdtree_search(tree.nodes, tree.codes, tree.ids, q[r], k,
+                                                         b if b is not None else 10 ** 9, order)
+                    # the buffer is scanned exhaustively: merge it into the reference's candidates
+                    cand = [(int(d), int(i)) for d, i in zip(Dr, Ir) if i >= 0]
+                    cand += [(int(np.unpackbits(q[r] ^ e).sum()), n + j) for j, e in enumerate(extra)]
+                    cand = sorted(cand)[:k]
+                    assert [(int(d), int(i)) for d, i in zip(D[r], I[r]) if i >= 0] == cand
+                    assert cnt[r] == cr + 25
+                if b is None:
+                    np.testing.assert_array_equal(D, hamming_topk(q, allc, k)[0])
+    finally:
+        semvis_ext.set_num_threads(old)

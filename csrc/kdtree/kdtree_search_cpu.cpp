@@ -186,12 +186,111 @@ int64_t search_one(const TreeRef& t, const uint8_t* q, const SearchParams& p, ha
   return scored;
 }
 
+// One tree (or exact search): kInFlight queries of a task advance in turn, one node (or one leaf) per
+// step, each step prefetching what the next step of that query reads (the next node, or the codes of
+// the leaf reached), so that the cache misses of different queries overlap. At tens of millions of
+// keys the search is bound by those misses (the descent is a chain of dependent node loads, one miss
+// per level below the cached top of the tree). Every query visits exactly the nodes and leaves of
+// search_one, in the same order, so the results are the same.
+constexpr int kInFlight = 8;
+
+void search_interleaved(const TreeRef& t, const uint8_t* queries, int64_t lo, int64_t hi, const SearchParams& p,
+                        hamming::RangeFn range, int32_t* dist, int64_t* out_ids, int64_t* counts) {
+  struct Flight {
+    int64_t qi = -1;  // query, -1: slot idle
+    int64_t node = 0, budget = 0, scored = 0;
+    int64_t miss = 0, depth = 0, seq = 0;  // best-bin: priority of the branch being descended
+    size_t head = 0;                        // FIFO: next queued branch
+    bool leaf = false;                      // at a leaf whose codes were prefetched: score it next
+  };
+  const int64_t* N = t.nodes;
+  const bool fifo = p.order == Order::kFifo;
+  const int64_t nb = t.nbytes;
+  std::vector<Scratch> sc(kInFlight);
+  std::vector<Flight> fl(kInFlight);
+  auto cmp = std::greater<Scratch::Entry>();
+  int64_t next = lo;
+  auto start = [&](Flight& f, Scratch& s) {
+    f = Flight();
+    if (next >= hi) return;
+    f.qi = next++;
+    f.budget = p.backtracks < 0 ? std::numeric_limits<int64_t>::max() : p.backtracks;
+    f.seq = 1;  // the root took sequence number 0
+    s.top.reset(p.k);
+    s.fifo.clear();
+    s.pq.clear();
+  };
+  // the next queued branch into f.node; false when the query is done
+  auto pop = [&](Flight& f, Scratch& s) -> bool {
+    if (f.budget <= 0) return false;
+    if (fifo) {
+      if (f.head >= s.fifo.size()) return false;
+      f.node = s.fifo[f.head++].second;
+    } else {
+      if (s.pq.empty()) return false;
+      std::pop_heap(s.pq.begin(), s.pq.end(), cmp);
+      f.miss = std::get<0>(s.pq.back());
+      f.depth = -std::get<1>(s.pq.back());
+      f.node = std::get<4>(s.pq.back());
+      s.pq.pop_back();
+    }
+    __builtin_prefetch(N + f.node * kNodeFields);
+    return true;
+  };
+  for (int g = 0; g < kInFlight; ++g) start(fl[g], sc[g]);
+  for (bool any = true; any;) {
+    any = false;
+    for (int g = 0; g < kInFlight; ++g) {
+      Flight& f = fl[g];
+      if (f.qi < 0) continue;
+      any = true;
+      Scratch& s = sc[g];
+      const uint8_t* q = queries + f.qi * nb;
+      const int64_t* nd = N + f.node * kNodeFields;
+      if (f.leaf) {
+        f.leaf = false;
+        f.scored += score(q, t.codes, t.ids, nd[kBegin], nd[kEnd], nb, range, s);
+        --f.budget;
+        if (!pop(f, s)) {
+          if (t.n_buf > 0) f.scored += score(q, t.buf_codes, t.buf_ids, 0, t.n_buf, nb, range, s);
+          s.top.write_sorted(dist + f.qi * p.k, out_ids + f.qi * p.k);
+          if (counts) counts[f.qi] = f.scored;
+          start(f, s);
+        }
+      } else if (nd[kDim] >= 0) {
+        const bool one = query_bit(q, nd[kDim]);
+        const int64_t take = one ? nd[kLeft] : nd[kRight], other = one ? nd[kRight] : nd[kLeft];
+        if (fifo) {
+          s.fifo.emplace_back(0, other);
+        } else {
+          ++f.depth;
+          s.pq.emplace_back(f.miss + 1, -f.depth, f.seq++, 0, other);
+          std::push_heap(s.pq.begin(), s.pq.end(), cmp);
+        }
+        f.node = take;
+        __builtin_prefetch(N + take * kNodeFields);
+      } else {
+        const uint8_t* c0 = t.codes + nd[kBegin] * nb;
+        const uint8_t* c1 = t.codes + nd[kEnd] * nb;
+        for (const uint8_t* c = c0; c < c1; c += 64) __builtin_prefetch(c);
+        f.leaf = true;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void search_cpu(const TreeRef& t, const uint8_t* queries, int64_t nq, const SearchParams& p, int32_t* dist,
                 int64_t* out_ids, int64_t* counts) {
   const hamming::RangeFn range = hamming::kernels().range;
   const int64_t grain = std::max<int64_t>(1, std::min<int64_t>(64, nq / (8 * get_num_threads())));
+  if (p.backtracks < 0 || t.forest_nodes.empty()) {  // one tree (exact search uses tree 0 only)
+    parallel_for(0, nq, grain, [&](int64_t lo, int64_t hi) {
+      search_interleaved(t, queries, lo, hi, p, range, dist, out_ids, counts);
+    });
+    return;
+  }
   parallel_for(0, nq, grain, [&](int64_t lo, int64_t hi) {
     Scratch s;
     for (int64_t i = lo; i < hi; ++i) {

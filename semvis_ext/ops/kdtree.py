@@ -125,9 +125,14 @@ class BinaryKDTree:
         split_choices (int): how many of the most balanced bits a random split draws from (>= 1).
         progress (bool or callable(done, total)): report the build (keys placed in leaves);
             ``True`` shows a tqdm bar.
-        copy (bool): ``True`` (default) builds on a copy of ``codes``; ``False`` permutes
-            ``codes`` in place (then it must be writable and C-contiguous) so that a build needs
-            no memory beyond the caller's codes, the ids and O(number of nodes).
+        copy (bool): ``True`` (default) builds on a copy of ``codes`` and ``ids``; ``False``
+            permutes ``codes`` in place (then it must be writable and C-contiguous), and ``ids``
+            too when given (then they must be writable and C-contiguous as well), so that a
+            build needs no memory beyond the caller's arrays and O(number of nodes). Both may be
+            writable ``np.memmap`` arrays (mode ``'r+'``): the build then permutes the files in
+            place and holds no copy of them (the tree's keys and ids *are* the maps), which is
+            how an index larger than the free memory is built (benchmarks/bench_moviesdb.py);
+            without ``ids`` the default ``arange(n)`` is allocated (8 bytes per key).
 
     Memory: codes + 8 bytes per key (ids) + 40 bytes per node (about 2 n / leaf_size nodes per
     tree) + 4 bytes per key per extra tree (its permutation).
@@ -147,7 +152,7 @@ class BinaryKDTree:
         if self._ntrees > 1 and n >= 1 << 31:
             raise ValueError(f"{op}: a forest (trees > 1) holds at most 2**31 - 1 keys, got {n}")
         self._auto_ids = ids is None
-        ids = self._check_ids(op, "ids", ids, n, 0)
+        ids = self._check_ids(op, "ids", ids, n, 0, copy=copy)
         if copy:
             codes = np.array(codes, dtype=np.uint8, order="C", copy=True)
         elif not codes.flags.writeable:
@@ -160,7 +165,7 @@ class BinaryKDTree:
         self._buf_ids = np.empty((0,), dtype=np.int64)
 
     @staticmethod
-    def _check_ids(op, name, ids, n, start):
+    def _check_ids(op, name, ids, n, start, copy=True):
         if ids is None:
             return np.arange(start, start + n, dtype=np.int64)
         if not isinstance(ids, np.ndarray):
@@ -171,6 +176,12 @@ class BinaryKDTree:
             raise ValueError(f"{op}: {name} must have shape ({n},) like the codes, got {ids.shape}")
         if ids.size and int(ids.min()) < 0:
             raise ValueError(f"{op}: {name} must be >= 0 (-1 pads the results), got {int(ids.min())}")
+        if not copy:
+            if not ids.flags.writeable:
+                raise ValueError(f"{op}: copy=False needs writable {name} (they are permuted in place)")
+            if not ids.flags.c_contiguous:
+                raise ValueError(f"{op}: copy=False needs C-contiguous {name}; pass np.ascontiguousarray({name})")
+            return ids
         return np.array(ids, dtype=np.int64, copy=True)
 
     def _build(self, progress):
@@ -233,6 +244,53 @@ class BinaryKDTree:
             [capsule(a) for a in self._forest_nodes], [capsule(a) for a in self._forest_perms],
         )
         return (D, I, counts) if return_counts else (D, I)
+
+    @staticmethod
+    def search_shards(shards, queries, k: int = 1, backtracks: Optional[int] = 50, order: str = "fifo", *,
+                      return_counts: bool = False):
+        """Searches several trees as one index: each shard's :meth:`search`, top-k merged.
+
+        The shards hold disjoint parts of one key set (e.g. K trees built over contiguous
+        slices of a memory-mapped key file, each with the global ids of its keys). Every shard
+        is searched with the same ``k``, ``backtracks`` (leaves visited *per shard*, so a query
+        scores up to K x ``backtracks`` leaves) and ``order``; the K candidate lists are merged by
+        (distance, id), nearest first, ties by the lowest id, padded with -1 as :meth:`search`
+        pads. In exact mode (``backtracks=None``) the result therefore equals one tree over all
+        the shards' keys (when the ids are distinct across shards).
+
+        Args:
+            shards (sequence of BinaryKDTree): at least one, all with the same number of bits.
+            queries, k, backtracks, order, return_counts: as :meth:`search`; counts are summed
+                over the shards.
+
+        Returns:
+            (D, I) or (D, I, counts) as :meth:`search`.
+        """
+        op = "BinaryKDTree.search_shards"
+        if isinstance(shards, BinaryKDTree) or not hasattr(shards, "__iter__"):
+            raise TypeError(f"{op}: shards must be a sequence of BinaryKDTree, got {type(shards).__name__}")
+        shards = list(shards)
+        if not shards:
+            raise ValueError(f"{op}: shards must hold at least one BinaryKDTree")
+        for i, t in enumerate(shards):
+            if not isinstance(t, BinaryKDTree):
+                raise TypeError(f"{op}: shards[{i}] must be a BinaryKDTree, got {type(t).__name__}")
+            if t.nbits != shards[0].nbits:
+                raise ValueError(f"{op}: shards[{i}] holds {t.nbits}-bit keys, shards[0] {shards[0].nbits}-bit")
+        outs = [t.search(queries, k, backtracks, order, return_counts=return_counts) for t in shards]
+        if len(outs) == 1:
+            return outs[0]
+        k = outs[0][0].shape[1]
+        D = np.concatenate([o[0] for o in outs], axis=1)
+        I = np.concatenate([o[1] for o in outs], axis=1)
+        key = D.astype(np.int64)
+        key[I < 0] = np.iinfo(np.int64).max  # padding last
+        sel = np.lexsort((I, key), axis=-1)[:, :k]
+        D = np.take_along_axis(D, sel, axis=1)
+        I = np.take_along_axis(I, sel, axis=1)
+        if return_counts:
+            return D, I, np.sum([o[2] for o in outs], axis=0)
+        return D, I
 
     # ------------------------------------------------------------------ updates
     def add(self, codes, ids=None) -> None:

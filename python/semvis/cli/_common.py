@@ -169,22 +169,31 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _is_main_rank() -> bool:
+    """False on the ranks > 0 of an initialised torch.distributed group (torch is not imported here)."""
+    torch = sys.modules.get("torch")
+    d = getattr(torch, "distributed", None)
+    return d is None or not (d.is_available() and d.is_initialized()) or d.get_rank() == 0
+
+
 class Printer:
     """Prints a command's records: JSON lines with ``--json``, readable text otherwise;
-    ``info`` lines go to stderr unless ``--quiet``."""
+    ``info`` lines go to stderr unless ``--quiet``. Under torchrun only rank 0 prints."""
 
     def __init__(self, args: argparse.Namespace):
         self.json = bool(getattr(args, "json", False))
         self.quiet = bool(getattr(args, "quiet", False))
 
     def record(self, obj: Dict[str, Any], text: Optional[str] = None) -> None:
+        if not _is_main_rank():
+            return
         if self.json:
             print(json.dumps(_plain(obj)), flush=True)
         else:
             print(text if text is not None else _text(obj), flush=True)
 
     def info(self, msg: str) -> None:
-        if not self.quiet:
+        if not self.quiet and _is_main_rank():
             print(msg, file=sys.stderr, flush=True)
 
 

@@ -1,5 +1,10 @@
 """The train / eval preamble every trainer-backed ``semvis <system> train|eval`` shares: options,
-output checks, a new run from ``--preset``/``--config``/``--set`` or a resumed one."""
+output checks, a new run from ``--preset``/``--config``/``--set`` or a resumed one.
+
+Under ``torchrun --nproc-per-node N -m semvis <system> train ...`` the process group is
+initialised here from torchrun's environment (nccl on CUDA, gloo otherwise;
+:func:`semvis.distributed.init_from_env`) before the trainer is built; every rank builds the same
+run (or resumes the same checkpoint), only rank 0 prints, shows progress and writes."""
 from __future__ import annotations
 
 import argparse
@@ -30,7 +35,10 @@ def trainer_from_args(config_cls, trainer_cls, args: argparse.Namespace, build=N
     ``trainer_cls(config)``) or, with ``--resume``, the saved one with the ``--set`` overrides.
     Output folders are checked before any work."""
     from ..config import parse_overrides
+    from ..distributed import init_from_env
 
+    with user_errors(ValueError):
+        init_from_env()  # under torchrun (WORLD_SIZE > 1); a no-op otherwise
     if args.out:
         check_output_dir(args.out)
     fixed = {"out_dir": args.out, "progress": False if args.quiet else None}

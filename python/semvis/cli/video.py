@@ -44,15 +44,65 @@ def _index_args(p: argparse.ArgumentParser) -> None:
                    help="tracks of at least this many frames give a key feature (default 8, the paper's)")
     p.add_argument("--id-from", choices=["name", "path"], default="name",
                    help="video id: the file name without extension (default) or the path as given")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="index on Ray (needs semvis[distributed]): one task per video, into shards; OUT is then "
+                        "a folder (shards + manifest.json; an interrupted run resumes). Without ADDRESS a local "
+                        "Ray instance; 'auto' or host:port for a cluster (write --ray=ADDRESS before the paths)")
+    p.add_argument("--shard-videos", type=int, default=8, help="--ray: videos per shard (default 8)")
+    p.add_argument("--num-cpus", type=int, default=None, help="--ray, local instance: CPUs (default: all)")
+    p.add_argument("--max-retries", type=int, default=3,
+                   help="--ray: retries of a task whose worker process died (default 3)")
     add_json(p)
     add_quiet(p)
+
+
+def _video_id(args, path: str) -> str:
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if args.id_from == "name" else path
+
+
+def _index_ray(args: argparse.Namespace, video, out: Printer) -> int:
+    """``--ray``: the sharded index (semvis.video.shards); failed videos are reported (status 1)."""
+    from semvis.video.shards import index_sharded
+
+    check_output_dir(args.out, "-o/--out")
+    if args.method == "global":
+        raise UserError("--ray: the global method is not sharded (use --method aggregation, all or keyframes)")
+    _nonneg("shard-videos", args.shard_videos, 1)
+    _nonneg("num-cpus", args.num_cpus, 1)
+    _nonneg("max-retries", args.max_retries)
+    ids = [_video_id(args, p) for p in args.paths]
+    if len(set(ids)) != len(ids):
+        raise UserError("two videos get the same id (use --id-from path)")
+
+    def done(vid, info):
+        if "error" in info:
+            print(f"semvis video index: skipped {vid}: {info['error']}", file=sys.stderr)
+            return
+        out.info(f"{vid}: {info['frames']} frames, {info['shots']} shots, {info['items']} indexed features")
+        if args.json:
+            out.record({"video": vid, **{k: info[k] for k in ("frames", "shots", "items")}})
+
+    with user_errors(ValueError, TypeError, ImportError, OSError):
+        r = index_sharded(list(zip(ids, args.paths)), args.out, videos_per_shard=args.shard_videos, use_ray=True,
+                          address=None if args.ray == "local" else args.ray, num_cpus=args.num_cpus,
+                          max_retries=args.max_retries, on_video=done, method=args.method, step=args.step,
+                          backtracks=args.backtracks, verify=args.verify, min_track_len=args.min_track_len)
+    if len(r["failed"]) == r["videos"]:
+        raise UserError("no video could be indexed")
+    out.info(f"wrote {r['manifest']}: {r['shards']} shards, {r['videos'] - len(r['failed'])} videos "
+             f"({r['processed']} processed now, {r['skipped']} done before), {r['seconds']:.1f} s")
+    if args.json:
+        out.record({"index": args.out, "manifest": r["manifest"], "shards": r["shards"],
+                    "videos": r["videos"] - len(r["failed"]), "processed": r["processed"], "skipped": r["skipped"]})
+    return 1 if r["failed"] else 0
 
 
 def _index(args: argparse.Namespace) -> int:
     """Indexes the videos that can be read (the others are reported: status 1) and writes the index."""
     video = _video()
     out = Printer(args)
-    check_output_file(args.out, "-o/--out")
+    if args.ray is None:
+        check_output_file(args.out, "-o/--out")
     _nonneg("step", args.step, 1)
     _nonneg("backtracks", args.backtracks, 1)
     _nonneg("verify", args.verify)
@@ -60,6 +110,8 @@ def _index(args: argparse.Namespace) -> int:
     for path in args.paths:
         if not os.path.exists(path):
             raise UserError(f"{path}: no such file or folder")
+    if args.ray is not None:
+        return _index_ray(args, video, out)
     extra = {}
     if args.method == "global":
         if args.global_model is not None:
@@ -76,7 +128,7 @@ def _index(args: argparse.Namespace) -> int:
                                min_track_len=args.min_track_len, progress=not args.quiet, **extra)
     failed = 0
     for path in args.paths:
-        vid = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if args.id_from == "name" else path
+        vid = _video_id(args, path)
         try:
             info = idx.add(path, vid)
         except (video.VideoReadError, ValueError, TypeError, OSError) as e:
@@ -100,12 +152,15 @@ def _index(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ search
 def _search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("index", help="index file written by `semvis video index`")
+    p.add_argument("index", help="index file written by `semvis video index` (or the folder of a --ray index)")
     p.add_argument("images", nargs="+", help="query images")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--backtracks", type=int, default=None, help="kd-tree budget B (default: the index's)")
     p.add_argument("--verify", type=int, default=None,
                    help="shots verified geometrically per query (default: the index's; 0: votes only)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="a sharded (--ray) index: search its shards on Ray actors (local instance, or ADDRESS); "
+                        "without --ray its shards are searched in this process")
     add_json(p)  # {"query": path, "results": [{"video", "shot", "frame", "score"}]} per query
     add_quiet(p)
 
@@ -119,9 +174,27 @@ def _search(args: argparse.Namespace) -> int:
     _nonneg("top", args.top, 1)
     _nonneg("backtracks", args.backtracks, 1)
     _nonneg("verify", args.verify)
-    check_input_file(args.index, "index")
-    with user_errors(ValueError, FileNotFoundError, OSError):
-        idx = video.VideoIndex.load(args.index, progress=False)
+    sharded = os.path.isfile(os.path.join(args.index, "manifest.json")) or os.path.basename(args.index) == "manifest.json"
+    if not sharded:
+        check_input_file(args.index, "index")
+        if args.ray is not None:
+            raise UserError(f"--ray: {args.index} is not a sharded index (a folder written by `video index --ray`)")
+    with user_errors(ValueError, FileNotFoundError, OSError, ImportError):
+        if sharded:
+            from semvis.video.shards import ShardedIndex
+
+            idx = ShardedIndex.open(args.index, use_ray=args.ray is not None,
+                                    address=None if args.ray in (None, "local") else args.ray)
+        else:
+            idx = video.VideoIndex.load(args.index, progress=False)
+    try:
+        return _search_all(args, idx, video, out, search)
+    finally:
+        if sharded:
+            idx.close()
+
+
+def _search_all(args, idx, video, out, search) -> int:
     if args.verify is not None:
         idx.verify = args.verify
     status = 0

@@ -9,7 +9,9 @@
 * the run: torch threads and device from the config (:meth:`Trainer.__init__`), seeding
   (:meth:`seed_torch`, called by the subclass where its model is built), rank / world size
   under ``torch.distributed`` (rank gating: only rank 0 shows progress bars and writes
-  checkpoints) and the DDP wrapper (:meth:`wrap_ddp`);
+  checkpoints), the DDP wrapper (:meth:`wrap_ddp`) or, for trainers whose models are not wrapped,
+  replicas kept in step by hand (:meth:`replicate`: rank 0's weights broadcast once, gradients
+  averaged over the ranks in :meth:`update`, buffers broadcast after each update);
 * the optimizer (:meth:`build_optimizer`: Adam over named parameter groups, each with its base
   learning rate) and the learning-rate schedule hook (:meth:`lr_factor`, applied to every group
   by :meth:`apply_lr` before each update or epoch);
@@ -24,7 +26,10 @@
   (torch's global CPU / CUDA generators plus the subclass's own); :meth:`Trainer.resume`
   (a classmethod, the same for every trainer) reads a checkpoint with ``weights_only=True``,
   rebuilds the trainer (:meth:`from_checkpoint`) and restores its state, so that a resumed run
-  continues exactly as an uninterrupted one.
+  continues exactly as an uninterrupted one. Under ``torch.distributed`` :meth:`save` is a
+  collective (every rank calls it; :meth:`fit` does): rank 0 writes, the checkpoint also holds
+  every rank's torch generator states (restored per rank when the world size is the same), and
+  no rank returns before the file is complete; every rank resumes from the same file.
 
 A subclass sets ``KIND`` (its checkpoint tag is ``semvis.<KIND>-checkpoint/<VERSION>``),
 ``CONFIG``, ``UNIT`` and implements ``budget``, ``train_step`` and ``next_batch`` or
@@ -123,6 +128,7 @@ class Trainer:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.base_lrs: List[float] = []
         self._saved_at: Optional[int] = None
+        self._replicas: List[nn.Module] = []
 
     @property
     def cfg(self) -> TrainConfig:
@@ -144,6 +150,18 @@ class Trainer:
         if self.world > 1:
             return nn.parallel.DistributedDataParallel(model, **kw)
         return model
+
+    def replicate(self, *modules: nn.Module) -> None:
+        """Keeps ``modules`` identical on every rank without DDP: rank 0's parameters and buffers
+        are broadcast now, :meth:`update` averages their gradients over the ranks (as DDP does)
+        and broadcasts rank 0's buffers (e.g. BatchNorm running statistics) after each step.
+        For models that DDP cannot wrap (several forward passes per step, mixed image sizes).
+        No-op with one process."""
+        if self.world == 1:
+            return
+        for m in modules:
+            distributed.broadcast_module(m)
+            self._replicas.append(m)
 
     def build_optimizer(self, groups: Sequence[Dict[str, Any]], **kw) -> torch.optim.Optimizer:
         """Adam over parameter ``groups`` (dicts with ``params`` and ``lr``; other keys are kept);
@@ -169,11 +187,15 @@ class Trainer:
         parameter the optimizer updates), optimizer step."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self._replicas:
+            distributed.all_reduce_gradients([p for m in self._replicas for p in m.parameters()])
         if clip:
             if parameters is None:
                 parameters = [p for g in self.optimizer.param_groups for p in g["params"]]
             nn.utils.clip_grad_norm_(list(parameters), clip)
         self.optimizer.step()
+        for m in self._replicas:
+            distributed.broadcast_buffers(m)
 
     def progress_bar(self, total: int, desc: str, initial: int = 0, leave: bool = True, unit: str = "it",
                      show: Optional[bool] = None):
@@ -264,18 +286,22 @@ class Trainer:
             log: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
         """Trains until ``until`` units in total (default: :meth:`budget`); checkpoints every
         ``checkpoint_every`` units and at the end (when ``out_dir`` is set); calls ``log`` with each
-        unit's history record; returns the history."""
+        unit's history record (on rank 0 only under torch.distributed); returns the history."""
         total = self.budget() if until is None else int(until)
         unit = self.UNIT
-        bar = self.progress_bar(total, desc=f"train {self.KIND}", initial=min(self.position, total), unit=unit,
-                                show=progress, leave=unit == "step")
         path = self.checkpoint_path()
         every = self.config.checkpoint_every
+        if self.world > 1 and len(set(distributed.all_gather_objects((path is not None, every)))) > 1:
+            # saving is a collective: a rank that saved alone would wait for the others forever
+            raise ValueError("under torch.distributed every rank needs an out_dir (or none) and the same "
+                             "checkpoint_every")
+        bar = self.progress_bar(total, desc=f"train {self.KIND}", initial=min(self.position, total), unit=unit,
+                                show=progress, leave=unit == "step")
         while self.position < total:
             rec = self.train_epoch() if unit == "epoch" else self.train_one_step()
             bar.update(1)
             bar.set_postfix(**self.postfix(rec))
-            if log is not None:
+            if log is not None and self.is_main:
                 log(rec)
             if path and every and self.position % every == 0:
                 self.save(path)
@@ -297,10 +323,15 @@ class Trainer:
     def load_extra_state(self, state: Dict[str, Any]) -> None:
         """Restores what :meth:`extra_state` saved."""
 
-    def state_dict(self) -> Dict[str, Any]:
+    @staticmethod
+    def _rng_states() -> Dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        return rng
+
+    def state_dict(self) -> Dict[str, Any]:
+        rng = self._rng_states()
         return {"format": self.format_tag(), "config": self.config.to_dict(),
                 "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
                 "step": self.step, "epoch": self.epoch, "history": self.history, "rng_states": rng,
@@ -314,6 +345,9 @@ class Trainer:
         self.epoch = int(state.get("epoch", 0))
         self.history = list(state.get("history", []))
         rng = state.get("rng_states") or {}
+        per_rank = state.get("rng_states_by_rank")
+        if isinstance(per_rank, list) and len(per_rank) == self.world:  # a run on as many ranks
+            rng = per_rank[self.rank] or rng
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
@@ -321,10 +355,16 @@ class Trainer:
         self._saved_at = self.position
 
     def save(self, path: str) -> None:
-        """Writes :meth:`state_dict` atomically (rank 0 only; other ranks return at once)."""
-        if not self.is_main:
-            return
-        atomic_save(self.state_dict(), path)
+        """Writes :meth:`state_dict` atomically (rank 0 only). Under ``torch.distributed`` it is a
+        collective: every rank must call it; rank 0 also stores every rank's generator states
+        (``rng_states_by_rank``) and no rank returns before the file is written."""
+        if self.world > 1:
+            per_rank = distributed.all_gather_objects(self._rng_states())
+            if self.is_main:
+                atomic_save({**self.state_dict(), "rng_states_by_rank": per_rank}, path)
+            distributed.barrier()
+        elif self.is_main:
+            atomic_save(self.state_dict(), path)
         self._saved_at = self.position
 
     @classmethod

@@ -16,10 +16,15 @@ Defaults follow the paper where it speaks and the public codes where it does not
   trunk's BatchNorm layers in eval mode while the trunk is frozen (vsepp#30), ``"frozen"``
   always, ``"train"`` never;
 * evaluation always runs the model in eval mode (dropout off, BatchNorm running statistics);
-* the global batch under ``torch.distributed`` (torchrun): every rank iterates the same batches,
-  embeds its share of each, and the hardest negatives are mined over the embeddings of all ranks
-  (:func:`semvis.distributed.all_gather_with_grad`), so a step equals one on the whole batch; only
-  rank 0 writes checkpoints and progress.
+* the global batch under ``torch.distributed`` (torchrun): the epoch's batches come from a
+  :class:`semvis.distributed.GlobalBatchSampler` (one permutation per epoch from the seed and the
+  epoch, the same for any number of ranks); every rank embeds its share of each batch and the
+  hardest negatives are mined over the embeddings of all ranks
+  (:func:`semvis.distributed.all_gather_with_grad`); an item's crop and caption draw from a
+  generator seeded by (seed, epoch, item), so they do not depend on which rank embeds it: a run on
+  W ranks equals the one-process run (with no dropout and BatchNorm frozen: dropout masks come from
+  each rank's torch generator, BatchNorm statistics from each rank's share); only rank 0 writes
+  checkpoints and progress.
 
 The encoders live in :mod:`semvis.models.crossmodal`, the image preparation in
 :mod:`semvis.data.transforms`, the tokenisation in :mod:`semvis.text.captions` and the evaluation
@@ -36,7 +41,7 @@ from torch import Tensor
 
 from ..data.crossmodal import CaptionedImages, load_crossmodal_split
 from ..data.transforms import prepare_images, random_crop
-from ..distributed import all_gather_with_grad, shard
+from ..distributed import GlobalBatchSampler, all_gather_with_grad
 from ..eval.crossmodal import evaluate_crossmodal
 from ..losses import hardest_negative_triplet_loss
 from ..models.bean import BEAN, set_batchnorm_eval
@@ -192,8 +197,11 @@ class CrossModalTrainer(Trainer):
         if len(train) < 2:
             raise ValueError("the training set needs at least 2 images")
         self.build_optimizer([{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.config.lr}])
-        # crops draw from a per-rank stream under torch.distributed (rank 0's is the single-process one)
-        self.rng = np.random.default_rng(self.config.seed if self.world == 1 else [self.config.seed, 1 + self.rank])
+        # the epoch's global batches; an item's crop and caption draw from (seed, epoch, item)
+        self.sampler = GlobalBatchSampler(len(train), self.config.batch_size, self.config.seed, min_last=2,
+                                          rank=self.rank, world=self.world)
+        if self.world > 1 and self.rank > 0:  # dropout: a torch stream of its own on each rank
+            torch.manual_seed(int(np.random.SeedSequence([self.config.seed, self.rank, 2]).generate_state(1)[0]))
         self._negatives = self.config.negatives
         # pre-tokenize every caption once
         self._cap_ids: List[List[Tuple[Tensor, int]]] = []
@@ -243,15 +251,14 @@ class CrossModalTrainer(Trainer):
 
     # -- batches
     def epoch_batches(self) -> List[np.ndarray]:
-        # under torch.distributed every rank iterates the same batches (one permutation per epoch
-        # from the seed) and embeds its share of each; the crops come from a per-rank stream
-        perm = (self.rng if self.world == 1 else np.random.default_rng([self.config.seed, self.epoch])
-                ).permutation(len(self.train_set))
-        bs = self.config.batch_size
-        batches = [perm[i:i + bs] for i in range(0, len(perm), bs)]
-        if len(batches) > 1 and len(batches[-1]) < 2:
-            batches = batches[:-1]  # a single-pair batch has no negative
-        return batches
+        """The epoch's global batches (:class:`GlobalBatchSampler`; a last batch of one pair, which
+        has no negative, is dropped); every rank iterates them and embeds its share."""
+        self.sampler.set_epoch(self.epoch)
+        return self.sampler.global_batches()
+
+    def _item_rng(self, i: int) -> np.random.Generator:
+        """The generator of item ``i``'s crop and caption this epoch (independent of the ranks)."""
+        return np.random.default_rng([self.config.seed, self.epoch, int(i), 1])
 
     def _crop_size(self) -> int:
         return self.config.crop_size if self.config.crop_size is not None else self.config.image_size
@@ -259,12 +266,13 @@ class CrossModalTrainer(Trainer):
     def _make_batch(self, idx: np.ndarray):
         c = self.config
         size = self._crop_size()
-        imgs = torch.stack([random_crop(self.train_set.image(int(i)), size, c.crop_scale, c.crop_ratio, self.rng)
-                            for i in idx])
-        seqs = []
+        imgs, seqs = [], []
         for i in idx:
+            rng = self._item_rng(i)
+            imgs.append(random_crop(self.train_set.image(int(i)), size, c.crop_scale, c.crop_ratio, rng))
             opts = self._cap_ids[int(i)]
-            seqs.append(opts[int(self.rng.integers(len(opts)))][0].tolist())
+            seqs.append(opts[int(rng.integers(len(opts)))][0].tolist())
+        imgs = torch.stack(imgs)
         ids, lengths = pad_captions(seqs)
         return imgs.to(self.device), ids.to(self.device), lengths.to(self.device)
 
@@ -272,10 +280,12 @@ class CrossModalTrainer(Trainer):
         c = self.config
         if self.world > 1:
             # the global batch: the loss (hardest negatives over every rank's pairs) on the gathered
-            # embeddings; every rank computes the same loss, so the scale is 1 (DDP averages)
-            imgs, ids, lengths = self._make_batch(idx[shard(len(idx))])
+            # embeddings; every rank computes the same loss, so the scale is 1 (DDP averages).
+            # One gather of [x | v]: one collective in the backward.
+            imgs, ids, lengths = self._make_batch(self.sampler.local(idx))
             x, v = self.ddp_model(imgs, ids, lengths)
-            x, v = all_gather_with_grad(x), all_gather_with_grad(v)
+            xv = all_gather_with_grad(torch.cat([x, v], 1))
+            x, v = xv[:, :x.shape[1]], xv[:, x.shape[1]:]
         else:
             imgs, ids, lengths = self._make_batch(idx)
             x, v = self.ddp_model(imgs, ids, lengths)
@@ -289,14 +299,11 @@ class CrossModalTrainer(Trainer):
     # -- checkpoints
     def extra_state(self) -> Dict[str, Any]:
         return {"model_config": self.model.config, "model": self.model.state_dict(),
-                "vocab": {"terms": self.vocab.terms, "counts": self.vocab.counts, "unk": self.vocab.unk},
-                "np_rng": self.rng.bit_generator.state}
+                "vocab": {"terms": self.vocab.terms, "counts": self.vocab.counts, "unk": self.vocab.unk}}
 
     def load_extra_state(self, ck: Dict[str, Any]) -> None:
+        # (older checkpoints also hold a numpy generator state: crops now draw from (seed, epoch, item))
         self.model.load_state_dict(ck["model"] if "model" in ck else ck["state_dict"])
-        st = ck.get("np_rng", ck.get("rng") if isinstance(ck.get("rng"), dict) else None)
-        if st is not None:
-            self.rng.bit_generator.state = st
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Dict[str, Any], train: Optional[CaptionedImages] = None,

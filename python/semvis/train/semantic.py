@@ -17,6 +17,23 @@ objective), so the same mining kernel serves both objectives.
 
 Checkpoints hold the model, text projection, optimiser, step, the trainer's RNG and the current
 mining round, so that a resumed run continues exactly as an uninterrupted one.
+
+Under ``torch.distributed`` (``torchrun``), every rank draws the same queries, pools and batches
+(the trainer's generator is seeded identically and advanced identically on every rank):
+
+* a mining round: each rank embeds its share of the pool (no grad), the embeddings are gathered
+  (:func:`semvis.distributed.all_gather_no_grad`), each rank mines its share of the queries against
+  the whole pool, and the triplets are gathered in rank order: the candidates of a one-process
+  round (the miner orders its output by query);
+* an update: each rank embeds its share of the batch's distinct images and takes its share of the
+  triplets; the embeddings are gathered with :func:`semvis.distributed.all_gather_with_grad`, so the
+  rank's triplets (its queries) see every rank's embeddings; each term of the loss is a mean over
+  triplets, so the rank's loss is scaled by ``W * n_r / N`` (:func:`semvis.distributed.loss_scale`)
+  and the gradients are averaged over the ranks (:meth:`~semvis.train.base.Trainer.replicate`):
+  the update is the one-process update on the whole batch. Exactly so with BatchNorm frozen
+  (``freeze_bn``, the paper's setting); with BatchNorm trained, each rank normalises its share with
+  its own batch statistics (as DDP does without SyncBatchNorm) and rank 0's running statistics are
+  kept on every rank.
 """
 from __future__ import annotations
 
@@ -26,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import distributed
 from ..data.semantic import SemanticData, build_data, stack_images
 from ..eval.semantic_split import evaluate_scores
 from ..eval.semantic import JointQuery, fit_joint_query
@@ -88,7 +106,8 @@ class SemanticTrainer(Trainer):
         self.build_optimizer(groups, betas=(0.9, 0.999))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.round: Optional[Dict[str, Tensor]] = None
-        self._round_images: Optional[List[Tensor]] = None
+        self._round_images: Dict[int, Tensor] = {}  # pool position -> decoded image (this round)
+        self.replicate(*([self.model] + ([self.text] if self.text is not None else [])))
 
     # ------------------------------------------------------------------ embedding
     def _forward(self, images: List[Tensor]) -> Tensor:
@@ -134,7 +153,8 @@ class SemanticTrainer(Trainer):
     # ------------------------------------------------------------------ mining
     @torch.no_grad()
     def mine(self) -> None:
-        """A mining round (spec 000.8): pool, embedding, hardest triplets."""
+        """A mining round (spec 000.8): pool, embedding, hardest triplets (sharded over the ranks
+        under ``torch.distributed``; see the module docstring)."""
         cfg, d = self.cfg, self.data
         fit = torch.from_numpy(self.fit_pos)
         q = fit[torch.randint(len(fit), (cfg.mine_queries,), generator=self.gen)]
@@ -147,26 +167,45 @@ class SemanticTrainer(Trainer):
         pos = pos[~self._is_calib[pos]]
         pool = torch.unique(torch.cat([q, pos.flatten()]))  # sorted train positions
         qpos = torch.searchsorted(pool, q)
-        ids = d.train[pool.numpy()]
-        images = d.load(ids)
-        phi = self.embed(ids, images=images)
-        # relevant pool positions of each query: its knn list restricted to the pool
-        in_pool = torch.isin(d.knn[q], pool)
-        relevant = [torch.searchsorted(pool, d.knn[qi][m]).tolist() for qi, m in zip(q, in_pool)]
+        # this rank's share of the pool (all of it in one process), embedded, then gathered
+        mine_rows = torch.arange(len(pool))[distributed.shard(len(pool))]
+        self._round_images = {}
+        images = self._pool_images(pool, mine_rows.tolist())
+        ids = d.train[pool[mine_rows].numpy()]
+        phi = distributed.all_gather_no_grad(self.embed(ids, images=images))
         margin = cfg.margin
         if self.uses_text:
-            theta = self.text_embed(ids).float().cpu()
-            qe = torch.cat([phi[qpos], phi[qpos], theta[qpos]], 1)
+            theta = self.text_embed(ids).float().cpu() if len(ids) else torch.zeros(0, self.model.dim)
+            theta = distributed.all_gather_no_grad(theta)
             de = torch.cat([phi, theta, phi], 1)
             margin = cfg.margin * 3
         else:
-            qe, de = phi[qpos], phi
-        trip = self.miner(qe.contiguous(), de.contiguous(), relevant, float(margin), cfg.per_pair, query_ids=qpos)
-        trip = trip.cpu()
-        cand = torch.stack([qpos[trip[:, 0]], trip[:, 1], trip[:, 2]], 1) if len(trip) else trip.reshape(0, 3)
+            de = phi
+        # this rank's queries against the whole pool
+        qs = distributed.shard(len(q))
+        q_l, qpos_l = q[qs], qpos[qs]
+        qe = torch.cat([phi[qpos_l], phi[qpos_l], theta[qpos_l]], 1) if self.uses_text else phi[qpos_l]
+        # relevant pool positions of each query: its knn list restricted to the pool
+        in_pool = torch.isin(d.knn[q_l], pool)
+        relevant = [torch.searchsorted(pool, d.knn[qi][m]).tolist() for qi, m in zip(q_l, in_pool)]
+        if len(q_l):
+            trip = self.miner(qe.contiguous(), de.contiguous(), relevant, float(margin), cfg.per_pair,
+                              query_ids=qpos_l).cpu()
+        else:
+            trip = torch.zeros(0, 3, dtype=torch.int64)
+        cand = torch.stack([qpos_l[trip[:, 0]], trip[:, 1], trip[:, 2]], 1) if len(trip) else trip.reshape(0, 3)
+        cand = distributed.all_gather_no_grad(cand.to(torch.int64))  # every rank's, in query order
         self.round = {"pool": pool, "candidates": cand, "order": torch.randperm(len(cand), generator=self.gen),
                       "cursor": torch.tensor(0), "updates": torch.tensor(0)}
-        self._round_images = images
+
+    def _pool_images(self, pool: Tensor, positions: Sequence[int]) -> List[Tensor]:
+        """The decoded images of positions of the round's ``pool`` (each decoded once a round, when
+        first needed: under torch.distributed a rank decodes only the images it embeds)."""
+        todo = sorted({int(p) for p in positions if int(p) not in self._round_images})
+        if todo:
+            ids = self.data.train[pool[torch.as_tensor(todo, dtype=torch.int64)].numpy()]
+            self._round_images.update(zip(todo, self.data.load(ids)))
+        return [self._round_images[int(p)] for p in positions]
 
     def _round_batch(self) -> Optional[Tensor]:
         r = self.round
@@ -192,29 +231,48 @@ class SemanticTrainer(Trainer):
     def next_batch(self) -> Optional[Tensor]:
         """The next [b, 3] (query, positive, negative) pool positions of the mining round, running
         a new round (:meth:`mine`) every ``remine_every`` updates; None when the round found no
-        violating triplet."""
+        violating triplet. The global batch: the same on every rank."""
         if self.round is None or int(self.round["updates"]) >= self.cfg.remine_every:
             self.mine()
-        if self._round_images is None:  # resumed: re-decode the round's pool
-            self._round_images = self.data.load(self.data.train[self.round["pool"].numpy()])
         batch = self._round_batch()
         self.round["updates"] += 1
         return batch
 
     def train_step(self, batch: Optional[Tensor]) -> Dict[str, Any]:
-        """One update on a batch of triplets; loss 0 and no update when the round has none."""
+        """One update on a (global) batch of triplets; loss 0 and no update when the round has
+        none. Under torch.distributed each rank embeds its share of the batch's distinct images and
+        computes the loss of its share of the triplets on the gathered embeddings (module docstring);
+        the reported loss is the global batch's."""
         n_cand = len(self.round["candidates"])
         if batch is None:
             return {"loss": 0.0, "candidates": n_cand}
         self.model.train()
+        pool = self.round["pool"]
         uniq, inv = torch.unique(batch.flatten(), return_inverse=True)
         inv = inv.view(-1, 3).to(self.device)
-        phi = self._forward([self._round_images[int(i)] for i in uniq])
-        th = [None, None, None]
-        if self.uses_text:
-            theta = self.text_embed(self.data.train[self.round["pool"][uniq].numpy()], grad=True)
-            th = [theta[inv[:, j]] for j in range(3)]
-        loss = self.objective(phi[inv[:, 0]], phi[inv[:, 1]], phi[inv[:, 2]], *th)
+        mine = uniq[distributed.shard(len(uniq))]  # this rank's images
+        if len(mine):
+            emb = self._forward(self._pool_images(pool, mine.tolist()))
+            if self.uses_text:
+                emb = torch.cat([emb, self.text_embed(self.data.train[pool[mine].numpy()], grad=True)], 1)
+        else:  # more ranks than images: an empty share, which still joins the gather's backward
+            emb = torch.zeros(0, self.model.dim * (2 if self.uses_text else 1), device=self.device,
+                              requires_grad=True)
+        # one gather (one collective in the backward, in the same place on every rank)
+        emb = distributed.all_gather_with_grad(emb)
+        phi, theta = (emb[:, :self.model.dim], emb[:, self.model.dim:]) if self.uses_text else (emb, None)
+        loc = inv[distributed.shard(len(batch))]  # this rank's triplets (its queries)
+        th = [theta[loc[:, j]] for j in range(3)] if self.uses_text else [None, None, None]
+        if len(loc):
+            loss = self.objective(phi[loc[:, 0]], phi[loc[:, 1]], phi[loc[:, 2]], *th)
+        else:  # no triplet on this rank: zero, but through the gather (its backward is collective)
+            loss = emb.sum() * 0
+        if self.world > 1:
+            local = float(loss.detach())
+            self.update(loss * distributed.loss_scale("mean", local_count=len(loc), global_count=len(batch)))
+            # the global batch's loss: the triplet-weighted mean of the ranks' losses
+            tot = distributed.all_gather_no_grad(torch.tensor([local * len(loc)], dtype=torch.float64))
+            return {"loss": float(tot.sum()) / len(batch), "candidates": n_cand}
         self.update(loss)
         return {"loss": float(loss.detach()), "candidates": n_cand}
 
@@ -279,7 +337,7 @@ class SemanticTrainer(Trainer):
             self.text.load_state_dict(st["text"])
         self.gen.set_state(st["generator"])
         self.round = st["round"]
-        self._round_images = None
+        self._round_images = {}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Dict[str, Any], data: Optional[SemanticData] = None,

@@ -131,19 +131,34 @@ class VideoIndex:
             dict: ``frames`` (sampled), ``shots``, ``features`` (extracted), ``items`` (indexed).
         """
         self._check_id("add", video_id)
+        block, info, stats = self.process(video_or_frames, video_id, step)
+        self._append(block, stats)
+        return info
+
+    def process(self, video_or_frames, video_id: str, step: Optional[int] = None) -> Tuple[Block, dict, dict]:
+        """One video through the whole per-video path (decode, ORB, tracking, shots, aggregation;
+        or the global method's embeddings) without adding it: what :meth:`add` commits, and what a
+        Ray task of :mod:`semvis.video.shards` runs. The index is not changed.
+
+        Returns:
+            (Block, info, stats): the video's arrays (see :mod:`~semvis.video.store`), ``info`` as
+            :meth:`add` returns it, and the increments of :attr:`stats` (``frames``, ``features``,
+            ``extract_s``, ``aggregate_s``).
+        """
+        if not isinstance(video_id, str) or not video_id:
+            raise TypeError(f"process: video_id must be a non-empty str, got {video_id!r}")
         if getattr(self.method, "global_method", False):  # frames -> R-MAC embeddings (global_method.py)
             t0 = time.perf_counter()
             block, info = self.method.index_video(video_id, video_or_frames, self.progress)
-            self._pending.append(block)
-            self.stats["frames"] += info["frames"]
-            self.stats["features"] += info["features"]
-            self.stats["extract_s"] += time.perf_counter() - t0
-            return info
+            return block, info, {"frames": info["frames"], "features": info["features"],
+                                 "extract_s": time.perf_counter() - t0, "aggregate_s": 0.0}
         src = FrameSource(video_or_frames, step=self.cfg.step if step is None else step)
         t0 = time.perf_counter()
         ff, numbers = self.extractor.extract_video(src, self.batch_size, self.progress, f"index {video_id}")
-        self.stats["extract_s"] += time.perf_counter() - t0
-        return self._commit(video_id, ff, numbers)
+        extract_s = time.perf_counter() - t0
+        block, info, stats = self._aggregate(video_id, ff, numbers)
+        stats["extract_s"] = extract_s
+        return block, info, stats
 
     def add_features(self, features: FrameFeatures, video_id: str, frame_numbers: Optional[np.ndarray] = None) -> dict:
         """Indexes precomputed features of one video (e.g. to build several methods from one
@@ -158,7 +173,9 @@ class VideoIndex:
                              f"{nums.shape}")
         if nums.min() < 0 or nums.max() >= 2**31 or np.any(np.diff(nums) <= 0):
             raise ValueError("add_features: frame_numbers must increase, within [0, 2**31)")
-        return self._commit(video_id, features, nums.astype(np.int64))
+        block, info, stats = self._aggregate(video_id, features, nums.astype(np.int64))
+        self._append(block, stats)
+        return info
 
     def _check_id(self, op: str, video_id) -> None:
         if not isinstance(video_id, str) or not video_id:
@@ -166,15 +183,38 @@ class VideoIndex:
         if video_id in self.video_ids:
             raise ValueError(f"{op}: video_id {video_id!r} is already in the index")
 
-    def _commit(self, video_id: str, ff: FrameFeatures, numbers: np.ndarray) -> dict:
+    def _aggregate(self, video_id: str, ff: FrameFeatures, numbers: np.ndarray) -> Tuple[Block, dict, dict]:
         t0 = time.perf_counter()
         block = self.method.aggregate(video_id, ff, numbers)
+        stats = {"frames": len(numbers), "features": int(ff.descriptors.shape[0]), "extract_s": 0.0,
+                 "aggregate_s": time.perf_counter() - t0}
+        return block, {"frames": len(numbers), "shots": block.n_shots, "features": int(ff.descriptors.shape[0]),
+                       "items": block.n_items}, stats
+
+    def _append(self, block: Block, stats: dict) -> None:
         self._pending.append(block)
-        self.stats["frames"] += len(numbers)
-        self.stats["features"] += int(ff.descriptors.shape[0])
-        self.stats["aggregate_s"] += time.perf_counter() - t0
-        return {"frames": len(numbers), "shots": block.n_shots, "features": int(ff.descriptors.shape[0]),
-                "items": block.n_items}
+        for k in ("frames", "features", "extract_s", "aggregate_s"):
+            self.stats[k] += stats.get(k, 0)
+
+    @classmethod
+    def from_blocks(cls, config: Union[VideoIndexConfig, dict], blocks, stats: Optional[dict] = None,
+                    progress: bool = False) -> "VideoIndex":
+        """An index over videos already processed by :meth:`process` (in the order given: items,
+        shots and videos are numbered as if they had been added one by one); built. ``stats``:
+        the summed statistics (default zeros). Used for the shards of :mod:`~semvis.video.shards`."""
+        idx = cls(config, progress=progress)
+        seen = set()
+        for b in blocks:
+            if not isinstance(b, Block) or len(b.video_ids) != 1:
+                raise TypeError("from_blocks: blocks must be one-video Blocks from VideoIndex.process")
+            if b.video_ids[0] in seen:
+                raise ValueError(f"from_blocks: video_id {b.video_ids[0]!r} is given twice")
+            seen.add(b.video_ids[0])
+            idx._pending.append(b)
+        for k, v in (stats or {}).items():
+            if k in idx.stats:
+                idx.stats[k] += v
+        return idx.build()
 
     def build(self) -> "VideoIndex":
         """Folds the added videos into the store and builds the kd-tree over all items."""
@@ -246,13 +286,18 @@ class VideoIndex:
         persist.write(path, self.cfg, self._store, self._tree, self.stats, extra=extra)
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], progress: bool = True) -> "VideoIndex":
+    def load(cls, path: Union[str, os.PathLike], progress: bool = True, mmap: bool = False) -> "VideoIndex":
         """Reads an index written by :meth:`save`. A truncated, corrupt, foreign or inconsistent
         file raises ValueError naming the file and what is wrong (FileNotFoundError if there is
-        no file); every array is range-checked (see :meth:`~semvis.video.store.Block.check`)."""
+        no file); every array is range-checked (see :meth:`~semvis.video.store.Block.check`).
+        ``mmap``: the arrays and the kd-tree are read-only memory maps of the file (same checks;
+        see :func:`semvis.video.persist.read`); adding videos to such an index is allowed (the
+        merge copies)."""
         if not isinstance(progress, bool):
             raise TypeError(f"VideoIndex.load: progress must be True or False, got {progress!r}")
-        cfg, block, tree, stats, extra = persist.read(path, with_model=True)
+        if not isinstance(mmap, bool):
+            raise TypeError(f"VideoIndex.load: mmap must be True or False, got {mmap!r}")
+        cfg, block, tree, stats, extra = persist.read(path, with_model=True, mmap=mmap)
         idx = cls(cfg, progress=progress)
         if hasattr(idx.method, "load_model_arrays"):
             try:

@@ -58,8 +58,9 @@ def write(path: Union[str, os.PathLike], cfg: VideoIndexConfig, block: Block, tr
             os.remove(tmp)
 
 
-def _read_zip(path: str, bad) -> Dict[str, np.ndarray]:
-    """Every member of the zip as an array, refusing anything ``save`` does not write."""
+def _read_zip(path: str, bad, mmap: bool = False) -> Dict[str, np.ndarray]:
+    """Every member of the zip as an array, refusing anything ``save`` does not write; with
+    ``mmap``, read-only memory maps of the file (the members are stored uncompressed)."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(4)
@@ -81,12 +82,45 @@ def _read_zip(path: str, bad) -> Dict[str, np.ndarray]:
             for i in infos:
                 if i.compress_type != zipfile.ZIP_STORED or i.file_size > size:
                     raise bad(f"member {i.filename!r} is not stored as written")
+                if mmap:
+                    out[i.filename[:-4]] = _map_npy(path, i, size, bad)
+                    continue
                 with zf.open(i) as m:
                     out[i.filename[:-4]] = _read_npy(m, i.file_size, bad, i.filename[:-4])
             return out
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, NotImplementedError,
             RuntimeError, struct.error) as e:
         raise bad(f"not a semvis video index, or a truncated/corrupt one ({type(e).__name__}: {e})") from None
+
+
+def _map_npy(path: str, info: zipfile.ZipInfo, size: int, bad) -> np.ndarray:
+    """A read-only memory map of one stored .npy member (checked: local header, npy header, size)."""
+    name = info.filename[:-4]
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        head = f.read(30)
+        if len(head) != 30 or head[:4] != b"PK\x03\x04":
+            raise bad(f"member {name!r} has no local header")
+        start = info.header_offset + 30 + int.from_bytes(head[26:28], "little") + int.from_bytes(head[28:30], "little")
+        f.seek(start)
+        fmt = np.lib.format
+        try:
+            version = fmt.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"npy version {version}")
+            shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+        except Exception as e:  # noqa: BLE001 - as in _read_npy: any failure is corruption
+            raise bad(f"corrupt array {name!r} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        off = f.tell()
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise bad(f"array {name!r} holds Python objects or no data (not a semvis video index)")
+    n = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if off - start + n != info.file_size or off + n > size:
+        raise bad(f"array {name!r} is truncated or has trailing bytes")
+    if n == 0:
+        return np.empty(shape, dtype)
+    a = np.memmap(path, dtype=dtype, mode="r", offset=off, shape=tuple(shape), order="F" if fortran else "C")
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def _read_npy(m, limit: int, bad, name: str) -> np.ndarray:
@@ -114,10 +148,13 @@ def _read_npy(m, limit: int, bad, name: str) -> np.ndarray:
     return a if a.flags.c_contiguous else a.copy(order="C")
 
 
-def read(path: Union[str, os.PathLike], with_model: bool = False) -> Tuple:
+def read(path: Union[str, os.PathLike], with_model: bool = False, mmap: bool = False) -> Tuple:
     """(config, store block, kd-tree or None, stats) of an index file, plus the ``model.*``
     arrays (a dict) when ``with_model``; ValueError naming the file and what is wrong,
-    FileNotFoundError if there is no file."""
+    FileNotFoundError if there is no file. ``mmap``: the arrays (and the kd-tree's keys and ids)
+    are read-only memory maps of the file instead of copies in memory; every check is the same
+    (the checksums read the file once, through the page cache). The file must not change while
+    it is mapped."""
     from .methods import method_for
 
     path = os.fspath(path)
@@ -129,7 +166,7 @@ def read(path: Union[str, os.PathLike], with_model: bool = False) -> Tuple:
     def bad(why):
         return ValueError(f"VideoIndex.load: {path}: {why}")
 
-    arrays = _read_zip(path, bad)
+    arrays = _read_zip(path, bad, mmap)
     if "meta" not in arrays:
         raise bad("not a semvis video index (no header)")
     try:
