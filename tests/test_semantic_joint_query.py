@@ -211,8 +211,9 @@ def test_text_init_from_images():
     training caption's theta points near its own image (cosine well above the random projection's)."""
     cfg = SemanticConfig.synthetic_preset(**TINY)
     data = build_data(cfg)
-    rnd = SemanticTrainer(cfg, data)
-    img = SemanticTrainer(cfg.replace(text_init="images"), data)
+    assert cfg.text_init == "images"  # the synthetic preset's choice
+    rnd = SemanticTrainer(cfg.replace(text_init="random"), data)
+    img = SemanticTrainer(cfg, data)
     ids = data.train[img.fit_pos]
     phi = img.embed(ids)
     t = torch.from_numpy(data.t.rows(ids).to_dense()).float()

@@ -23,8 +23,8 @@ _CHOICES = {
 #: the paper's recipe scaled to synthetic scenes on 2 CPU cores (see SemanticConfig.synthetic_preset)
 _SYNTHETIC = dict(data="synthetic", n_images=1200, image_size=64, split_sizes=(800, 200, 200), backbone="resnet18",
                   width=16, levels=2, stages=3, freeze_bn=False, mine_queries=64, positives_per_query=9, per_pair=100,
-                  remine_every=16, batch_size=32, steps=200, lr=3e-3, text_lr=1e-2, eval_queries=200, r_max=100,
-                  knn=32)
+                  remine_every=16, batch_size=32, steps=200, lr=3e-3, text_lr=1e-2, text_init="images",
+                  eval_queries=200, r_max=100, knn=32)
 
 
 @dataclass
@@ -145,5 +145,7 @@ class SemanticConfig(TrainConfig):
         """The paper's recipe scaled to synthetic scenes on 2 CPU cores: a narrow ResNet-18 cut
         after conv4 (64-px images would leave a 2 x 2 conv5 map), trained from scratch (no
         pretrained weights exist offline), BN statistics trained, lr 3e-3 (the paper's 1e-5
-        assumes ImageNet weights), 8 x smaller mining pools. Same as ``preset("synthetic", **kw)``."""
+        assumes ImageNet weights), 8 x smaller mining pools, the text projection started from the
+        training images' embeddings (``text_init="images"``: in a 200-update run the paper's random
+        start spends the first updates pulling phi towards random text directions; issue 23). Same as ``preset("synthetic", **kw)``."""
         return cls.preset("synthetic", **kw)
