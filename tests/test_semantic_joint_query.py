@@ -91,7 +91,7 @@ def test_informative_text_is_used_and_balanced():
     assert new[0] > v[0] + 2 and new[1] > v[1]
     w = jq.weights(phi[qi], theta[qi])
     assert (w > 0).all() and torch.isfinite(w).all()
-    assert jq.z >= 1.0  # the default gate: a gain of at least 1 standard error over the image alone
+    assert jq.z >= 2.0  # the default gate: a gain of at least 2 standard errors over the image alone
     strict = JointQuery.fit(phi[cal], theta[cal], rel[cal][:, cal], r_max=50, min_z=1e9)
     assert strict.alpha == 0.0 and strict.z == jq.z  # same best candidate, gain below the gate
 

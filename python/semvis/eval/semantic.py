@@ -287,7 +287,7 @@ class JointQuery:
 
     @classmethod
     def fit(cls, phi: Tensor, theta: Tensor, rel: Tensor, alphas: Sequence[float] = ALPHAS, r_max: int = 100,
-            queries: Optional[Tensor] = None, min_z: float = 1.0) -> "JointQuery":
+            queries: Optional[Tensor] = None, min_z: float = 2.0) -> "JointQuery":
         """Chooses alpha and centring on calibration images.
 
         Args:
@@ -371,7 +371,7 @@ def _per_query_score(scores: Tensor, rel: Tensor, r: int) -> np.ndarray:
 
 
 def fit_joint_query(phi: Tensor, theta: Tensor, t, max_queries: int = 200, r_max: int = 100,
-                    alphas: Sequence[float] = JointQuery.ALPHAS, min_z: float = 1.0) -> JointQuery:
+                    alphas: Sequence[float] = JointQuery.ALPHAS, min_z: float = 2.0) -> JointQuery:
     """:meth:`JointQuery.fit` on calibration images with known captions.
 
     Args:
