@@ -91,6 +91,23 @@ def test_informative_text_is_used_and_balanced():
     assert new[0] > v[0] + 2 and new[1] > v[1]
     w = jq.weights(phi[qi], theta[qi])
     assert (w > 0).all() and torch.isfinite(w).all()
+    assert jq.z >= 2.0  # the default gate: a gain of at least 2 standard errors over the image alone
+    strict = JointQuery.fit(phi[cal], theta[cal], rel[cal][:, cal], r_max=50, min_z=1e9)
+    assert strict.alpha == 0.0 and strict.z == jq.z  # same best candidate, gain below the gate
+
+
+def test_gate_keeps_the_image_when_the_text_gain_is_noise():
+    """Text that is pure noise can still beat the image alone on a few calibration queries by chance; the
+    significance gate (min_z) keeps the image alone, where min_z = 0 takes the lucky candidate."""
+    t, rel, phi, centres, topic, hub, g = _world(5, n=60)
+    picked = 0
+    for seed in range(6):
+        noise = F.normalize(torch.randn(len(topic), phi.shape[1], generator=torch.Generator().manual_seed(seed)), dim=1)
+        loose = JointQuery.fit(phi, noise, rel, r_max=30, min_z=0.0)
+        gated = JointQuery.fit(phi, noise, rel, r_max=30)
+        picked += loose.alpha > 0
+        assert gated.alpha == 0.0
+    assert picked >= 1  # chance gains exist at this size, and the gate is what refuses them
 
 
 def test_joint_query_edge_cases():
@@ -160,3 +177,52 @@ def test_fit_joint_query_on_tfidf_rows():
     assert jq.alpha > 0  # the text is the relevance here: it must be used
     with pytest.raises(ValueError, match="rows"):
         fit_joint_query(phi[:5], theta[:5], t)
+
+
+def test_calibration_split_is_held_out_of_training():
+    """Issue 23: the (V+T) query is calibrated on training images that no update ever sees (their captions
+    are unseen by the text projection), so the text's weight is not chosen on over-fitted texts."""
+    from semvis.train.semantic import calibration_split
+
+    cal, fit = calibration_split(400, 0.1, seed=0)
+    assert len(cal) == 40 and len(fit) == 360 and not np.intersect1d(cal, fit).size
+    assert np.array_equal(np.sort(np.concatenate([cal, fit])), np.arange(400))
+    assert np.array_equal(cal, calibration_split(400, 0.1, seed=0)[0])  # deterministic
+    assert len(calibration_split(10_000, 0.1, seed=0)[0]) == 200  # capped
+    assert len(calibration_split(200, 0.1, seed=0)[0]) == 0  # 20 < 32: calibrate in-sample
+    assert len(calibration_split(400, 0.0, seed=0)[0]) == 0
+
+    cfg = SemanticConfig.synthetic_preset(**{**TINY, "calib_fraction": 0.4, "steps": 3, "remine_every": 1})
+    data = build_data(cfg)
+    tr = SemanticTrainer(cfg, data)
+    assert len(tr.calib_pos) >= 32
+    held = set(tr.calib_pos.tolist())
+    for _ in range(3):
+        tr.mine()
+        assert not held & set(tr.round["pool"].tolist())  # no held-out image in any mining pool
+    jq = tr.joint_query()
+    assert jq.alpha in JointQuery.ALPHAS
+    with pytest.raises(Exception, match="calib_fraction"):
+        SemanticConfig.synthetic_preset(calib_fraction=0.9)
+
+
+def test_text_init_from_images():
+    """text_init = "images": word rows of W start at l2(sum_i t_iw phi_i) over the fitted training images, so a
+    training caption's theta points near its own image (cosine well above the random projection's)."""
+    cfg = SemanticConfig.synthetic_preset(**TINY)
+    data = build_data(cfg)
+    assert cfg.text_init == "images"  # the synthetic preset's choice
+    rnd = SemanticTrainer(cfg.replace(text_init="random"), data)
+    img = SemanticTrainer(cfg, data)
+    ids = data.train[img.fit_pos]
+    phi = img.embed(ids)
+    t = torch.from_numpy(data.t.rows(ids).to_dense()).float()
+    w = t.T @ phi
+    used = w.norm(dim=1) > 0
+    torch.testing.assert_close(img.text.weight[used], F.normalize(w[used], dim=1))
+    torch.testing.assert_close(img.text.weight[~used], rnd.text.weight[~used])  # unseen words: the random rows
+    cos_img = (img.text_embed(ids).float() * phi).sum(1).mean()
+    cos_rnd = (rnd.text_embed(ids).float() * rnd.embed(ids)).sum(1).mean()
+    assert cos_img > 0.3 and cos_img > cos_rnd + 0.25
+    with pytest.raises(Exception, match="text_init"):
+        SemanticConfig.synthetic_preset(text_init="glove")

@@ -263,6 +263,7 @@ class JointQuery:
         self.alpha, self.cov, self.center = float(alpha), cov.double(), bool(center)
         self.text_mean = text_mean.double() if text_mean is not None else torch.zeros(cov.shape[0], dtype=torch.float64)
         self.scores: dict = {}
+        self.z = 0.0
 
     def weights(self, phi: Tensor, theta: Tensor) -> Tensor:
         """w(q) [Q] = alpha * sigma(phi_q) / sigma(theta_q - mu) (0 where the text is empty)."""
@@ -286,7 +287,7 @@ class JointQuery:
 
     @classmethod
     def fit(cls, phi: Tensor, theta: Tensor, rel: Tensor, alphas: Sequence[float] = ALPHAS, r_max: int = 100,
-            queries: Optional[Tensor] = None) -> "JointQuery":
+            queries: Optional[Tensor] = None, min_z: float = 2.0) -> "JointQuery":
         """Chooses alpha and centring on calibration images.
 
         Args:
@@ -299,8 +300,14 @@ class JointQuery:
             queries (LongTensor[Q], optional): the rows of ``phi`` that are the queries (each
                 excluded from its own ranking); default all N (rel then [N, N]).
 
+            min_z (float): the best candidate replaces the image alone only if its gain, per query
+                (the mean of the query's NDCG and PCC AUCs), is at least ``min_z`` standard errors
+                above 0 (a one-sided test: a gain within the noise of Q calibration queries keeps
+                the image alone); 0 keeps any strictly positive gain.
+
         The criterion is the mean of the NDCG and PCC AUCs; alpha = 0 wins ties, so the text is
-        used only where it strictly helps on these images.
+        used only where it helps on these images by more than their noise. ``z`` holds the gain of
+        the best candidate in standard errors (0 when no candidate beat the image alone).
         """
         phi, theta = phi.double(), theta.double()
         if phi.dim() != 2 or phi.shape != theta.shape:
@@ -322,29 +329,49 @@ class JointQuery:
         rel[rows, qi] = 0.0
         r = min(r_max, n - 1)
 
-        def score(jq: "JointQuery") -> float:
+        def scores(jq: "JointQuery"):
             s = jq(phi[qi], theta[qi]) @ phi.T
             s[rows, qi] = -math.inf
-            return 0.5 * (auc(ndcg_curve(s, rel, r).curve) + auc(pcc_curve(s, rel, r).curve))
+            return s, 0.5 * (auc(ndcg_curve(s, rel, r).curve) + auc(pcc_curve(s, rel, r).curve))
 
-        best = cls(0.0, cov, mean, center=False)
-        best.scores[(0.0, False)] = best_s = score(best)
-        results = dict(best.scores)
+        image = cls(0.0, cov, mean, center=False)
+        s0, best_s = scores(image)
+        best, best_scores, results = image, s0, {(0.0, False): best_s}
         for center in (False, True):
             for a in sorted({float(a) for a in alphas} - {0.0}):
                 jq = cls(a, cov, mean, center)
-                s = results[(a, center)] = score(jq)
-                if s > best_s:
-                    best, best_s = jq, s
+                s, results[(a, center)] = scores(jq)
+                if results[(a, center)] > best_s:
+                    best, best_s, best_scores = jq, results[(a, center)], s
+        best.z = 0.0
+        if best is not image:  # the gain over the image alone, in standard errors of the per-query gains
+            gain = _per_query_score(best_scores, rel, r) - _per_query_score(s0, rel, r)
+            gain = gain[np.isfinite(gain)]
+            se = gain.std(ddof=1) / math.sqrt(len(gain)) if len(gain) > 1 else math.inf
+            best.z = float(gain.mean() / se) if se > 0 else (math.inf if gain.mean() > 0 else 0.0)
+            if not best.z >= min_z:
+                z, best = best.z, image
+                best.z = z
         best.scores = results
         return best
 
     def __repr__(self) -> str:
-        return f"JointQuery(alpha={self.alpha}, center={self.center})"
+        return f"JointQuery(alpha={self.alpha}, center={self.center}, z={self.z:.2f})"
+
+
+def _per_query_score(scores: Tensor, rel: Tensor, r: int) -> np.ndarray:
+    """0.5 (NDCG AUC + PCC AUC) of each query (row) alone; NaN where a curve is undefined."""
+    out = np.full(scores.shape[0], np.nan)
+    for i in range(scores.shape[0]):
+        n = ndcg_curve(scores[i:i + 1], rel[i:i + 1], r).curve
+        p = pcc_curve(scores[i:i + 1], rel[i:i + 1], r).curve
+        if np.isfinite(n).any() and np.isfinite(p).any():
+            out[i] = 50.0 * (np.nanmean(n) + np.nanmean(p))
+    return out
 
 
 def fit_joint_query(phi: Tensor, theta: Tensor, t, max_queries: int = 200, r_max: int = 100,
-                    alphas: Sequence[float] = JointQuery.ALPHAS) -> JointQuery:
+                    alphas: Sequence[float] = JointQuery.ALPHAS, min_z: float = 2.0) -> JointQuery:
     """:meth:`JointQuery.fit` on calibration images with known captions.
 
     Args:
@@ -358,4 +385,4 @@ def fit_joint_query(phi: Tensor, theta: Tensor, t, max_queries: int = 200, r_max
         raise ValueError(f"fit_joint_query: t has {len(t)} rows for {phi.shape[0]} images")
     q = torch.arange(min(max_queries, phi.shape[0]))
     rel = surrogate_similarity(t.rows(q.numpy()), t)
-    return JointQuery.fit(phi, theta, rel, alphas=alphas, r_max=r_max, queries=q)
+    return JointQuery.fit(phi, theta, rel, alphas=alphas, r_max=r_max, queries=q, min_z=min_z)

@@ -17,13 +17,14 @@ _CHOICES = {
     "backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "objective": ("visual", "joint", "wsabie"),
     "pooling": ("rmac",),
+    "text_init": ("random", "images"),
 }
 
 #: the paper's recipe scaled to synthetic scenes on 2 CPU cores (see SemanticConfig.synthetic_preset)
 _SYNTHETIC = dict(data="synthetic", n_images=1200, image_size=64, split_sizes=(800, 200, 200), backbone="resnet18",
                   width=16, levels=2, stages=3, freeze_bn=False, mine_queries=64, positives_per_query=9, per_pair=100,
-                  remine_every=16, batch_size=32, steps=200, lr=3e-3, text_lr=1e-2, eval_queries=200, r_max=100,
-                  knn=32)
+                  remine_every=16, batch_size=32, steps=200, lr=3e-3, text_lr=1e-2, text_init="images",
+                  eval_queries=200, r_max=100, knn=32)
 
 
 @dataclass
@@ -43,9 +44,13 @@ class SemanticConfig(TrainConfig):
     ``knn`` (relevant neighbours under the tf-idf similarity).
     Mining: ``mine_queries`` (N), ``positives_per_query``, ``per_pair`` (hardest triplets kept per
     (q, d+)), ``remine_every`` (updates between mining rounds).
+    Text projection: ``text_init`` (random: N(0, 0.01^2) as in the paper; images: each word's
+    row starts at the mean embedding of the training images whose captions use it).
     Optimisation: ``batch_size`` (triplets), ``steps``, ``lr``, ``text_lr``, ``lr_drop_at``
     (fraction of ``steps`` where lr is multiplied by ``lr_drop``).
-    Evaluation: ``eval_queries``, ``r_max``.
+    Evaluation: ``eval_queries``, ``r_max``, ``calib_fraction`` (share of the training split, at
+    most 200 images, held out of every update to calibrate the (V+T) query on captions the text
+    projection was not fitted to; 0, or fewer than 32 images, calibrates on training images).
     Run: ``workers`` (dataloader processes decoding images) and the fields of
     :class:`~semvis.train.base.TrainConfig` (``seed``, ``threads``, ``device``, ``out_dir``,
     ``checkpoint_every`` in updates, ``progress``).
@@ -82,10 +87,12 @@ class SemanticConfig(TrainConfig):
     steps: int = 16_000
     lr: float = 1e-5
     text_lr: Optional[float] = None
+    text_init: str = "random"
     lr_drop_at: float = 0.5
     lr_drop: float = 0.1
     eval_queries: int = 1000
     r_max: int = 1000
+    calib_fraction: float = 0.1
     workers: int = 0
 
     def validate(self) -> "SemanticConfig":
@@ -105,6 +112,7 @@ class SemanticConfig(TrainConfig):
         if self.text_lr is not None and (isinstance(self.text_lr, bool) or not isinstance(self.text_lr, (int, float))
                                          or not self.text_lr > 0):
             self.fail("text_lr", "must be a number > 0 or null")
+        self.check_float("calib_fraction", lo=0, hi=0.5)
         if not 0 <= self.lr_drop_at <= 1:
             self.fail("lr_drop_at", "must be in [0, 1]")
         if not 0 < self.lr_drop <= 1:
@@ -137,5 +145,7 @@ class SemanticConfig(TrainConfig):
         """The paper's recipe scaled to synthetic scenes on 2 CPU cores: a narrow ResNet-18 cut
         after conv4 (64-px images would leave a 2 x 2 conv5 map), trained from scratch (no
         pretrained weights exist offline), BN statistics trained, lr 3e-3 (the paper's 1e-5
-        assumes ImageNet weights), 8 x smaller mining pools. Same as ``preset("synthetic", **kw)``."""
+        assumes ImageNet weights), 8 x smaller mining pools, the text projection started from the
+        training images' embeddings (``text_init="images"``: in a 200-update run the paper's random
+        start spends the first updates pulling phi towards random text directions; issue 23). Same as ``preset("synthetic", **kw)``."""
         return cls.preset("synthetic", **kw)

@@ -75,7 +75,7 @@ def table2(cfg: SemanticConfig, data: Optional[SemanticData] = None, n_triplets:
             {"train_s": secs, "steps": tr.step})
         if objective == "joint":
             q = tr.joint_query()(phi, tr.text_embed(test).float().cpu())
-            log(f"{'':28s} (V+T) query: {tr.joint_query()} calibrated on training images")
+            log(f"{'':28s} (V+T) query: {tr.joint_query()} calibrated on held-out training images")
             row("Proposed (V+T, V+T)", tr.evaluate("val", query_mode="V+T"), q, phi)
             # the paper's uncalibrated l2(phi + theta), for comparison (issue 23)
             ids, qsel = data.val, tr.query_split("val")

@@ -55,6 +55,17 @@ from .config import SemanticConfig
 __all__ = ["SemanticData", "SemanticTrainer", "build_data", "evaluate_scores", "CHECKPOINT_FORMAT"]
 
 
+def calibration_split(n_train: int, fraction: float, seed: int, min_size: int = 32):
+    """(held-out, fitted) sorted positions in a training split of ``n_train`` images: a seeded
+    ``fraction`` of it (at most 200 images) is held out of every update to calibrate the (V+T)
+    query; none when that would be fewer than ``min_size`` images."""
+    n_cal = min(200, int(round(fraction * n_train)))
+    if n_cal < min_size or n_train - n_cal < 2:
+        return np.zeros(0, np.int64), np.arange(n_train, dtype=np.int64)
+    perm = np.random.default_rng(seed + 3).permutation(n_train)
+    return np.sort(perm[:n_cal]).astype(np.int64), np.sort(perm[n_cal:]).astype(np.int64)
+
+
 class SemanticTrainer(Trainer):
     """Trains :class:`SemanticRetrievalNet` with mined triplets (see the module docstring).
 
@@ -79,10 +90,16 @@ class SemanticTrainer(Trainer):
         self.objective = registry.build_objective(cfg.objective, cfg.margin)
         self.miner = registry.build_miner("hard_triplets")
         self.implementations = registry.implementations()
+        # training images held out of every update to calibrate the (V+T) query (issue 23)
+        self.calib_pos, self.fit_pos = calibration_split(len(self.data.train), cfg.calib_fraction, cfg.seed)
+        self._is_calib = torch.zeros(len(self.data.train), dtype=torch.bool)
+        self._is_calib[torch.from_numpy(self.calib_pos)] = True
         # PCA-whitening initialisation on (up to 256) training images
-        init_ids = self.data.train[: min(256, len(self.data.train))]
+        init_ids = self.data.train[self.fit_pos[: min(256, len(self.fit_pos))]]
         if cfg.init_whitening:  # images of mixed sizes are batched by size
             self.model.init_whitening(self.data.load(init_ids))
+        if self.text is not None and cfg.text_init == "images":
+            self.init_text_from_images()
         groups = [{"params": list(self.model.parameters()), "lr": cfg.lr}]
         if self.text is not None:
             groups.append({"params": list(self.text.parameters()), "lr": cfg.text_lr or cfg.lr})
@@ -110,6 +127,21 @@ class SemanticTrainer(Trainer):
         self.model.train(was)
         return out
 
+    @torch.no_grad()
+    def init_text_from_images(self, max_images: int = 1024) -> None:
+        """``text_init = "images"``: word w's row of W starts as l2(sum_i t_iw phi_i) over (up to
+        ``max_images``) training images i, the tf-idf-weighted mean embedding of the images whose
+        captions use w, so that from the first update theta(t) points where images with those words
+        are, instead of a random direction that the text terms would pull phi towards while W is
+        still noise. Words absent from these images keep their random rows."""
+        ids = self.data.train[self.fit_pos[:max_images]]
+        phi = self.embed(ids).to(self.text.weight.device, self.text.weight.dtype)
+        t = self.data.t.rows(ids).to_torch().to(phi.device).to_dense().to(phi.dtype)
+        w = t.T @ phi
+        norm = w.norm(dim=1, keepdim=True)
+        used = norm[:, 0] > 0
+        self.text.weight[used] = (w / norm.clamp(min=1e-30))[used]
+
     def text_embed(self, ids: Sequence[int], grad: bool = False) -> Tensor:
         """theta of the captions of images ``ids``: l2(W^T t)."""
         if self.text is None:
@@ -124,12 +156,15 @@ class SemanticTrainer(Trainer):
         """A mining round (spec 000.8): pool, embedding, hardest triplets (sharded over the ranks
         under ``torch.distributed``; see the module docstring)."""
         cfg, d = self.cfg, self.data
-        n_train = len(d.train)
-        q = torch.randint(n_train, (cfg.mine_queries,), generator=self.gen)
+        fit = torch.from_numpy(self.fit_pos)
+        q = fit[torch.randint(len(fit), (cfg.mine_queries,), generator=self.gen)]
         k = d.knn.shape[1]
         npos = min(cfg.positives_per_query, k)
-        pick = torch.argsort(torch.rand(len(q), k, generator=self.gen), dim=1)[:, :npos]
+        # positives: random relevant neighbours, never a held-out calibration image
+        keys = torch.rand(len(q), k, generator=self.gen).masked_fill_(self._is_calib[d.knn[q]], 2.0)
+        pick = torch.argsort(keys, dim=1)[:, :npos]
         pos = torch.gather(d.knn[q], 1, pick)
+        pos = pos[~self._is_calib[pos]]
         pool = torch.unique(torch.cat([q, pos.flatten()]))  # sorted train positions
         qpos = torch.searchsorted(pool, q)
         # this rank's share of the pool (all of it in one process), embedded, then gathered
@@ -264,17 +299,28 @@ class SemanticTrainer(Trainer):
         qsel = self.query_split(split)
         phi = self.embed(ids) if phi is None else phi
         q = phi[qsel]
-        if query_mode == "V+T":  # calibrated on training images, never worse than "V" there
+        if query_mode == "V+T":  # calibrated on held-out training images, never worse than "V" there
             q = self.joint_query()(q, self.text_embed(ids[qsel]).float().cpu())
         return evaluate_scores(q @ phi.T, self.data, ids, qsel, r_max or self.cfg.r_max)
 
     def joint_query(self) -> JointQuery:
-        """The (V+T) query composition (:class:`semvis.eval.semantic.JointQuery`) calibrated on
-        up to 400 training images at the current step."""
+        """The (V+T) query composition (:class:`semvis.eval.semantic.JointQuery`) calibrated at the
+        current step.
+
+        Queries: the training images held out of every update (``calib_fraction``, at most 200),
+        whose captions the text projection has not been fitted to, so that the choice of the text's
+        weight is not flattered by over-fitting (issue 23); the database: those images and up to
+        400 training images. Without a held-out part (``calib_fraction = 0`` or a small training
+        split) up to 400 training images serve as both, as before."""
         if getattr(self, "_joint", None) is None or self._joint[0] != self.step:
-            ids = self.data.train[np.sort(np.random.default_rng(self.cfg.seed + 2).permutation(len(self.data.train))[:400])]
+            rng = np.random.default_rng(self.cfg.seed + 2)
+            cal = self.calib_pos[:200]
+            n_db = max(0, 400 - len(cal)) if len(cal) else 400
+            fit = np.sort(rng.permutation(self.fit_pos)[:n_db])
+            ids = self.data.train[np.concatenate([cal, fit])]
             self._joint = (self.step, fit_joint_query(self.embed(ids), self.text_embed(ids).float().cpu(),
-                                                      self.data.t.rows(ids), r_max=self.cfg.r_max))
+                                                      self.data.t.rows(ids), max_queries=len(cal) or 200,
+                                                      r_max=self.cfg.r_max))
         return self._joint[1]
 
     # ------------------------------------------------------------------ checkpoints
@@ -298,7 +344,9 @@ class SemanticTrainer(Trainer):
                         **overrides) -> "SemanticTrainer":
         """The trainer of ``checkpoint``'s config (with ``overrides``) on ``data`` (default: built
         from the config)."""
-        return cls(SemanticConfig.from_dict({**checkpoint["config"], **overrides}), data)
+        # checkpoints written before issue 23 trained on the whole training split
+        base = {"calib_fraction": 0.0, **checkpoint["config"]}
+        return cls(SemanticConfig.from_dict({**base, **overrides}), data)
 
 
 CHECKPOINT_FORMAT = SemanticTrainer.format_tag()
