@@ -6,6 +6,36 @@
 
 namespace semvis {
 namespace mining {
+namespace {
+// The exclusion arguments that the tiled and the fused entry share, checked against ``anchor`` (the tensor whose
+// device they must live on) and packed into an Exclude.
+Exclude checked_exclusions(const char* op, const TensorView& anchor, const char* anchor_name, int64_t n, int64_t m,
+                           const TensorView* q_labels, const TensorView* db_labels, const TensorView* indptr,
+                           const TensorView* indices, const TensorView* dense, bool exclude_self) {
+  if ((q_labels == nullptr) != (db_labels == nullptr)) failf(op, ": q_labels and db_labels go together");
+  if ((indptr == nullptr) != (indices == nullptr)) failf(op, ": indptr and indices go together");
+  check_optional_int64_vector(q_labels, anchor, anchor_name, op, "q_labels", n);
+  check_optional_int64_vector(db_labels, anchor, anchor_name, op, "db_labels", m);
+  check_optional_int64_vector(indptr, anchor, anchor_name, op, "indptr", n + 1);
+  check_optional_int64_vector(indices, anchor, anchor_name, op, "indices", indices ? indices->size(0) : 0);
+  if (indices) check_rank(*indices, op, "indices", 1);
+  if (dense) {
+    check_same_device(anchor, anchor_name, *dense, "exclude", op);
+    check_dtype(*dense, op, "exclude", {DType::kBool, DType::kUInt8});
+    check_shape(*dense, op, "exclude", {n, m});
+    check_contiguous(*dense, op, "exclude");
+  }
+  Exclude ex;
+  ex.q_labels = q_labels ? q_labels->ptr<const int64_t>() : nullptr;
+  ex.db_labels = db_labels ? db_labels->ptr<const int64_t>() : nullptr;
+  ex.indptr = indptr ? indptr->ptr<const int64_t>() : nullptr;
+  ex.indices = indices ? indices->ptr<const int64_t>() : nullptr;
+  ex.dense = dense ? dense->ptr<const uint8_t>() : nullptr;
+  ex.self = exclude_self;
+  return ex;
+}
+}  // namespace
+
 void merge_tile(const TensorView& S, int64_t row0, int64_t col0, int64_t n, int64_t m, const TensorView* q_labels,
                 const TensorView* db_labels, const TensorView* indptr, const TensorView* indices,
                 const TensorView* dense, bool exclude_self, bool largest, const TensorView& keys,
@@ -26,29 +56,10 @@ void merge_tile(const TensorView& S, int64_t row0, int64_t col0, int64_t n, int6
   if (m > kMaxColumns) failf(op, ": the database may hold at most ", kMaxColumns, " rows, got ", m);
   if (row0 < 0 || col0 < 0 || row0 + nb > n || col0 + tm > m)
     failf(op, ": tile [", row0, ", ", row0 + nb, ") x [", col0, ", ", col0 + tm, ") lies outside ", n, " x ", m);
-  if ((q_labels == nullptr) != (db_labels == nullptr)) failf(op, ": q_labels and db_labels go together");
-  if ((indptr == nullptr) != (indices == nullptr)) failf(op, ": indptr and indices go together");
-  check_optional_int64_vector(q_labels, S, "similarities", op, "q_labels", n);
-  check_optional_int64_vector(db_labels, S, "similarities", op, "db_labels", m);
-  check_optional_int64_vector(indptr, S, "similarities", op, "indptr", n + 1);
-  check_optional_int64_vector(indices, S, "similarities", op, "indices", indices ? indices->size(0) : 0);
-  if (indices) check_rank(*indices, op, "indices", 1);
-  if (dense) {
-    check_same_device(S, "similarities", *dense, "exclude", op);
-    check_dtype(*dense, op, "exclude", {DType::kBool, DType::kUInt8});
-    check_shape(*dense, op, "exclude", {n, m});
-    check_contiguous(*dense, op, "exclude");
-  }
+  const Exclude ex = checked_exclusions(op, S, "similarities", n, m, q_labels, db_labels, indptr, indices, dense,
+                                        exclude_self);
   if (on_cuda(S) && k > kMaxCudaK) failf(op, ": k must be <= ", kMaxCudaK, " on cuda, got ", k);
   if (nb == 0 || tm == 0) return;
-
-  Exclude ex;
-  ex.q_labels = q_labels ? q_labels->ptr<const int64_t>() : nullptr;
-  ex.db_labels = db_labels ? db_labels->ptr<const int64_t>() : nullptr;
-  ex.indptr = indptr ? indptr->ptr<const int64_t>() : nullptr;
-  ex.indices = indices ? indices->ptr<const int64_t>() : nullptr;
-  ex.dense = dense ? dense->ptr<const uint8_t>() : nullptr;
-  ex.self = exclude_self;
   const int64_t lds = nb > 1 ? S.stride(0) : tm;
   uint64_t* K = reinterpret_cast<uint64_t*>(keys.ptr<int64_t>());
   if (!on_cuda(S)) {
@@ -84,26 +95,8 @@ void topk_fused(const TensorView& q, const TensorView& db, const TensorView* q_l
   if (keys.size(0) != n) failf(op, ": state must have ", n, " rows, got ", keys.describe());
   if (k < 1) failf(op, ": k must be >= 1, got ", k);
   if (m > kMaxColumns) failf(op, ": the database may hold at most ", kMaxColumns, " rows, got ", m);
-  if ((q_labels == nullptr) != (db_labels == nullptr)) failf(op, ": q_labels and db_labels go together");
-  if ((indptr == nullptr) != (indices == nullptr)) failf(op, ": indptr and indices go together");
-  check_optional_int64_vector(q_labels, q, "q", op, "q_labels", n);
-  check_optional_int64_vector(db_labels, q, "q", op, "db_labels", m);
-  check_optional_int64_vector(indptr, q, "q", op, "indptr", n + 1);
-  check_optional_int64_vector(indices, q, "q", op, "indices", indices ? indices->size(0) : 0);
-  if (indices) check_rank(*indices, op, "indices", 1);
-  if (dense) {
-    check_dtype(*dense, op, "exclude", {DType::kBool, DType::kUInt8});
-    check_shape(*dense, op, "exclude", {n, m});
-    check_contiguous(*dense, op, "exclude");
-  }
+  const Exclude ex = checked_exclusions(op, q, "q", n, m, q_labels, db_labels, indptr, indices, dense, exclude_self);
   if (n == 0 || m == 0) return;
-  Exclude ex;
-  ex.q_labels = q_labels ? q_labels->ptr<const int64_t>() : nullptr;
-  ex.db_labels = db_labels ? db_labels->ptr<const int64_t>() : nullptr;
-  ex.indptr = indptr ? indptr->ptr<const int64_t>() : nullptr;
-  ex.indices = indices ? indices->ptr<const int64_t>() : nullptr;
-  ex.dense = dense ? dense->ptr<const uint8_t>() : nullptr;
-  ex.self = exclude_self;
   topk_fused_cpu(q.ptr<const float>(), n, db.ptr<const float>(), m, d, ex, largest,
                  reinterpret_cast<uint64_t*>(keys.ptr<int64_t>()), k, block_rows, block_cols);
 }

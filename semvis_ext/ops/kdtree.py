@@ -14,6 +14,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 
 from .._numpy import capsule, check_codes, check_int
+from . import _fileformat
 
 __all__ = ["BinaryKDTree"]
 
@@ -45,12 +46,7 @@ _SECTIONS = ("nodes", "codes", "ids", "buffer codes", "buffer ids", "forest size
 _ALIGN = 64
 
 
-def _crc(a: np.ndarray, crc: int = 0) -> int:
-    flat = a.reshape(-1).view(np.uint8)
-    step = 1 << 26
-    for s in range(0, flat.size, step):
-        crc = zlib.crc32(flat[s:s + step], crc)
-    return crc & 0xFFFFFFFF
+_crc = _fileformat.crc
 
 
 def _progress_callback(progress):
@@ -461,34 +457,11 @@ class BinaryKDTree:
         The file is written next to ``path`` and renamed into place, so a crash never leaves a
         half-written index under ``path``.
         """
-        head, sections, total = self._layout()
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(head)
-                for o, parts in sections:
-                    f.write(b"\0" * (o - f.tell()))
-                    for a in parts:
-                        if a.nbytes:
-                            np.ascontiguousarray(a).tofile(f)
-                f.write(b"\0" * (total - f.tell()))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        _fileformat.write_atomic(path, *self._layout())
 
     def to_bytes(self) -> bytes:
         """The bytes :meth:`save` writes (same format); :meth:`from_bytes` reads them back."""
-        head, sections, total = self._layout()
-        out = bytearray(total)
-        out[:len(head)] = head
-        for o, parts in sections:
-            for a in parts:
-                b = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-                out[o:o + b.size] = b.data
-                o += b.size
-        return bytes(out)
+        return _fileformat.to_bytes(*self._layout())
 
     @classmethod
     def from_bytes(cls, buf, *, verify: bool = True) -> "BinaryKDTree":
@@ -500,25 +473,9 @@ class BinaryKDTree:
             ValueError: as :meth:`load`.
         """
         op = "BinaryKDTree.from_bytes"
-        if isinstance(buf, np.ndarray) and (buf.dtype != np.uint8 or buf.ndim != 1):
-            raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {buf.dtype}{list(buf.shape)}")
-        try:
-            mv = memoryview(buf)
-        except TypeError:
-            raise TypeError(f"{op}: buf must be a bytes-like object, got {type(buf).__name__}") from None
-        if mv.itemsize != 1 or not mv.c_contiguous:
-            raise TypeError(f"{op}: buf must be contiguous bytes (items of 1 byte), got items of {mv.itemsize} "
-                            f"bytes in a {type(buf).__name__}")
-        mv = mv.cast("B")
-        flat = np.frombuffer(mv, dtype=np.uint8)
-
-        def section(off, shape, dt, mapped):
-            count = 1
-            for d in shape:
-                count *= d
-            return np.frombuffer(flat, dtype=dt, count=count, offset=off).reshape(shape)
-
-        return cls._open(op, "buf", bytes(mv[:_LAYOUT[_VERSION][0]]), int(flat.size), section, verify, True)
+        flat = _fileformat.byte_view(op, buf)
+        return cls._open(op, "buf", bytes(flat[:_LAYOUT[_VERSION][0]]), int(flat.size),
+                         _fileformat.section_reader(flat), verify, True)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = True) -> "BinaryKDTree":

@@ -16,7 +16,8 @@ from typing import Optional, Union
 import numpy as np
 
 from .._numpy import capsule, check_codes, check_int
-from .kdtree import _crc
+from . import _fileformat
+from ._fileformat import crc as _crc
 
 __all__ = ["MultiIndexHash"]
 
@@ -193,37 +194,17 @@ class MultiIndexHash:
         head += struct.pack("<4I", *[_crc(np.asarray(a)) for a in parts])
         head = head.ljust(_HEADER - 4, b"\0")
         head += struct.pack("<I", zlib.crc32(head) & 0xFFFFFFFF)
-        return head, list(zip(offsets, parts)), offsets[-1] + int(parts[-1].nbytes)
+        return head, [(o, [a]) for o, a in zip(offsets, parts)], offsets[-1] + int(parts[-1].nbytes)
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Writes the index (keys, ids and the m tables) to ``path``, format version 1, every
         section checksummed (CRC-32) like :meth:`semvis_ext.BinaryKDTree.save`. Written next to
         ``path`` and renamed into place: a crash never leaves a half-written file under ``path``."""
-        head, sections, total = self._layout()
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(head)
-                for o, a in sections:
-                    f.write(b"\0" * (o - f.tell()))
-                    if a.nbytes:
-                        np.ascontiguousarray(a).tofile(f)
-                f.write(b"\0" * (total - f.tell()))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        _fileformat.write_atomic(path, *self._layout())
 
     def to_bytes(self) -> bytes:
         """The bytes :meth:`save` writes; :meth:`from_bytes` reads them back."""
-        head, sections, total = self._layout()
-        out = bytearray(total)
-        out[:len(head)] = head
-        for o, a in sections:
-            b = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-            out[o:o + b.size] = b.data
-        return bytes(out)
+        return _fileformat.to_bytes(*self._layout())
 
     @classmethod
     def from_bytes(cls, buf, *, verify: bool = True) -> "MultiIndexHash":
@@ -235,22 +216,8 @@ class MultiIndexHash:
             ValueError: as :meth:`load`.
         """
         op = "MultiIndexHash.from_bytes"
-        if isinstance(buf, np.ndarray) and (buf.dtype != np.uint8 or buf.ndim != 1):
-            raise TypeError(f"{op}: an ndarray must be 1-D uint8, got {buf.dtype}{list(buf.shape)}")
-        try:
-            mv = memoryview(buf)
-        except TypeError:
-            raise TypeError(f"{op}: buf must be a bytes-like object, got {type(buf).__name__}") from None
-        if mv.itemsize != 1 or not mv.c_contiguous:
-            raise TypeError(f"{op}: buf must be contiguous bytes (items of 1 byte), got items of {mv.itemsize} "
-                            f"bytes in a {type(buf).__name__}")
-        flat = np.frombuffer(mv.cast("B"), dtype=np.uint8)
-
-        def section(off, shape, dt, mapped):
-            count = int(np.prod(shape, dtype=np.int64))
-            return np.frombuffer(flat, dtype=dt, count=count, offset=off).reshape(shape)
-
-        return cls._open(op, "buf", bytes(flat[:_HEADER]), int(flat.size), section, verify)
+        flat = _fileformat.byte_view(op, buf)
+        return cls._open(op, "buf", bytes(flat[:_HEADER]), int(flat.size), _fileformat.section_reader(flat), verify)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = True) -> "MultiIndexHash":
