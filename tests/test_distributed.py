@@ -61,8 +61,7 @@ WORKER = textwrap.dedent(r'''
     if rank == 0:
         with open(out, "w") as f:
             json.dump(results, f)
-    torch.distributed.barrier()  # no rank tears gloo down while another is still in a collective
-    torch.distributed.destroy_process_group()
+    dist.exit_process(0)  # barrier, destroy, then no finalization (gloo can abort there)
 ''')
 
 
@@ -207,3 +206,11 @@ def test_loss_scale_for_unequal_shards_and_setup_without_torchrun(monkeypatch):
     dist.all_reduce_gradients([p])  # one process: unchanged
     assert torch.equal(p.grad, torch.full((3,), 2.0))
     assert dist.all_gather_objects({"a": 1}) == [{"a": 1}]
+
+
+def test_exit_process_without_a_group_is_sys_exit():
+    """exit_process: with no process group it is sys.exit (finalization runs); with one, the spawned workers above
+    end through it (barrier, destroy, os._exit) and their status is asserted."""
+    with pytest.raises(SystemExit) as e:
+        dist.exit_process(3)
+    assert e.value.code == 3

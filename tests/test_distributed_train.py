@@ -104,9 +104,11 @@ WORKER = textwrap.dedent(r'''
             res["bad"] = str(e)
         mine = {k: res[k] for k in ("sem_params", "xm_params", "sem_bn", "bad")}
         torch.save(res if rank == 0 else mine, out if rank == 0 else out + ".rank1")
-    finally:
-        torch.distributed.barrier()  # no rank tears gloo down while another is still in a collective
-        torch.distributed.destroy_process_group()
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        dist.exit_process(1)
+    dist.exit_process(0)  # barrier, destroy, then no finalization (gloo can abort there)
 ''')
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import sys
 from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["is_initialized", "rank", "world_size", "is_main_process", "all_gather_with_grad",
-           "all_gather_no_grad", "loss_scale", "barrier", "shard", "shard_of", "init_from_env", "shutdown",
+           "all_gather_no_grad", "loss_scale", "barrier", "shard", "shard_of", "init_from_env", "shutdown", "exit_process",
            "default_backend", "broadcast_module", "broadcast_buffers", "all_reduce_gradients",
            "all_gather_objects", "GlobalBatchSampler"]
 
@@ -129,6 +130,26 @@ def shutdown() -> None:
             torch.distributed.barrier()
         finally:
             torch.distributed.destroy_process_group()
+
+
+def exit_process(code: int = 0) -> None:
+    """Ends this process with status ``code``. Under ``torch.distributed``: :func:`shutdown`, the
+    standard streams flushed, then ``os._exit(code)``, skipping the interpreter's finalization:
+    gloo's C++ threads can still hold work objects with Python references then, and destroying
+    them aborts a run that succeeded ('terminate called without an active exception', SIGABRT;
+    seen here at teardown, see pytorch/pytorch#179291). Without a process group: ``sys.exit(code)``.
+    """
+    if not is_initialized():
+        sys.exit(code)
+    try:
+        shutdown()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a closed stream must not turn a success into a failure
+                pass
+        os._exit(code)
 
 
 # ---------------------------------------------------------------------- replicas in step
