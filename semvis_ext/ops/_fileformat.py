@@ -80,3 +80,28 @@ def section_reader(flat: np.ndarray):
         count = int(np.prod(shape, dtype=np.int64))
         return np.frombuffer(flat, dtype=dt, count=count, offset=off).reshape(shape)
     return section
+
+
+def check_section(op: str, name: str, label: str, off: int, length: int, want: int, expect: int, size: int,
+                  last: bool, section, align: int) -> int:
+    """Checks where section ``label`` of a file (``name``, ``size`` bytes) lies: at offset ``expect``
+    with ``want`` bytes, inside the file, followed by zero padding up to the next ``align``-byte
+    boundary (unless it is the ``last`` section). ValueError naming the file otherwise. Returns the
+    offset where the next section must start."""
+    if length != want or off != expect:
+        raise ValueError(f"{op}: {name} is corrupt (section {label!r} has offset {off}, "
+                         f"length {length}; expected {expect}, {want})")
+    if off + length > size:
+        raise ValueError(f"{op}: {name} is truncated ({size} bytes, section {label!r} ends at {off + length})")
+    next_off = (off + length + align - 1) // align * align
+    if not last and next_off > off + length:  # alignment padding: zeros
+        pad = min(next_off, size) - (off + length)
+        if pad > 0 and section(off + length, (pad,), np.uint8, False).any():
+            raise ValueError(f"{op}: {name} is corrupt (non-zero padding after section {label!r})")
+    return next_off
+
+
+def check_end(op: str, name: str, end: int, size: int) -> None:
+    """A file of ``size`` bytes whose last section ends at ``end`` has no trailing bytes."""
+    if size > end:
+        raise ValueError(f"{op}: {name} has {size - end} unexpected trailing bytes")

@@ -570,31 +570,16 @@ class BinaryKDTree:
                 if (sizes < 1).any():
                     raise ValueError(f"{op}: {name} is corrupt (a forest tree without nodes)")
                 shape = (int(sizes.sum()), 5)
-            want = np.dtype(dt).itemsize
-            for d in shape:
-                want *= d
-            if length != want or off != expect_off:
-                raise ValueError(f"{op}: {name} is corrupt (section {_SECTIONS[s]!r} has offset {off}, "
-                                 f"length {length}; expected {expect_off}, {want})")
-            if off + length > size:
-                raise ValueError(f"{op}: {name} is truncated ({size} bytes, section {_SECTIONS[s]!r} "
-                                 f"ends at {off + length})")
-            next_off = (off + length + _ALIGN - 1) // _ALIGN * _ALIGN
-            if s + 1 < nsec and next_off > off + length:  # alignment padding: zeros
-                pad = min(next_off, size) - (off + length)
-                if pad > 0 and section(off + length, (pad,), np.uint8, False).any():
-                    raise ValueError(f"{op}: {name} is corrupt (non-zero padding after section "
-                                     f"{_SECTIONS[s]!r})")
-            expect_off = next_off
+            want = np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64))
+            expect_off = _fileformat.check_section(op, name, _SECTIONS[s], off, length, want, expect_off, size,
+                                                   s + 1 == nsec, section, _ALIGN)
             # the trees and their sizes are read (small); keys, ids and permutations may be mapped
             mapped = mmap and s in (1, 2, 3, 4, 7)
             a = np.empty(shape, dtype=dt) if length == 0 else section(off, shape, dt, mapped)
             if s not in (1, 3) or verify or not mmap:
                 check_crc(s, a)
             arrays.append(a)
-        end = sec[2 * nsec - 2] + sec[2 * nsec - 1]
-        if size > end:
-            raise ValueError(f"{op}: {name} has {size - end} unexpected trailing bytes")
+        _fileformat.check_end(op, name, sec[2 * nsec - 2] + sec[2 * nsec - 1], size)
         from .. import _C
 
         nbits = 8 * int(nbytes)

@@ -288,27 +288,14 @@ class MultiIndexHash:
         for s, (shape, dt) in enumerate(shapes):
             off, length = sec[2 * s], sec[2 * s + 1]
             want = np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64))
-            if length != want or off != expect_off:
-                raise ValueError(f"{op}: {name} is corrupt (section {_SECTIONS[s]!r} has offset {off}, "
-                                 f"length {length}; expected {expect_off}, {want})")
-            if off + length > size:
-                raise ValueError(f"{op}: {name} is truncated ({size} bytes, section {_SECTIONS[s]!r} "
-                                 f"ends at {off + length})")
-            next_off = (off + length + _ALIGN - 1) // _ALIGN * _ALIGN
-            if s + 1 < nsec and next_off > off + length:  # alignment padding: zeros
-                pad = min(next_off, size) - (off + length)
-                if pad > 0 and section(off + length, (pad,), np.uint8, False).any():
-                    raise ValueError(f"{op}: {name} is corrupt (non-zero padding after section "
-                                     f"{_SECTIONS[s]!r})")
-            expect_off = next_off
+            expect_off = _fileformat.check_section(op, name, _SECTIONS[s], off, length, want, expect_off, size,
+                                                   s + 1 == nsec, section, _ALIGN)
             a = np.empty(shape, dtype=dt) if length == 0 else section(off, shape, dt, mmap)
             if s != 0 or verify or not mmap:
                 if _crc(np.asarray(a)) != crcs[s]:
                     raise ValueError(f"{op}: {name} is corrupt (checksum mismatch in section {_SECTIONS[s]!r})")
             arrays.append(a)
-        end = sec[2 * nsec - 2] + sec[2 * nsec - 1]
-        if size > end:
-            raise ValueError(f"{op}: {name} has {size - end} unexpected trailing bytes")
+        _fileformat.check_end(op, name, sec[2 * nsec - 2] + sec[2 * nsec - 1], size)
         codes, ids, offsets, positions = arrays
         if n and int(ids.min()) < 0:
             raise ValueError(f"{op}: {name} is corrupt (negative ids)")
