@@ -256,6 +256,8 @@ class JointQuery:
     """
 
     ALPHAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+    #: the default gate of :meth:`fit`: standard errors of gain the text needs over the image alone
+    MIN_Z = 2.0
 
     def __init__(self, alpha: float, cov: Tensor, text_mean: Optional[Tensor] = None, center: bool = True):
         if not alpha >= 0:
@@ -287,7 +289,7 @@ class JointQuery:
 
     @classmethod
     def fit(cls, phi: Tensor, theta: Tensor, rel: Tensor, alphas: Sequence[float] = ALPHAS, r_max: int = 100,
-            queries: Optional[Tensor] = None, min_z: float = 2.0) -> "JointQuery":
+            queries: Optional[Tensor] = None, min_z: float = MIN_Z) -> "JointQuery":
         """Chooses alpha and centring on calibration images.
 
         Args:
@@ -371,7 +373,7 @@ def _per_query_score(scores: Tensor, rel: Tensor, r: int) -> np.ndarray:
 
 
 def fit_joint_query(phi: Tensor, theta: Tensor, t, max_queries: int = 200, r_max: int = 100,
-                    alphas: Sequence[float] = JointQuery.ALPHAS, min_z: float = 2.0) -> JointQuery:
+                    alphas: Sequence[float] = JointQuery.ALPHAS, min_z: float = JointQuery.MIN_Z) -> JointQuery:
     """:meth:`JointQuery.fit` on calibration images with known captions.
 
     Args:
