@@ -44,6 +44,28 @@ def test_shapes_fixed_size_and_bad_args():
     with pytest.raises(IndexError):
         ds[3]
 
+def test_shapes_unnamed_ground_is_a_distractor():
+    """name_ground=False: no caption or region names the background, and the background does not
+    follow the scene's setting (so it carries nothing the captions share)."""
+    ground_words = {"wooden", "wood", "grass", "lawn", "brick", "bricks", "sand", "sandy", "beach", "water", "pond",
+                    "tiles", "tiled"}
+
+    def words(texts):
+        return {w.strip(".,:").lower() for t in texts for w in t.split()}
+
+    named = SyntheticShapes(60, seed=4)
+    plain = SyntheticShapes(60, seed=4, name_ground=False)
+    assert words(t for i in range(5) for t in named.annotations(i)[2]) & ground_words  # named by default
+    grounds = {}
+    for i in range(60):
+        _, regions, captions = plain.annotations(i)
+        assert captions and regions
+        assert not words(captions + [r.phrase for r in regions]) & ground_words, captions
+        grounds.setdefault(plain.setting(i), set()).add(plain[i].ground)
+    assert max(len(g) for g in grounds.values()) >= 3  # several grounds within one setting
+    with pytest.raises(TypeError, match="name_ground"):
+        SyntheticShapes(3, name_ground=1)
+
 
 def test_shapes_vocabulary_differs_from_scenes():
     """An independent family: its caption vocabulary barely overlaps the first family's."""

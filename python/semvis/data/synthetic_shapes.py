@@ -306,11 +306,15 @@ class SyntheticShapes:
         regions_per_image ((int, int)): inclusive range of region descriptions per image (VG-like).
         settings (int): number of scene settings (0: attributes uniform).
         setting_strength (float in [0, 1]): probability that an attribute follows the setting.
+        name_ground (bool): captions and region descriptions name the background (default); with
+            False the texture is a distractor that no text mentions and no setting chooses, so
+            that what two captions share is only what the objects show.
     """
 
     def __init__(self, n: int, image_size: Optional[Tuple[int, int]] = None, seed: int = 0,
                  min_items: int = 1, max_items: int = 3, captions_per_image: int = 5,
-                 regions_per_image: Tuple[int, int] = (3, 5), settings: int = 5, setting_strength: float = 0.75):
+                 regions_per_image: Tuple[int, int] = (3, 5), settings: int = 5, setting_strength: float = 0.75,
+                 name_ground: bool = True):
         self.n = _check_int("n", n, 0)
         if image_size is not None:
             if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2):
@@ -332,6 +336,9 @@ class SyntheticShapes:
         if isinstance(setting_strength, bool) or not (0.0 <= float(setting_strength) <= 1.0):
             raise ValueError(f"setting_strength must be in [0, 1], got {setting_strength!r}")
         self.setting_strength = float(setting_strength)
+        if not isinstance(name_ground, bool):
+            raise TypeError(f"name_ground must be a bool, got {type(name_ground).__name__}")
+        self.name_ground = name_ground
         trng = np.random.default_rng([self.seed, 0x5A9E])
         self._settings = [
             {"kind": [OBJECTS[int(i)] for i in trng.choice(len(OBJECTS), 2, replace=False)],
@@ -370,7 +377,7 @@ class SyntheticShapes:
         rng = random.Random(f"semvis.shapes/{self.seed}/{index}")
         sid = rng.randrange(self.settings) if self.settings else -1
         setting = self._settings[sid] if self.settings else None
-        ground = self._attr(rng, setting, "ground", GROUNDS)
+        ground = self._attr(rng, setting if self.name_ground else None, "ground", GROUNDS)
         items: List[ShapeItem] = []
         for _ in range(rng.randint(self.min_items, self.max_items)):
             scale = _pick(rng, SCALES)
@@ -405,18 +412,21 @@ class SyntheticShapes:
         elif t == 1:
             nps = [_with_article(_noun_phrase(rng, o)) for o in items]
             body = nps[0] if k == 1 else ", ".join(nps[:-1]) + " and " + nps[-1]
-            s = f"{body} lying on {_pick(rng, ('a', 'the'))} {g}."
+            s = f"{body} lying on {_pick(rng, ('a', 'the'))} {g}." if self.name_ground else f"{body} in one picture."
         elif t == 2:
             kinds = sorted({o.kind for o in items})
             what = " and ".join(_OBJECT_PLURAL[x] if sum(o.kind == x for o in items) > 1 else _OBJECT_WORDS[x][0]
                                 for x in kinds)
-            s = f"{_COUNT[min(k, 5)].capitalize()} object{'s' if k != 1 else ''} on {g}: {what}."
+            where = f" on {g}" if self.name_ground else ""
+            s = f"{_COUNT[min(k, 5)].capitalize()} object{'s' if k != 1 else ''}{where}: {what}."
         elif t == 3:
             corner = _corner(first, w, h)
             where = f" in the {corner} corner" if corner else ""
             s = f"This photo shows {_with_article(_noun_phrase(rng, first))}{where}."
-        else:
+        elif self.name_ground:
             s = f"Close-up of {_with_article(_noun_phrase(rng, first))} against {_pick(rng, ('a', 'the'))} {g}."
+        else:
+            s = f"Close-up of {_with_article(_noun_phrase(rng, first))}."
         return s[0].upper() + s[1:]
 
     def _region(self, rng: random.Random, items: List[ShapeItem], ground: str, w: int, h: int, rid: int
@@ -433,9 +443,11 @@ class SyntheticShapes:
             phrase = f"{_OBJECT_WORDS[o.kind][0]} {_pick(rng, _RELATION_WORDS[_relation(o, b, w, h)])} " \
                      f"{_OBJECT_WORDS[b.kind][0]}"
             box = (min(o.box[0], b.box[0]), min(o.box[1], b.box[1]), max(o.box[2], b.box[2]), max(o.box[3], b.box[3]))
-        else:
+        elif self.name_ground:
             phrase = _pick(rng, _GROUND_WORDS[ground])
             box = (0, 0, w, h)
+        else:
+            phrase = f"{o.colour} {_pick(rng, _OBJECT_WORDS[o.kind])}"
         return ShapeRegion(rid, phrase, int(box[0]), int(box[1]), int(box[2] - box[0]), int(box[3] - box[1]))
 
     def __getitem__(self, index: int) -> ShapeScene:
