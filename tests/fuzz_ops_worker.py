@@ -280,11 +280,12 @@ def fuzz_hard_triplets(data):
     rel = [sorted(set(data.draw(st.lists(st.integers(-1, m), max_size=3)))) for _ in range(n)]
     margin = data.draw(st.sampled_from([0.5, 0.0, -1.0, float("nan")]))
     per_pair = k_value(data, m, floats=False)
-    ok, t = accepted(se.hard_triplets, q, db, rel, margin, per_pair)
+    semihard = data.draw(st.booleans())
+    ok, t = accepted(se.hard_triplets, q, db, rel, margin, per_pair, semihard=semihard)
     if not ok:
         return
     assert d >= 1 and all(0 <= c < m for r in rel for c in r) and margin == margin
-    ref = R.hard_triplets(q.float(), db.float(), rel, margin, per_pair)
+    ref = R.hard_triplets(q.float(), db.float(), rel, margin, per_pair, semihard=semihard)
     assert torch.equal(t, ref), (t, ref)
 
 

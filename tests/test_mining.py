@@ -200,6 +200,53 @@ def test_hard_triplets_equals_brute_force(device, per_pair, use_pool):
     assert torch.equal(got.cpu(), want)
 
 
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("per_pair", [1, 3, 100])
+@pytest.mark.parametrize("use_pool", [False, True])
+def test_semihard_triplets_equals_brute_force(device, per_pair, use_pool):
+    """semihard=True: negatives ranked below the positive (loss in (0, margin)), largest loss first,
+    ties to the lowest pool position; integer embeddings make many exact ties (and s(q, d-) equal to
+    s(q, d+), which is not semi-hard)."""
+    n, m = 7, 60
+    q, db = ints(n, 5, device=device), ints(m, 5, device=device)
+    g = torch.Generator().manual_seed(2)
+    relevant = [torch.randperm(m, generator=g)[: int(torch.randint(0, 6, (1,), generator=g))].tolist() for _ in range(n)]
+    query_ids = torch.randint(0, m, (n,), generator=g)
+    pool = torch.randperm(m, generator=g)[:45] if use_pool else None
+    margin = 4.0
+    got = se.hard_triplets(q, db, relevant, margin, per_pair, None if pool is None else pool.to(device),
+                           query_ids=query_ids.to(device), semihard=True)
+    want = R.hard_triplets(q.cpu(), db.cpu(), relevant, margin, per_pair, pool, query_ids, semihard=True)
+    assert want.shape[0] > 0
+    assert torch.equal(got.cpu(), want)
+    # every kept negative is below its positive and within the margin; the hardest mining keeps others
+    S = q.cpu().float() @ db.cpu().float().T
+    sn, sp = S[want[:, 0], want[:, 2]], S[want[:, 0], want[:, 1]]
+    assert bool((sn < sp).all()) and bool((sn - sp + margin > 0).all())
+    hard = se.hard_triplets(q, db, relevant, margin, per_pair, None if pool is None else pool.to(device),
+                            query_ids=query_ids.to(device)).cpu()
+    assert bool((S[hard[:, 0], hard[:, 2]] >= S[hard[:, 0], hard[:, 1]]).any())
+
+
+def test_semihard_triplets_chunks_and_bad_flag():
+    """The dense rows are formed in chunks of whole queries: a tiny budget gives the same triplets."""
+    from semvis_ext.ops import mining as M
+
+    q, db = torch.randn(9, 6), torch.randn(50, 6)
+    rel = [list(range(i, i + 4)) for i in range(9)]
+    want = R.hard_triplets(q, db, rel, 0.5, 7, semihard=True)
+    assert torch.equal(se.hard_triplets(q, db, rel, 0.5, 7, semihard=True), want)
+    old = M._semihard_negatives.__defaults__
+    M._semihard_negatives.__defaults__ = (1,)  # budget of one float: one query per chunk
+    try:
+        assert torch.equal(se.hard_triplets(q, db, rel, 0.5, 7, semihard=True), want)
+    finally:
+        M._semihard_negatives.__defaults__ = old
+    assert se.hard_triplets(q, db, [[]] * 9, 0.5, 7, semihard=True).shape == (0, 3)
+    with pytest.raises(TypeError, match="semihard must be a bool"):
+        se.hard_triplets(q, db, rel, 0.5, 7, semihard=1)
+
+
 def test_hard_triplets_relevance_forms_and_empty():
     q, db = ints(4, 3), ints(20, 3)
     rel = [[1, 2], [], [5, 5, 6], [19]]

@@ -52,7 +52,7 @@ def test_mining_equals_brute_force(per_pair):
     (dict(scales=[]), "scales"), (dict(split_sizes=[1, 2]), "split_sizes"), (dict(margin=float("nan")), "margin"),
     (dict(data="visual_genome"), "data_root"), (dict(data_root="/no/such/dir", data="coco"), "data_root"),
     (dict(weights="/no/such.pth"), "weights"), (dict(steps=1.5), "steps"), (dict(lr_drop_at=2.0), "lr_drop_at"),
-    (dict(freeze_bn="yes"), "freeze_bn"),
+    (dict(freeze_bn="yes"), "freeze_bn"), (dict(negatives="hard"), "negatives"),
 ])
 def test_bad_config_values(kw, match):
     with pytest.raises(ConfigError, match=f"config.{match}"):
@@ -101,6 +101,36 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, tiny_data, objective):
         assert torch.equal(sa["text"]["weight"], sc["text"]["weight"])
     assert [h["loss"] for h in a.history] == [h["loss"] for h in c.history]
     assert torch.equal(sa["round"]["candidates"], sc["round"]["candidates"])
+
+
+@pytest.mark.parametrize("objective", ["visual", "joint"])
+def test_semihard_round_keeps_negatives_below_their_positive(tiny_data, objective):
+    """negatives="semihard" (the synthetic preset): every candidate of a mining round has its
+    negative ranked below its positive and within the margin under the round's embeddings (the
+    summed score and 3 m for the joint objective); the paper's hardest mining on the same untrained
+    network keeps negatives ranked above their positive."""
+    got = {}
+    for negatives in ("semihard", "hardest"):
+        tr = SemanticTrainer(SemanticConfig.synthetic_preset(**TINY, steps=1, objective=objective, progress=False,
+                                                             negatives=negatives), tiny_data)
+        tr.mine()
+        pool, cand = tr.round["pool"], tr.round["candidates"]
+        assert len(cand) > 0
+        ids = tiny_data.train[pool.numpy()]
+        phi = tr.embed(ids)
+        if objective == "joint":
+            th = tr.text_embed(ids).float()
+            s = lambda a, b: (phi[a] * phi[b]).sum(1) + (phi[a] * th[b]).sum(1) + (th[a] * phi[b]).sum(1)  # noqa: E731
+            m = 3 * tr.cfg.margin
+        else:
+            s = lambda a, b: (phi[a] * phi[b]).sum(1)  # noqa: E731
+            m = tr.cfg.margin
+        sp, sn = s(cand[:, 0], cand[:, 1]), s(cand[:, 0], cand[:, 2])
+        got[negatives] = (sp, sn, m)
+    sp, sn, m = got["semihard"]
+    assert bool((sn < sp + 1e-5).all()) and bool((sn - sp + m > -1e-5).all())
+    sp, sn, m = got["hardest"]
+    assert bool((sn > sp + 1e-4).any())
 
 
 def test_checkpoint_errors(tmp_path, tiny_data):

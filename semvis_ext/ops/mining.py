@@ -333,6 +333,7 @@ def hard_triplets(
     *,
     query_ids: Optional[Tensor] = None,
     tile: Optional[Tuple[int, int]] = None,
+    semihard: bool = False,
 ) -> Tensor:
     """Hard triplets for every (query, relevant item) pair, in one tiled pass (seed 000.8).
 
@@ -356,6 +357,13 @@ def hard_triplets(
         query_ids (Tensor[n] int64, optional): the db_emb row of each query, never used as its
             own negative.
         tile: as in :func:`topk_similar`.
+        semihard (bool): keep only negatives ranked *below* the positive, ``s(q, d-) < s(q, d+)``,
+            i.e. loss in (0, margin) (FaceNet's semi-hard negatives, Schroff et al. 2015). The
+            paper's mining (False) takes the largest losses; on a network trained from scratch
+            those are mostly negatives it cannot yet tell from the positive, and the hinge is
+            then smallest when every embedding is the same: the model collapses (issue 23).
+            Computed from chunks of dense similarity rows (memory O(chunk * pool)), not the
+            top-k pass.
 
     Similarities are float32 (``s(q, d-)`` from the tiled GEMM, ``s(q, d+)`` from a dot product);
     ties in loss go to the lowest pool position. Non-finite embeddings (NaN, ±inf) raise
@@ -369,6 +377,8 @@ def hard_triplets(
     _check_embeddings(op, q_emb, db_emb)
     margin = check_finite_scalar(op, "margin", margin)
     per_pair = _check_k(op, "per_pair", per_pair)
+    if not isinstance(semihard, bool):
+        raise TypeError(f"{op}: semihard must be a bool, got {type(semihard).__name__}")
     n, m = q_emb.shape[0], db_emb.shape[0]
     dev = q_emb.device
     indptr, indices = as_csr(op, "relevant", relevant, n, m, dev)
@@ -409,24 +419,79 @@ def hard_triplets(
         ex_cols = torch.cat([indices, self_col[has]])
     ex = _csr_from_pairs(ex_rows, ex_cols, n, P)
     k = min(per_pair, P)
-    with torch.no_grad():  # indices only: no graph through the scores
-        s_neg, neg = topk_similar(q_emb, db_p, k, exclude=ex, tile=tile)
     if rows.numel() == 0:
         return torch.empty((0, 3), dtype=torch.int64, device=dev)
+    pos_db = indices if inv is None else pool[indices]
+    if semihard:
+        with torch.no_grad():
+            pair_of, neg = _semihard_negatives(q_emb, db_p, rows, indices, ex, float(margin), k)
+        neg_db = neg if inv is None else pool[neg]
+        return _by_query_and_positive(torch.stack([rows[pair_of], pos_db[pair_of], neg_db], 1), m, inv is not None)
+    with torch.no_grad():  # indices only: no graph through the scores
+        s_neg, neg = topk_similar(q_emb, db_p, k, exclude=ex, tile=tile)
     # s(q, d+) for every pair, in bounded chunks
     s_pos = torch.empty(rows.numel(), dtype=torch.float32, device=dev)
     step = max(1, (1 << 22) // q_emb.shape[1])
-    for a in range(0, rows.numel(), step):
-        b = min(rows.numel(), a + step)
-        s_pos[a:b] = (q_emb[rows[a:b]].float() * db_p[indices[a:b]].float()).sum(1)
+    with torch.no_grad():
+        for a in range(0, rows.numel(), step):
+            b = min(rows.numel(), a + step)
+            s_pos[a:b] = (q_emb[rows[a:b]].float() * db_p[indices[a:b]].float()).sum(1)
     loss = s_neg[rows] - s_pos.unsqueeze(1) + margin  # [pairs, k], non-increasing along each row
     viol = (loss > 0) & (neg[rows] >= 0)
     cnt = viol.sum(1)
     pair_of = torch.repeat_interleave(torch.arange(rows.numel(), device=dev), cnt)
     negs = neg[rows][viol]
-    pos_db = indices if inv is None else pool[indices]
     neg_db = negs if inv is None else pool[negs]
-    return torch.stack([rows[pair_of], pos_db[pair_of], neg_db], 1)
+    return _by_query_and_positive(torch.stack([rows[pair_of], pos_db[pair_of], neg_db], 1), m, inv is not None)
+
+
+def _by_query_and_positive(t: Tensor, m: int, reorder: bool) -> Tensor:
+    """Triplets in the documented order (query, then positive db id, negatives kept in their
+    order): the pairs come in pool-position order when a ``pool`` is given."""
+    if not reorder or t.shape[0] < 2:
+        return t
+    return t[torch.sort(t[:, 0] * m + t[:, 1], stable=True).indices]
+
+
+def _semihard_negatives(q: Tensor, db: Tensor, rows: Tensor, pos: Tensor, ex: Tuple[Tensor, Tensor],
+                        margin: float, k: int, budget: int = 1 << 22) -> Tuple[Tensor, Tensor]:
+    """For every (query, positive) pair (``rows[j]``, ``pos[j]``): the ``k`` negatives (db rows not
+    in the query's exclusion CSR ``ex``) with s(q, d+) - margin < s(q, d-) < s(q, d+), by
+    decreasing s(q, d-), ties to the lowest row; both similarities from the same float32 GEMM row.
+    Returns (pair index, db row) of every kept negative, pair-major. Dense similarity rows are
+    formed about ``budget`` floats at a time."""
+    dev, P = q.device, db.shape[0]
+    indptr, cols = ex
+    n_q = indptr.numel() - 1
+    db32 = db.float()
+    out_pair, out_neg = [], []
+    # pairs are sorted by query (CSR order); take whole queries, about budget / P pairs at a time
+    first = torch.searchsorted(rows, torch.arange(n_q + 1, device=dev))
+    chunk = max(1, budget // max(P, 1))
+    a = 0
+    while a < n_q:
+        b = a + 1
+        while b < n_q and int(first[b + 1] - first[a]) <= chunk:
+            b += 1
+        pa, pb = int(first[a]), int(first[b])
+        if pb > pa:
+            S = q[a:b].float() @ db32.t()  # [queries, P]
+            sp = S[rows[pa:pb] - a, pos[pa:pb]].unsqueeze(1)
+            lo, hi = int(indptr[a]), int(indptr[b])
+            ex_rows = torch.repeat_interleave(torch.arange(b - a, device=dev), indptr[a + 1:b + 1] - indptr[a:b])
+            S[ex_rows, cols[lo:hi]] = float("-inf")
+            Sp = S[rows[pa:pb] - a]  # [pairs, P]
+            ok = (Sp < sp) & (Sp - sp + margin > 0)  # as the loss is computed
+            vals, order = torch.sort(Sp.masked_fill_(~ok, float("-inf")), dim=1, descending=True, stable=True)
+            vals, order = vals[:, :k], order[:, :k]
+            keep = torch.isfinite(vals)
+            out_pair.append(torch.arange(pa, pb, device=dev).unsqueeze(1).expand_as(order)[keep])
+            out_neg.append(order[keep])
+        a = b
+    if not out_pair:
+        z = torch.empty(0, dtype=torch.int64, device=dev)
+        return z, z
+    return torch.cat(out_pair), torch.cat(out_neg)
 
 
 def _checked_csr(op: str, t: Tensor) -> Tensor:

@@ -32,8 +32,10 @@ def topk_similar_dense(q: Tensor, db: Tensor, k: int, exclude: Optional[Tensor] 
     return torch.topk(S, k, dim=1)
 
 
-def hard_triplets(q: Tensor, db: Tensor, relevant, margin: float, per_pair: int = 100, pool=None, query_ids=None):
-    """The mining step of seed 000.8 as a literal loop over (query, positive, negative).
+def hard_triplets(q: Tensor, db: Tensor, relevant, margin: float, per_pair: int = 100, pool=None, query_ids=None,
+                  semihard: bool = False):
+    """The mining step of seed 000.8 as a literal loop over (query, positive, negative); with
+    ``semihard`` only negatives with s(q, d-) < s(q, d+) (loss in (0, margin)).
 
     ``relevant`` is a list of id lists (db rows). Returns Tensor[T, 3] (query, positive, negative)
     in the order of :func:`semvis_ext.hard_triplets`.
@@ -52,7 +54,7 @@ def hard_triplets(q: Tensor, db: Tensor, relevant, margin: float, per_pair: int 
             cands = []
             for d in negatives:
                 loss = float(S[i, d] - S[i, p] + margin)
-                if loss > 0:
+                if loss > 0 and (not semihard or float(S[i, d]) < float(S[i, p])):
                     cands.append((-float(S[i, d]), pool_pos[d], d))
             cands.sort()
             for _, _, d in cands[:per_pair]:

@@ -7,7 +7,9 @@ trains the R-MAC embedding with mined hard triplets:
 1. every ``remine_every`` updates (the mining-round hook, :meth:`SemanticTrainer.mine`): draw N
    queries, ``positives_per_query`` relevant images each; the pool is their union; embed it with
    the current model (eval mode, no grad); keep, for every (q, d+), the ``per_pair`` hardest
-   violating negatives of the pool (``semvis_ext.hard_triplets``);
+   violating negatives of the pool (``semvis_ext.hard_triplets``); with ``negatives =
+   "semihard"`` (the synthetic preset) only those ranked below d+ (FaceNet's semi-hard negatives:
+   trained from scratch, the hardest ones collapse the embedding; issue 23);
 2. each update: ``batch_size`` candidates drawn without replacement (reshuffled each round);
    loss L_v (visual) or L_v + L_t1 + L_t2 (joint), Adam, lr x ``lr_drop`` after ``lr_drop_at``.
 
@@ -190,7 +192,7 @@ class SemanticTrainer(Trainer):
         relevant = [torch.searchsorted(pool, d.knn[qi][m]).tolist() for qi, m in zip(q_l, in_pool)]
         if len(q_l):
             trip = self.miner(qe.contiguous(), de.contiguous(), relevant, float(margin), cfg.per_pair,
-                              query_ids=qpos_l).cpu()
+                              query_ids=qpos_l, semihard=cfg.negatives == "semihard").cpu()
         else:
             trip = torch.zeros(0, 3, dtype=torch.int64)
         cand = torch.stack([qpos_l[trip[:, 0]], trip[:, 1], trip[:, 2]], 1) if len(trip) else trip.reshape(0, 3)
