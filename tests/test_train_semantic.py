@@ -133,6 +133,28 @@ def test_semihard_round_keeps_negatives_below_their_positive(tiny_data, objectiv
     assert bool((sn > sp + 1e-4).any())
 
 
+def test_hardest_negatives_collapse_from_scratch_and_semihard_do_not(tmp_path):
+    """Why the synthetic preset mines semi-hard negatives (issue 23): on scenes whose backgrounds no
+    caption names, the paper's hardest negatives drive a network trained from scratch towards one
+    embedding for every image (measured: mean cosine 0.98 between val images after 150 updates,
+    0.998 at full size), semi-hard ones keep it spread (0.69)."""
+    from semvis.data.synthetic_shapes import SyntheticShapes
+
+    root = tmp_path / "vg"
+    SyntheticShapes(120, image_size=(96, 72), seed=5, name_ground=False, settings=0).write_visual_genome(root)
+    cos = {}
+    for negatives in ("hardest", "semihard"):
+        cfg = SemanticConfig.synthetic_preset(**{**TINY, "n_images": 120, "split_sizes": (80, 20, 20)},
+                                              data="visual_genome", data_root=str(root), steps=150,
+                                              negatives=negatives, progress=False, calib_fraction=0)
+        tr = SemanticTrainer(cfg)
+        tr.fit()
+        phi = tr.embed(tr.data.val)
+        s = phi @ phi.T
+        cos[negatives] = float(s[~torch.eye(len(s), dtype=torch.bool)].mean())
+    assert cos["hardest"] > 0.95 and cos["semihard"] < 0.85, cos
+
+
 def test_checkpoint_errors(tmp_path, tiny_data):
     with pytest.raises(FileNotFoundError):
         SemanticTrainer.resume(str(tmp_path / "none.pt"), tiny_data)
