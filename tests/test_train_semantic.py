@@ -52,7 +52,7 @@ def test_mining_equals_brute_force(per_pair):
     (dict(scales=[]), "scales"), (dict(split_sizes=[1, 2]), "split_sizes"), (dict(margin=float("nan")), "margin"),
     (dict(data="visual_genome"), "data_root"), (dict(data_root="/no/such/dir", data="coco"), "data_root"),
     (dict(weights="/no/such.pth"), "weights"), (dict(steps=1.5), "steps"), (dict(lr_drop_at=2.0), "lr_drop_at"),
-    (dict(freeze_bn="yes"), "freeze_bn"), (dict(negatives="hard"), "negatives"),
+    (dict(freeze_bn="yes"), "freeze_bn"), (dict(negatives="hard"), "negatives"), (dict(mine_by="text"), "mine_by"),
 ])
 def test_bad_config_values(kw, match):
     with pytest.raises(ConfigError, match=f"config.{match}"):
@@ -112,7 +112,7 @@ def test_semihard_round_keeps_negatives_below_their_positive(tiny_data, objectiv
     got = {}
     for negatives in ("semihard", "hardest"):
         tr = SemanticTrainer(SemanticConfig.synthetic_preset(**TINY, steps=1, objective=objective, progress=False,
-                                                             negatives=negatives), tiny_data)
+                                                             negatives=negatives, mine_by="objective"), tiny_data)
         tr.mine()
         pool, cand = tr.round["pool"], tr.round["candidates"]
         assert len(cand) > 0
@@ -131,6 +131,21 @@ def test_semihard_round_keeps_negatives_below_their_positive(tiny_data, objectiv
     assert bool((sn < sp + 1e-5).all()) and bool((sn - sp + m > -1e-5).all())
     sp, sn, m = got["hardest"]
     assert bool((sn > sp + 1e-4).any())
+
+
+def test_joint_model_mined_by_phi_gets_the_visual_models_triplets(tiny_data):
+    """mine_by="visual" (the synthetic preset): a joint trainer's mining round is the visual
+    trainer's round (same seed, same network: the same candidates); mine_by="objective" scores
+    them by the summed similarity and finds others."""
+    rounds = {}
+    for objective, mine_by in (("visual", "visual"), ("joint", "visual"), ("joint", "objective")):
+        tr = SemanticTrainer(SemanticConfig.synthetic_preset(**TINY, steps=1, objective=objective, progress=False,
+                                                             mine_by=mine_by), tiny_data)
+        tr.mine()
+        rounds[objective, mine_by] = tr.round["candidates"]
+    assert len(rounds["visual", "visual"]) > 0
+    assert torch.equal(rounds["joint", "visual"], rounds["visual", "visual"])
+    assert not torch.equal(rounds["joint", "objective"], rounds["visual", "visual"])
 
 
 def test_hardest_negatives_collapse_from_scratch_and_semihard_do_not(tmp_path):

@@ -19,12 +19,14 @@ _CHOICES = {
     "pooling": ("rmac",),
     "text_init": ("random", "images"),
     "negatives": ("hardest", "semihard"),
+    "mine_by": ("objective", "visual"),
 }
 
 #: the paper's recipe scaled to synthetic scenes on 2 CPU cores (see SemanticConfig.synthetic_preset)
 _SYNTHETIC = dict(data="synthetic", n_images=1200, image_size=64, split_sizes=(800, 200, 200), backbone="resnet18",
                   width=16, levels=2, stages=3, freeze_bn=False, mine_queries=64, positives_per_query=9, per_pair=100,
                   remine_every=16, batch_size=32, steps=600, lr=3e-3, text_lr=1e-2, text_init="images", negatives="semihard",
+                  mine_by="visual",
                   eval_queries=200, r_max=100, knn=32)
 
 
@@ -46,7 +48,10 @@ class SemanticConfig(TrainConfig):
     Mining: ``mine_queries`` (N), ``positives_per_query``, ``per_pair`` (hardest triplets kept per
     (q, d+)), ``remine_every`` (updates between mining rounds), ``negatives`` (hardest: the
     paper's largest losses; semihard: only negatives ranked below the positive, loss in
-    (0, margin), which keeps a network trained from scratch from collapsing to one embedding).
+    (0, margin), which keeps a network trained from scratch from collapsing to one embedding),
+    ``mine_by`` (objective: a joint candidate is scored by the sum of its three similarities,
+    margin 3 m; visual: by phi . phi alone, margin m, the (V, V) model's triplets, the text
+    terms then added on them).
     Text projection: ``text_init`` (random: N(0, 0.01^2) as in the paper; images: each word's
     row starts at the mean embedding of the training images whose captions use it).
     Optimisation: ``batch_size`` (triplets), ``steps``, ``lr``, ``text_lr``, ``lr_drop_at``
@@ -92,6 +97,7 @@ class SemanticConfig(TrainConfig):
     text_lr: Optional[float] = None
     text_init: str = "random"
     negatives: str = "hardest"
+    mine_by: str = "objective"
     lr_drop_at: float = 0.5
     lr_drop: float = 0.1
     eval_queries: int = 1000

@@ -13,9 +13,13 @@ trains the R-MAC embedding with mined hard triplets:
 2. each update: ``batch_size`` candidates drawn without replacement (reshuffled each round);
    loss L_v (visual) or L_v + L_t1 + L_t2 (joint), Adam, lr x ``lr_drop`` after ``lr_drop_at``.
 
-Joint mining [D]: a candidate's score is the sum of its three similarities,
-(phi_q, phi_q, theta_q) . (phi_d, theta_d, phi_d), with margin 3m (the hinge of the summed
-objective), so the same mining kernel serves both objectives.
+Joint mining [D]: with ``mine_by = "objective"`` (the paper preset) a candidate's score is the sum
+of its three similarities, (phi_q, phi_q, theta_q) . (phi_d, theta_d, phi_d), with margin 3m (the
+hinge of the summed objective), so the same mining kernel serves both objectives. With
+``mine_by = "visual"`` (the synthetic preset) the joint model mines the (V, V) model's triplets
+(phi . phi, margin m) and adds the text terms on them: mined by the sum, the visual term got
+triplets chosen for the text terms' violations, and (V+T, V) fell below (V, V) on two of three
+sets where mining by phi alone put it above (issue 23, ``benchmarks/RESULTS.md``).
 
 Checkpoints hold the model, text projection, optimiser, step, the trainer's RNG and the current
 mining round, so that a resumed run continues exactly as an uninterrupted one.
@@ -176,7 +180,8 @@ class SemanticTrainer(Trainer):
         ids = d.train[pool[mine_rows].numpy()]
         phi = distributed.all_gather_no_grad(self.embed(ids, images=images))
         margin = cfg.margin
-        if self.uses_text:
+        by_text = self.uses_text and cfg.mine_by == "objective"
+        if by_text:
             theta = self.text_embed(ids).float().cpu() if len(ids) else torch.zeros(0, self.model.dim)
             theta = distributed.all_gather_no_grad(theta)
             de = torch.cat([phi, theta, phi], 1)
@@ -186,7 +191,7 @@ class SemanticTrainer(Trainer):
         # this rank's queries against the whole pool
         qs = distributed.shard(len(q))
         q_l, qpos_l = q[qs], qpos[qs]
-        qe = torch.cat([phi[qpos_l], phi[qpos_l], theta[qpos_l]], 1) if self.uses_text else phi[qpos_l]
+        qe = torch.cat([phi[qpos_l], phi[qpos_l], theta[qpos_l]], 1) if by_text else phi[qpos_l]
         # relevant pool positions of each query: its knn list restricted to the pool
         in_pool = torch.isin(d.knn[q_l], pool)
         relevant = [torch.searchsorted(pool, d.knn[qi][m]).tolist() for qi, m in zip(q_l, in_pool)]
