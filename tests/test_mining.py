@@ -182,16 +182,21 @@ def test_topk_opcheck_and_compile():
 
 # ---- hard_triplets ---------------------------------------------------------------------------
 
+def _mining_case(device, use_pool, seed, n=7, m=60):
+    """Integer embeddings (many exact ties), random relevance lists, query ids and maybe a pool."""
+    q, db = ints(n, 5, device=device), ints(m, 5, device=device)
+    g = torch.Generator().manual_seed(seed)
+    relevant = [torch.randperm(m, generator=g)[: int(torch.randint(0, 6, (1,), generator=g))].tolist() for _ in range(n)]
+    query_ids = torch.randint(0, m, (n,), generator=g)
+    pool = torch.randperm(m, generator=g)[:45] if use_pool else None
+    return q, db, relevant, query_ids, pool
+
+
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("per_pair", [1, 3, 100])
 @pytest.mark.parametrize("use_pool", [False, True])
 def test_hard_triplets_equals_brute_force(device, per_pair, use_pool):
-    n, m = 7, 60
-    q, db = ints(n, 5, device=device), ints(m, 5, device=device)
-    g = torch.Generator().manual_seed(1)
-    relevant = [torch.randperm(m, generator=g)[: int(torch.randint(0, 6, (1,), generator=g))].tolist() for _ in range(n)]
-    query_ids = torch.randint(0, m, (n,), generator=g)
-    pool = torch.randperm(m, generator=g)[:45] if use_pool else None
+    q, db, relevant, query_ids, pool = _mining_case(device, use_pool, seed=1)
     margin = 2.0
     got = se.hard_triplets(q, db, relevant, margin, per_pair, None if pool is None else pool.to(device),
                            query_ids=query_ids.to(device), tile=(3, 11))
@@ -207,12 +212,7 @@ def test_semihard_triplets_equals_brute_force(device, per_pair, use_pool):
     """semihard=True: negatives ranked below the positive (loss in (0, margin)), largest loss first,
     ties to the lowest pool position; integer embeddings make many exact ties (and s(q, d-) equal to
     s(q, d+), which is not semi-hard)."""
-    n, m = 7, 60
-    q, db = ints(n, 5, device=device), ints(m, 5, device=device)
-    g = torch.Generator().manual_seed(2)
-    relevant = [torch.randperm(m, generator=g)[: int(torch.randint(0, 6, (1,), generator=g))].tolist() for _ in range(n)]
-    query_ids = torch.randint(0, m, (n,), generator=g)
-    pool = torch.randperm(m, generator=g)[:45] if use_pool else None
+    q, db, relevant, query_ids, pool = _mining_case(device, use_pool, seed=2)
     margin = 4.0
     got = se.hard_triplets(q, db, relevant, margin, per_pair, None if pool is None else pool.to(device),
                            query_ids=query_ids.to(device), semihard=True)
