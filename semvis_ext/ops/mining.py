@@ -422,11 +422,14 @@ def hard_triplets(
     if rows.numel() == 0:
         return torch.empty((0, 3), dtype=torch.int64, device=dev)
     pos_db = indices if inv is None else pool[indices]
+    if inv is not None:  # the pairs in the documented (query, positive id) order, not pool-position order
+        order = torch.sort(rows * m + pos_db).indices
+        rows, indices, pos_db = rows[order], indices[order], pos_db[order]
     if semihard:
         with torch.no_grad():
             pair_of, neg = _semihard_negatives(q_emb, db_p, rows, indices, ex, float(margin), k)
         neg_db = neg if inv is None else pool[neg]
-        return _by_query_and_positive(torch.stack([rows[pair_of], pos_db[pair_of], neg_db], 1), m, inv is not None)
+        return torch.stack([rows[pair_of], pos_db[pair_of], neg_db], 1)
     with torch.no_grad():  # indices only: no graph through the scores
         s_neg, neg = topk_similar(q_emb, db_p, k, exclude=ex, tile=tile)
     # s(q, d+) for every pair, in bounded chunks
@@ -442,15 +445,7 @@ def hard_triplets(
     pair_of = torch.repeat_interleave(torch.arange(rows.numel(), device=dev), cnt)
     negs = neg[rows][viol]
     neg_db = negs if inv is None else pool[negs]
-    return _by_query_and_positive(torch.stack([rows[pair_of], pos_db[pair_of], neg_db], 1), m, inv is not None)
-
-
-def _by_query_and_positive(t: Tensor, m: int, reorder: bool) -> Tensor:
-    """Triplets in the documented order (query, then positive db id, negatives kept in their
-    order): the pairs come in pool-position order when a ``pool`` is given."""
-    if not reorder or t.shape[0] < 2:
-        return t
-    return t[torch.sort(t[:, 0] * m + t[:, 1], stable=True).indices]
+    return torch.stack([rows[pair_of], pos_db[pair_of], neg_db], 1)
 
 
 def _semihard_negatives(q: Tensor, db: Tensor, rows: Tensor, pos: Tensor, ex: Tuple[Tensor, Tensor],
@@ -465,19 +460,21 @@ def _semihard_negatives(q: Tensor, db: Tensor, rows: Tensor, pos: Tensor, ex: Tu
     n_q = indptr.numel() - 1
     db32 = db.float()
     out_pair, out_neg = [], []
-    # pairs are sorted by query (CSR order); take whole queries, about budget / P pairs at a time
-    first = torch.searchsorted(rows, torch.arange(n_q + 1, device=dev))
+    # pairs are sorted by query; take whole queries, about budget / P pairs at a time (bounds as
+    # host ints, read once)
+    first = torch.searchsorted(rows, torch.arange(n_q + 1, device=dev)).tolist()
+    ex_ptr = indptr.tolist()
     chunk = max(1, budget // max(P, 1))
     a = 0
     while a < n_q:
         b = a + 1
-        while b < n_q and int(first[b + 1] - first[a]) <= chunk:
+        while b < n_q and first[b + 1] - first[a] <= chunk:
             b += 1
-        pa, pb = int(first[a]), int(first[b])
+        pa, pb = first[a], first[b]
         if pb > pa:
             S = q[a:b].float() @ db32.t()  # [queries, P]
             sp = S[rows[pa:pb] - a, pos[pa:pb]].unsqueeze(1)
-            lo, hi = int(indptr[a]), int(indptr[b])
+            lo, hi = ex_ptr[a], ex_ptr[b]
             ex_rows = torch.repeat_interleave(torch.arange(b - a, device=dev), indptr[a + 1:b + 1] - indptr[a:b])
             S[ex_rows, cols[lo:hi]] = float("-inf")
             Sp = S[rows[pa:pb] - a]  # [pairs, P]
